@@ -1,0 +1,85 @@
+"""A deployed function: what the user declares. Client input, so decoding is strict."""
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta, Struct
+
+from bus_schemas.version import SCHEMA_VERSION
+
+FnName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,62}$", description="lowercase letters, digits, '-'")]
+EnvKey = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+EnvValue = Annotated[str, Meta(max_length=4096)]
+HttpPath = Annotated[str, Meta(pattern=r"^/[A-Za-z0-9/_.\-]{0,255}$")]
+GpuModel = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 _.\-]{1,64}$")]
+
+# Env names the platform sets itself; a function may not override them.
+RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "PORT", "LD_PRELOAD", "LD_LIBRARY_PATH", "PATH"})
+RESERVED_ENV_PREFIX = "THAW_"
+
+
+class Resources(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What one worker needs. Integers with units in their names."""
+
+    vram_mib: Annotated[int, Meta(ge=0, le=1 << 22)] = 0  # per GPU
+    gpu_count: Annotated[int, Meta(ge=0, le=16)] = 1  # 0: CPU-only worker
+    gpu_models: tuple[GpuModel, ...] = ()  # allowed models; empty means any
+    cpu_milli: Annotated[int, Meta(ge=1, le=1_024_000)] = 500
+    memory_mib: Annotated[int, Meta(ge=16, le=4 << 20)] = 512
+
+
+class Scaling(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    min_pods: Annotated[int, Meta(ge=0, le=1000)] = 0
+    max_pods: Annotated[int, Meta(ge=1, le=1000)] = 1
+    concurrency: Annotated[int, Meta(ge=1, le=1024)] = 1  # requests one worker serves at once
+    idle_timeout_s: Annotated[float, Meta(ge=0.5, le=86400)] = 60.0
+    start_timeout_s: Annotated[float, Meta(ge=1, le=3600)] = 120.0  # cold start deadline
+    max_queue: Annotated[int, Meta(ge=0, le=100_000)] = 256  # waiting calls per gateway
+
+
+class FunctionSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A function as deployed. Exactly one of `command` (local process) or `image` (container)."""
+
+    name: FnName
+    command: tuple[Annotated[str, Meta(max_length=4096)], ...] = ()
+    image: Annotated[str, Meta(max_length=512)] = ""
+    port: Annotated[int, Meta(ge=0, le=65535)] = 0  # 0: the agent picks one and passes $PORT
+    health_path: HttpPath = "/healthz"
+    invoke_path: HttpPath = "/"
+    env: dict[EnvKey, EnvValue] = {}
+    resources: Resources = Resources()
+    scaling: Scaling = Scaling()
+    placement_policy: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "thaw"
+    tenant: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "default"
+    v: int = SCHEMA_VERSION
+
+
+class SpecError(ValueError):
+    """A spec that decodes but breaks a rule across fields. Carries the field and the reason."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def check_function_spec(spec: FunctionSpec) -> FunctionSpec:
+    """Cross-field rules msgspec cannot express. Returns the spec or raises SpecError."""
+    if bool(spec.command) == bool(spec.image):
+        raise SpecError("$.command", "give exactly one of `command` (local process) or `image` (container)")
+    if spec.scaling.min_pods > spec.scaling.max_pods:
+        raise SpecError("$.scaling.min_pods", "must not exceed scaling.max_pods")
+    if spec.resources.gpu_count > 1 and spec.resources.vram_mib == 0:
+        raise SpecError("$.resources.vram_mib", "a multi-GPU worker must say how much vRAM it needs per GPU")
+    if spec.resources.gpu_count == 0 and spec.resources.vram_mib:
+        raise SpecError("$.resources.vram_mib", "a CPU-only worker (gpu_count = 0) cannot reserve vRAM")
+    for key in spec.env:
+        if key in RESERVED_ENV or key.startswith(RESERVED_ENV_PREFIX):
+            raise SpecError(f"$.env.{key}", "is set by the platform and cannot be overridden")
+    if spec.v != SCHEMA_VERSION:
+        raise SpecError("$.v", f"schema version {spec.v} is not supported (this server speaks {SCHEMA_VERSION})")
+    return spec
+
+
+def spec_to_builtins(spec: FunctionSpec) -> dict:
+    return msgspec.to_builtins(spec)

@@ -1,0 +1,10 @@
+"""Header names used on the bus and over HTTP, as documented constants."""
+
+MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication key
+TRACEPARENT = "traceparent"  # W3C trace context
+TRACESTATE = "tracestate"
+AUTHORIZATION = "Authorization"  # "Bearer <api key>" on HTTP and on infer.request.*
+STATUS = "Thaw-Status"  # HTTP-like status of an infer.request reply
+RETRY_AFTER = "Retry-After"
+CONTENT_TYPE = "Content-Type"
+POD = "Thaw-Pod"  # which pod served an invocation

@@ -1,0 +1,44 @@
+"""JetStream stream and durable-consumer specs. Plain data: the shared kernel provisions them."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    retention: str = "limits"  # "limits" | "workqueue"
+    max_msgs_per_subject: int = -1
+    max_age_s: float = 0  # 0 keeps messages until limits say otherwise
+    duplicate_window_s: float = 120  # Nats-Msg-Id de-duplication window
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    stream: str
+    durable: str
+    filter_subject: str
+    ack_wait_s: float = 30
+    max_deliver: int = 10
+    max_ack_pending: int = 256
+
+
+FUNCTIONS = StreamSpec("FUNCTIONS", ("fn.>",), max_msgs_per_subject=16)
+LEASES = StreamSpec("LEASES", ("lease.>",), max_age_s=3600)
+PLACEMENT = StreamSpec("PLACEMENT", ("place.>",), max_age_s=24 * 3600)
+PODS = StreamSpec("PODS", ("pod.>",), max_msgs_per_subject=64, max_age_s=24 * 3600)
+NODES = StreamSpec("NODES", ("node.capacity.>",), max_msgs_per_subject=1)
+SNAPSHOTS = StreamSpec("SNAPSHOTS", ("snapshot.>",), max_age_s=7 * 24 * 3600)
+INFER_ASYNC = StreamSpec("INFER_ASYNC", ("infer.async.>",), retention="workqueue")
+
+ALL_STREAMS = (FUNCTIONS, LEASES, PLACEMENT, PODS, NODES, SNAPSHOTS, INFER_ASYNC)
+
+# Placement workers share one durable consumer, so each lease request is handled once.
+PLACEMENT_LEASES = ConsumerSpec("LEASES", "placement-leases", "lease.requested.>", ack_wait_s=15)
+PLACEMENT_CAPACITY = ConsumerSpec("NODES", "placement-capacity", "node.capacity.>")
+PLACEMENT_FUNCTIONS = ConsumerSpec("FUNCTIONS", "placement-functions", "fn.>")
+
+
+def agent_placements(node: str) -> ConsumerSpec:
+    """Each node's agent has its own durable consumer filtered to that node."""
+    return ConsumerSpec("PLACEMENT", f"agent-{node}", f"place.*.{node}", ack_wait_s=60)

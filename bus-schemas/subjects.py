@@ -1,0 +1,80 @@
+"""Subject names. Lowercase, dot-separated, most general first (DESIGN.md section 2).
+
+`place.stop.<node>` is not in DESIGN.md's table: stopping a pod is a placement decision sent
+to one node, so it shares the PLACEMENT stream and the agent's per-node consumer
+(`place.*.<node>`) with `place.assigned.<node>`, which keeps the two ordered per node.
+"""
+
+import re
+
+INFER_REQUEST = "infer.request.{fn}"
+INFER_ASYNC = "infer.async.{fn}"
+INFER_RESULT = "infer.result.{id}"
+LEASE_REQUESTED = "lease.requested.{fn}"
+PLACE_ASSIGNED = "place.assigned.{node}"
+PLACE_STOP = "place.stop.{node}"
+POD_STATE = "pod.state.{pod}"
+NODE_CAPACITY = "node.capacity.{node}"
+NODE_HEARTBEAT = "node.heartbeat.{node}"
+SNAPSHOT_REQUESTED = "snapshot.requested.{fn}"
+SNAPSHOT_READY = "snapshot.ready.{fn}"
+FN_DEPLOYED = "fn.deployed.{fn}"
+FN_DELETED = "fn.deleted.{fn}"
+
+GATEWAY_QUEUE_GROUP = "gateway"
+
+# A token is safe in a subject when it has no dot, wildcard or whitespace.
+TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def infer_request(fn: str) -> str:
+    return INFER_REQUEST.format(fn=fn)
+
+
+def lease_requested(fn: str) -> str:
+    return LEASE_REQUESTED.format(fn=fn)
+
+
+def place_assigned(node: str) -> str:
+    return PLACE_ASSIGNED.format(node=node)
+
+
+def place_stop(node: str) -> str:
+    return PLACE_STOP.format(node=node)
+
+
+def place_for_node(node: str) -> str:
+    """Filter for an agent's consumer: every placement message addressed to `node`."""
+    return f"place.*.{node}"
+
+
+def pod_state(pod: str) -> str:
+    return POD_STATE.format(pod=pod)
+
+
+def node_capacity(node: str) -> str:
+    return NODE_CAPACITY.format(node=node)
+
+
+def node_heartbeat(node: str) -> str:
+    return NODE_HEARTBEAT.format(node=node)
+
+
+def snapshot_requested(fn: str) -> str:
+    return SNAPSHOT_REQUESTED.format(fn=fn)
+
+
+def snapshot_ready(fn: str) -> str:
+    return SNAPSHOT_READY.format(fn=fn)
+
+
+def fn_deployed(fn: str) -> str:
+    return FN_DEPLOYED.format(fn=fn)
+
+
+def fn_deleted(fn: str) -> str:
+    return FN_DELETED.format(fn=fn)
+
+
+def last_token(subject: str) -> str:
+    return subject.rsplit(".", 1)[-1]

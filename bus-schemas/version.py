@@ -1,0 +1,3 @@
+"""The schema version every message carries in its `v` field."""
+
+SCHEMA_VERSION = 1
