@@ -1,0 +1,116 @@
+"""Filters: which nodes can hold a request, and, when none can, why.
+
+Each filter answers for a group of identical-GPU nodes (`index.Group`) or for one node, and
+returns `None` when it passes or a short reason when it does not.  They run in the order of
+`FILTERS`; a node is charged to the first filter that rejects it, so the aggregated reasons in
+`Unplaceable` add up to the fleet size.
+
+GPU rules (`PodRequest` states the units):
+- a share (one GPU, part of it) fits a GPU of an allowed model with free milli >= the milli
+  charged and free vRAM >= the vRAM charged;
+- whole GPUs (`gpu_count` of them) must be entirely free, of one model and size, and
+  contiguous by index on the node.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from placement.engine.index import CapacityIndex, Group, Layout
+from placement.engine.model import GPU_MILLI, GpuView, PodRequest
+
+FILTERS = ("gpu-model", "gpu-capacity", "cpu", "memory")
+"""Filter names, in the order they run (keys of `Unplaceable.reasons`)."""
+
+
+def gpu_model_reason(layout: Layout, request: PodRequest) -> str | None:
+    """None if `layout` has GPUs the request may use (or it asks for none), else why not."""
+    if request.gpu_count == 0:
+        return None
+    if not layout.models:
+        return "no GPUs"
+    if request.gpu_models and not (layout.model_set & request.gpu_models):
+        return f"GPU model not in {sorted(request.gpu_models)}"
+    return None
+
+
+def _allowed(model: str, request: PodRequest) -> bool:
+    return not request.gpu_models or model in request.gpu_models
+
+
+def share_charge(request: PodRequest, vram_mib: int) -> tuple[int, int]:
+    """(milli, vRAM MiB) a one-GPU request charges on a GPU of `vram_mib` (see PodRequest)."""
+    return request.charge(GpuView(0, "", vram_mib))
+
+
+def gpu_choices(group: Group, request: PodRequest) -> tuple[tuple[int, ...], ...]:
+    """Every GPU index tuple of `group` that can hold the request's GPU part.
+
+    Shares: one-tuples of fitting GPUs.  Whole GPUs: every contiguous run of `gpu_count`
+    entirely free GPUs of an allowed model and one size.  CPU-only: `((),)`.  Memoised per
+    group.
+    """
+    if request.gpu_count == 0:
+        return ((),)
+    key = ("choices", request.gpu_count, request.gpu_milli, request.vram_mib, request.gpu_models)
+    found = group.memo.get(key)
+    if found is None:
+        found = group.memo[key] = _gpu_choices(group, request)
+    return found
+
+
+def _gpu_choices(group: Group, request: PodRequest) -> tuple[tuple[int, ...], ...]:
+    layout, mfree, vfree = group.layout, group.milli_free, group.vram_free
+    if not request.is_whole_gpu:
+        out = []
+        for i, model in enumerate(layout.models):
+            if _allowed(model, request):
+                milli, vram = share_charge(request, layout.vram_mib[i])
+                if mfree[i] >= milli and vfree[i] >= vram:
+                    out.append((i,))
+        return tuple(out)
+    count, n = request.gpu_count, len(layout.models)
+    if group.free_run < count:
+        return ()
+    free = [mfree[i] == GPU_MILLI and vfree[i] == layout.vram_mib[i]
+            and _allowed(layout.models[i], request) for i in range(n)]
+    out = []
+    for start in range(n - count + 1):
+        run = range(start, start + count)
+        if all(free[i] for i in run) and len({layout.vram_mib[i] for i in run}) == 1:
+            out.append(tuple(run))
+    return tuple(out)
+
+
+def gpu_capacity_reason(group: Group, request: PodRequest) -> str | None:
+    """None if some GPUs of the group can hold the request, else why not."""
+    if gpu_choices(group, request):
+        return None
+    if request.is_whole_gpu:
+        return f"no {request.gpu_count} contiguous free GPUs"
+    return f"no GPU with {request.gpu_milli} free milli and {request.vram_mib} MiB free vRAM"
+
+
+def unplaceable_reasons(index: CapacityIndex, request: PodRequest) -> dict[str, str]:
+    """Why no node fits: filter name -> "<n> nodes: <reason>" (most common reason shown)."""
+    counts: dict[str, Counter[str]] = {name: Counter() for name in FILTERS}
+    for group in index.groups():
+        size = len(group.members)
+        reason = gpu_model_reason(group.layout, request)
+        if reason:
+            counts["gpu-model"][reason] += size
+            continue
+        reason = gpu_capacity_reason(group, request)
+        if reason:
+            counts["gpu-capacity"][reason] += size
+            continue
+        for node in group.members:
+            if node.cpu_free < request.cpu_milli:
+                counts["cpu"][f"not enough free CPU (need {request.cpu_milli} milli)"] += 1
+            elif node.mem_free < request.memory_mib:
+                counts["memory"][f"not enough free memory (need {request.memory_mib} MiB)"] += 1
+    reasons = {}
+    for name, counter in counts.items():
+        if counter:
+            total = sum(counter.values())
+            reasons[name] = f"{total} nodes: " + "; ".join(r for r, _ in counter.most_common(2))
+    return reasons or {"fleet": "no nodes"}
