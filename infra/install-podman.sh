@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Install Podman for Thaw's container runtime (Debian bookworm, run as root).
+#
+# What this node needs and why:
+# - podman 4.3 (bookworm) with runc, not crun: crun fails in this VM's cgroup-v1 layout and has
+#   no checkpoint support; runc checkpoints through CRIU (install-criu.sh provides CRIU 4.x in
+#   /usr/local/sbin, ahead of /usr/sbin on PATH, so runc finds it).
+# - netavark + iptables: each container gets its own network namespace and published port, so two
+#   restored copies of one checkpoint can listen on "the same" port side by side.
+# - default ulimits no higher than this machine's hard limits, or every `podman run` fails.
+# - cgroupfs and a file events logger: there is no systemd here.
+#
+# Settings go to /etc/containers/containers.conf.d/50-thaw.conf (a drop-in: the rest of the
+# system's containers.conf is left alone). Idempotent; a second run only re-checks.
+set -euo pipefail
+
+step() { printf '[install-podman] %s\n' "$*" >&2; }
+die() { printf '[install-podman] error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (rootful podman is what checkpoint/restore needs)"
+
+PKGS=(podman runc conmon catatonit netavark aardvark-dns iptables golang-github-containers-common)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # --no-install-recommends: the recommends pull bookworm's criu 3.17 and crun, both broken here.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+nofile_hard="$(ulimit -Hn)"
+nproc_hard="$(ulimit -Hu)"
+conf_dir=/etc/containers/containers.conf.d
+conf="$conf_dir/50-thaw.conf"
+want="$(cat <<EOF
+# Written by Thaw's infra/install-podman.sh; rerun it rather than editing by hand.
+[containers]
+default_ulimits = ["nofile=${nofile_hard}:${nofile_hard}", "nproc=${nproc_hard}:${nproc_hard}"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+
+[network]
+network_backend = "netavark"
+EOF
+)"
+if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then
+  step "writing $conf"
+  mkdir -p "$conf_dir"
+  printf '%s\n' "$want" >"$conf"
+fi
+
+runtime="$(podman info --format '{{.Host.OCIRuntime.Name}}' 2>/dev/null)" \
+  || die "'podman info' fails; run it by hand to see why"
+[ "$runtime" = runc ] || die "podman uses OCI runtime '$runtime', expected runc (see $conf)"
+criu_path="$(command -v criu || true)"
+[ -n "$criu_path" ] || step "warning: no criu on PATH; run infra/install-criu.sh for checkpoint/restore"
+step "ok: $(podman --version), runtime runc, criu ${criu_path:-missing}"
