@@ -13,6 +13,9 @@ EnvValue = Annotated[str, Meta(max_length=4096)]
 HttpPath = Annotated[str, Meta(pattern=r"^/[A-Za-z0-9/_.\-]{0,255}$")]
 GpuModel = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 _.\-]{1,64}$")]
 
+# Placement policies a function may name; the placement engine implements each of them.
+PLACEMENT_POLICIES = ("thaw", "fgd", "best-fit", "binpack", "packing", "first-fit")
+
 # Env names the platform sets itself; a function may not override them.
 RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "PORT", "LD_PRELOAD", "LD_LIBRARY_PATH", "PATH"})
 RESERVED_ENV_PREFIX = "THAW_"
@@ -76,6 +79,8 @@ def check_function_spec(spec: FunctionSpec) -> FunctionSpec:
     for key in spec.env:
         if key in RESERVED_ENV or key.startswith(RESERVED_ENV_PREFIX):
             raise SpecError(f"$.env.{key}", "is set by the platform and cannot be overridden")
+    if spec.placement_policy not in PLACEMENT_POLICIES:
+        raise SpecError("$.placement_policy", f"unknown policy; use one of {', '.join(PLACEMENT_POLICIES)}")
     if spec.v != SCHEMA_VERSION:
         raise SpecError("$.v", f"schema version {spec.v} is not supported (this server speaks {SCHEMA_VERSION})")
     return spec

@@ -1,0 +1,28 @@
+"""`python -m agents --nats URL --redis URL --state-dir DIR [--config FILE] [--node NAME]`"""
+
+import argparse
+from pathlib import Path
+
+from thaw_core.process import run_until_signalled
+from thaw_core.telemetry import setup_logging, setup_tracing
+
+from agents.config import load_agent_settings
+from agents.service import run_agent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m agents", description="Thaw node agent")
+    p.add_argument("--nats", required=True)
+    p.add_argument("--redis", required=True)
+    p.add_argument("--state-dir", type=Path, required=True)
+    p.add_argument("--config", type=Path)
+    p.add_argument("--node")
+    a = p.parse_args()
+    settings = load_agent_settings(a.config, a.nats, a.redis, a.state_dir, a.node)
+    setup_logging(f"agent-{settings.node}")
+    setup_tracing(f"agent-{settings.node}")
+    run_until_signalled(lambda stop: run_agent(settings, stop))
+
+
+if __name__ == "__main__":
+    main()

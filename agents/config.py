@@ -1,0 +1,42 @@
+"""The node section of a Thaw config file (TOML), e.g.
+
+    [node]
+    name = "node-a"
+    runtime = "process"
+    [[node.mock_gpus]]
+    model = "Mock-24G"
+    vram_mib = 24576
+"""
+
+import tomllib
+from pathlib import Path
+
+from agents.settings import AgentSettings, MockGpu
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_agent_settings(path: Path | None, nats_url: str, redis_url: str, state_dir: Path,
+                        node: str | None = None) -> AgentSettings:
+    section = {}
+    if path is not None:
+        try:
+            section = tomllib.loads(path.read_text()).get("node", {})
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    mock = tuple(_mock_gpu(path, i, g) for i, g in enumerate(section.get("mock_gpus", [])))
+    kwargs = {k: section[k] for k in ("runtime", "cpu_milli", "memory_mib", "heartbeat_s", "force_mock_gpus")
+              if k in section}
+    if mock:
+        kwargs["mock_gpus"] = mock
+    return AgentSettings(node=node or section.get("name", "node-a"), nats_url=nats_url, redis_url=redis_url,
+                         state_dir=state_dir, **kwargs)
+
+
+def _mock_gpu(path, i: int, g: dict) -> MockGpu:
+    try:
+        return MockGpu(model=str(g.get("model", "Mock-24G")), vram_mib=int(g["vram_mib"]))
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{path}: node.mock_gpus[{i}] needs an integer vram_mib") from None

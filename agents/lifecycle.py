@@ -1,0 +1,160 @@
+"""Pod lifecycle on one node: start, watch until ready, stop, fail. Every step is idempotent.
+
+Redis holds each pod's state and is changed only by compare-and-set, so a redelivered
+placement message, a stop racing a start, or a restarted agent each change nothing twice.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from nats.js import JetStreamContext
+
+from bus_schemas import subjects
+from bus_schemas.functions import FunctionSpec
+from bus_schemas.pods import LIVE_STATES, PodAssigned, PodState, PodStateChanged
+from thaw_core import bus
+from thaw_core.clock import now_ms
+from thaw_core.ports import free_port
+from thaw_core.store.ledger import Ledger
+from thaw_core.store.pods import Pods
+
+from agents.env import expand_command, worker_env
+from agents.health import healthy
+from agents.records import WorkerRecords
+from agents.runtime.base import WorkerHandle, WorkerLaunch, WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    handle: WorkerHandle
+    fn: str
+    health_path: str
+    probe_failures: int = 0
+
+
+class Lifecycle:
+    def __init__(self, node: str, js: JetStreamContext, pods: Pods, ledger: Ledger, runtime: WorkerRuntime,
+                 records: WorkerRecords, http: aiohttp.ClientSession, log_dir: Path, stop_grace_s: float):
+        self.node = node
+        self._js, self._pods, self._ledger, self._runtime = js, pods, ledger, runtime
+        self._records, self._http, self._log_dir, self._grace = records, http, log_dir, stop_grace_s
+        self.workers: dict[str, Worker] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self, a: PodAssigned) -> None:
+        """Start the pod placement assigned here. A repeat, or a pod no longer pending, is a no-op."""
+        if a.pod in self.workers:
+            return
+        applied, found = await self._pods.transition(a.pod, {PodState.PENDING}, PodState.STARTING, now_ms())
+        if not applied:
+            log.info("pod %s is %s, not pending: nothing to start", a.pod, found or "gone")
+            return
+        port = a.spec.port or free_port()
+        launch = WorkerLaunch(pod=a.pod, fn=a.spec.name, port=port, command=expand_command(a.spec.command),
+                              image=a.spec.image, env=worker_env(a, port), log_path=self._log_dir / f"{a.pod}.log")
+        try:
+            handle = await self._runtime.start(launch)
+        except (OSError, ValueError) as exc:
+            await self.fail(a.pod, a.spec.name, f"could not start the worker: {exc}; check the function's command")
+            return
+        self._records.save(handle, a.spec.name)
+        self.workers[a.pod] = Worker(handle, a.spec.name, a.spec.health_path)
+        await self._pods.set_fields(a.pod, runtime_ref=handle.ref, log=str(launch.log_path))
+        await self._announce(a.pod, a.spec.name, PodState.STARTING)
+        self._spawn(self._await_ready(a.pod, a.spec))
+
+    def watch_start(self, pod: str, spec: FunctionSpec) -> None:
+        """Resume waiting for an adopted pod that was still starting when the agent died."""
+        self._spawn(self._await_ready(pod, spec))
+
+    async def _await_ready(self, pod: str, spec: FunctionSpec) -> None:
+        worker = self.workers.get(pod)
+        if worker is None:
+            return
+        deadline = asyncio.get_running_loop().time() + spec.scaling.start_timeout_s
+        delay = 0.02
+        while asyncio.get_running_loop().time() < deadline:
+            if pod not in self.workers:
+                return  # stopped meanwhile
+            if not await self._runtime.is_alive(worker.handle):
+                await self.fail(pod, spec.name, f"worker exited during start-up; see {self._log_dir / (pod + '.log')}")
+                return
+            if await healthy(self._http, worker.handle.endpoint, spec.health_path):
+                await self._ready(pod, spec.name, worker.handle)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+        await self.fail(pod, spec.name, f"worker not healthy within start_timeout_s={spec.scaling.start_timeout_s}")
+
+    async def _ready(self, pod: str, fn: str, handle: WorkerHandle) -> None:
+        now = now_ms()
+        applied, found = await self._pods.transition(pod, {PodState.STARTING, PodState.RESTORING}, PodState.IDLE,
+                                                     now, endpoint=handle.endpoint, last_used_ms=now)
+        if applied:
+            await self._announce(pod, fn, PodState.IDLE, endpoint=handle.endpoint)
+        elif found not in {s.value for s in LIVE_STATES}:
+            await self.stop(pod, f"pod became {found or 'unknown'} while starting")
+
+    async def stop(self, pod: str, reason: str) -> None:
+        """Drain, stop the worker, free the ledger, forget the pod. Safe to repeat."""
+        await self._pods.transition(pod, LIVE_STATES, PodState.DRAINING, now_ms(), reason=reason)
+        worker = self.workers.get(pod)
+        handle = worker.handle if worker else self._recorded_handle(pod)
+        if handle is not None:
+            await self._runtime.stop(handle, self._grace)
+        # Dropped only now, so heartbeats keep listing the pod while it drains.
+        self.workers.pop(pod, None)
+        fn = worker.fn if worker else ""
+        if await self._ledger.release(pod, PodState.STOPPED, reason, now_ms()):
+            await self._announce(pod, fn, PodState.STOPPED, reason=reason)
+        self._records.remove(pod)
+
+    async def fail(self, pod: str, fn: str, reason: str) -> None:
+        log.warning("pod %s failed: %s", pod, reason)
+        worker = self.workers.pop(pod, None)
+        if worker is not None:
+            await self._runtime.stop(worker.handle, 1.0)
+        if await self._ledger.release(pod, PodState.FAILED, reason, now_ms()):
+            await self._announce(pod, fn, PodState.FAILED, reason=reason)
+        self._records.remove(pod)
+
+    async def check_workers(self) -> None:
+        """Fail pods whose process died, or that failed three health probes in a row."""
+        for pod, worker in list(self.workers.items()):
+            if not await self._runtime.is_alive(worker.handle):
+                await self.fail(pod, worker.fn, "worker process exited")
+                continue
+            record = await self._pods.get(pod)
+            if record is None or record.state not in (PodState.IDLE, PodState.BUSY):
+                continue
+            if await healthy(self._http, worker.handle.endpoint, worker.health_path, timeout_s=2.0):
+                worker.probe_failures = 0
+            else:
+                worker.probe_failures += 1
+                if worker.probe_failures >= 3:
+                    await self.fail(pod, worker.fn, "worker failed 3 health probes in a row")
+
+    def _recorded_handle(self, pod: str) -> WorkerHandle | None:
+        for handle, _ in self._records.all():
+            if handle.pod == pod:
+                return handle
+        return None
+
+    async def _announce(self, pod: str, fn: str, state: PodState, endpoint: str = "", reason: str = "") -> None:
+        msg = PodStateChanged(pod=pod, fn=fn, node=self.node, state=state, at_ms=now_ms(), endpoint=endpoint, reason=reason)
+        await bus.publish(self._js, subjects.pod_state(pod), msg, msg_id=f"{pod}:{state.value}")
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

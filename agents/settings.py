@@ -1,0 +1,36 @@
+"""The agent's settings, parsed once at start-up and passed down (no env reads at import)."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class MockGpu:
+    model: str = "Mock-24G"
+    vram_mib: int = 24576
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    node: str
+    nats_url: str
+    redis_url: str
+    state_dir: Path
+    runtime: str = "process"
+    mock_gpus: tuple[MockGpu, ...] = (MockGpu(), MockGpu())
+    force_mock_gpus: bool = False  # use the declared inventory even when NVML finds GPUs
+    cpu_milli: int = field(default_factory=lambda: (os.cpu_count() or 1) * 1000)
+    memory_mib: int = field(default_factory=lambda: _memory_mib())
+    heartbeat_s: float = 1.0
+    capacity_every_s: float = 30.0
+    health_every_s: float = 1.0
+    stop_grace_s: float = 10.0
+    request_snapshots: bool = True
+
+
+def _memory_mib() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+    except (ValueError, OSError):
+        return 4096

@@ -1,0 +1,29 @@
+"""`python -m gateway --nats URL --redis URL [--port N]`"""
+
+import argparse
+
+from thaw_core.process import run_until_signalled
+from thaw_core.telemetry import setup_logging, setup_tracing
+
+from gateway.service import run_gateway
+from gateway.settings import GatewaySettings
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m gateway", description="Thaw gateway: HTTP bridge and infer.request responder")
+    p.add_argument("--nats", required=True)
+    p.add_argument("--redis", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--lease-ttl", type=float, default=6.0)
+    p.add_argument("--lease-hold", type=float, default=1.0)
+    a = p.parse_args()
+    setup_logging("gateway")
+    setup_tracing("gateway")
+    settings = GatewaySettings(nats_url=a.nats, redis_url=a.redis, host=a.host, port=a.port,
+                               lease_ttl_s=a.lease_ttl, lease_hold_s=a.lease_hold)
+    run_until_signalled(lambda stop: run_gateway(settings, stop))
+
+
+if __name__ == "__main__":
+    main()

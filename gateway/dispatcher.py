@@ -1,0 +1,125 @@
+"""Invoke a function: find a slot (warm) or wait for a worker (cold), forward, give the slot back.
+
+Both edges, HTTP and `infer.request.<fn>`, call `Dispatcher.invoke`, so they behave alike.
+"""
+
+import asyncio
+import logging
+import secrets
+import socket
+from dataclasses import dataclass
+
+import aiohttp
+from nats.js import JetStreamContext
+
+from bus_schemas import redis_keys as K
+from bus_schemas import subjects
+from bus_schemas.leases import LeaseRequested
+from thaw_core import bus
+from thaw_core.clock import now_ms
+from thaw_core.store.leases import Leases
+
+from gateway import errors
+from gateway.errors import ApiError
+from gateway.pool import FnPool
+from gateway.settings import GatewaySettings
+from gateway.specs import SpecCache
+
+log = logging.getLogger(__name__)
+
+PASSED_HEADERS = ("Content-Type",)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str
+    pod: str
+
+
+class Dispatcher:
+    def __init__(self, settings: GatewaySettings, js: JetStreamContext, r, specs: SpecCache,
+                 http: aiohttp.ClientSession):
+        self.s = settings
+        self._js, self._r, self._specs, self._http = js, r, specs, http
+        self._leases = Leases(r)
+        self.holder = f"gw-{socket.gethostname()}-{secrets.token_hex(3)}"
+        self.pools: dict[str, FnPool] = {}
+
+    def pool(self, fn: str) -> FnPool:
+        pool = self.pools.get(fn)
+        if pool is None:
+            pool = self.pools[fn] = FnPool(fn, self._leases, self.holder, int(self.s.lease_ttl_s * 1000),
+                                           self._ask_for_pods, self.s.lease_request_every_s, self._why_unplaceable)
+        return pool
+
+    async def invoke(self, tenant: str, fn: str, body: bytes, content_type: str, path: str | None = None) -> Reply:
+        spec = await self._specs.get(fn)
+        if spec is None or spec.tenant != tenant:
+            raise errors.unknown_function(fn)
+        pool = self.pool(fn)
+        for _ in range(3):
+            slot = await pool.checkout(spec)
+            try:
+                return await self._forward(slot.endpoint + (path or spec.invoke_path), body, content_type, slot.pod)
+            except (aiohttp.ClientConnectionError, ConnectionResetError) as exc:
+                # Not served (the worker is gone): drop its slots and try another worker.
+                log.info("worker %s unreachable (%s); retrying on another", slot.pod, exc)
+                pool.drop(slot)
+            except TimeoutError:
+                raise ApiError(504, "worker_timeout", f"{fn}: the worker did not answer within "
+                                                      f"{self.s.request_timeout_s:g}s") from None
+            finally:
+                pool.checkin(slot)
+        raise ApiError(502, "worker_unreachable", f"{fn}: workers kept failing to accept the call; retry later")
+
+    async def _forward(self, url: str, body: bytes, content_type: str, pod: str) -> Reply:
+        timeout = aiohttp.ClientTimeout(total=self.s.request_timeout_s)
+        async with self._http.post(url, data=body, headers={"Content-Type": content_type}, timeout=timeout) as resp:
+            data = await resp.read()
+            return Reply(resp.status, data, resp.headers.get("Content-Type", "application/octet-stream"), pod)
+
+    async def _ask_for_pods(self, fn: str, want_pods: int) -> None:
+        msg = LeaseRequested(fn=fn, want_pods=want_pods, gateway=self.holder, at_ms=now_ms())
+        # One id per gateway, function and second: a burst of retries is stored once.
+        await bus.publish(self._js, subjects.lease_requested(fn), msg, msg_id=f"{self.holder}:{fn}:{msg.at_ms // 1000}")
+
+    async def _why_unplaceable(self, fn: str) -> str:
+        reason, at = await self._r.hmget(K.function(fn), "unplaceable", "unplaceable_ms")
+        if reason and at and now_ms() - int(at) < 60_000:
+            return f"placement: {reason}"
+        return ""
+
+    def on_pod_ready(self, fn: str) -> None:
+        pool = self.pools.get(fn)
+        if pool is not None:
+            pool.pod_ready()
+
+    async def renew_and_return(self) -> None:
+        """Renew every held slot; give back slots idle for lease_hold_s. Runs every TTL/3."""
+        now = now_ms()
+        ttl_ms = int(self.s.lease_ttl_s * 1000)
+        for pool in list(self.pools.values()):
+            for slot_group in _by_pod(pool.idle_slots_to_release(self.s.lease_hold_s)).items():
+                pod, slots = slot_group
+                await self._leases.release(pod, [s.member for s in slots], now)
+            used, pool.used_since_renew = pool.used_since_renew, set()
+            for pod, slots in _by_pod(list(pool.held.values())).items():
+                lost = await self._leases.renew(pod, [s.member for s in slots], ttl_ms, now, pod in used)
+                pool.forget(lost)
+
+    async def release_all(self) -> None:
+        now = now_ms()
+        for pool in self.pools.values():
+            for pod, slots in _by_pod(list(pool.held.values())).items():
+                await self._leases.release(pod, [s.member for s in slots], now)
+            pool.held.clear()
+            pool.free.clear()
+
+
+def _by_pod(slots) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for s in slots:
+        out.setdefault(s.pod, []).append(s)
+    return out

@@ -1,0 +1,66 @@
+"""The `infer.request.<fn>` responder: a core request/reply edge beside HTTP.
+
+Several gateways share the subject through the queue group `gateway`. The request carries the
+API key in an `Authorization: Bearer` header; the reply carries the worker's body, with
+`Thaw-Status` holding the HTTP-like status. Errors reply with a JSON error body and a 4xx/5xx
+`Thaw-Status`, never silence.
+"""
+
+import asyncio
+import logging
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from bus_schemas import headers as H
+from bus_schemas.codec import encode
+from bus_schemas.subjects import GATEWAY_QUEUE_GROUP, last_token
+
+from gateway.auth import KeyCache
+from gateway.dispatcher import Dispatcher
+from gateway.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+class NatsApi:
+    def __init__(self, nc: Client, dispatcher: Dispatcher, keys: KeyCache, max_body_bytes: int):
+        self.nc, self.d, self.keys, self.max_body_bytes = nc, dispatcher, keys, max_body_bytes
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self):
+        return await self.nc.subscribe("infer.request.*", queue=GATEWAY_QUEUE_GROUP, cb=self._on_msg,
+                                       pending_msgs_limit=65536)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if not msg.reply:
+            return  # nobody to answer: a request must be a request
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        try:
+            if len(msg.data) > self.max_body_bytes:
+                raise ApiError(413, "body_too_large", f"request body is over {self.max_body_bytes} bytes")
+            tenant = await self.keys.tenant(headers.get(H.AUTHORIZATION))
+            reply = await self.d.invoke(tenant, last_token(msg.subject), msg.data,
+                                        headers.get(H.CONTENT_TYPE, "application/octet-stream"))
+            await self._respond(msg, reply.body, {H.STATUS: str(reply.status), H.CONTENT_TYPE: reply.content_type,
+                                                  H.POD: reply.pod})
+        except ApiError as err:
+            out = {H.STATUS: str(err.status), H.CONTENT_TYPE: "application/json"}
+            if err.retry_after_s:
+                out[H.RETRY_AFTER] = str(max(1, round(err.retry_after_s)))
+            await self._respond(msg, encode(err.body()), out)
+        except Exception:
+            log.exception("infer.request on %s failed", msg.subject)
+            body = encode(ApiError(500, "internal", "the gateway failed; see its log").body())
+            await self._respond(msg, body, {H.STATUS: "500", H.CONTENT_TYPE: "application/json"})
+
+    async def _respond(self, msg: Msg, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            await self.nc.publish(msg.reply, body, headers=headers)
+        except Exception as exc:  # the requester may be gone, or NATS reconnecting
+            log.debug("could not answer %s: %s", msg.subject, exc)

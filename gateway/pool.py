@@ -1,0 +1,125 @@
+"""A gateway's slots for one function: lease once, serve many.
+
+Calls check a slot out, use it, check it back in. Slots come from Redis in bulk (`Leases`)
+only when calls wait; while none are free, the pool asks placement for more workers and wakes
+when a pod of the function becomes ready. Waiting is bounded twice: by `max_queue` (429) and by
+the function's start deadline (503), never forever.
+"""
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from bus_schemas.functions import FunctionSpec
+from thaw_core.clock import now_ms
+from thaw_core.store.leases import Leases, Slot
+
+from gateway import errors
+
+
+class FnPool:
+    def __init__(self, fn: str, leases: Leases, holder: str, ttl_ms: int,
+                 ask_for_pods: Callable[[str, int], Awaitable[None]], ask_every_s: float,
+                 why_unplaceable: Callable[[str], Awaitable[str]]):
+        self.fn = fn
+        self._leases, self._holder, self._ttl_ms = leases, holder, ttl_ms
+        self._ask_for_pods, self._ask_every_s, self._why = ask_for_pods, ask_every_s, why_unplaceable
+        self.held: dict[str, Slot] = {}  # member -> slot, every slot this gateway leases
+        self.free: deque[Slot] = deque()
+        self.waiters: deque[asyncio.Future] = deque()
+        self.used_since_renew: set[str] = set()  # pods whose slots served calls since last renewal
+        self.last_used = time.monotonic()
+        self._acquirer: asyncio.Task | None = None
+        self._pod_ready = asyncio.Event()
+        self._last_ask = 0.0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.held) - len(self.free)
+
+    async def checkout(self, spec: FunctionSpec) -> Slot:
+        """A slot to call a worker with. Raises ApiError 429 when the queue is full, 503 at the deadline."""
+        while self.free:
+            slot = self.free.popleft()
+            if slot.member in self.held:
+                return slot
+        if len(self.waiters) >= spec.scaling.max_queue:
+            raise errors.overloaded(self.fn, len(self.waiters))
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        self._ensure_acquirer(spec)
+        started = time.monotonic()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), spec.scaling.start_timeout_s)
+        except TimeoutError:
+            if fut.done() and not fut.cancelled():
+                return fut.result()  # a slot arrived as the deadline passed: use it
+            fut.cancel()
+            raise errors.no_worker(self.fn, time.monotonic() - started, await self._why(self.fn)) from None
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    def checkin(self, slot: Slot) -> None:
+        """Give a slot back: to the next waiter if any, else to the free list."""
+        self.last_used = time.monotonic()
+        self.used_since_renew.add(slot.pod)
+        if slot.member not in self.held:
+            return  # lost at renewal (expired) or dropped: not ours to hand out
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self.free.append(slot)
+
+    def drop(self, slot: Slot) -> None:
+        """The worker behind `slot` is unreachable: forget every slot on that pod."""
+        for member, s in list(self.held.items()):
+            if s.pod == slot.pod:
+                del self.held[member]
+
+    def pod_ready(self) -> None:
+        self._pod_ready.set()
+
+    def _ensure_acquirer(self, spec: FunctionSpec) -> None:
+        if self._acquirer is None or self._acquirer.done():
+            self._acquirer = asyncio.create_task(self._acquire_while_waiting(spec))
+
+    def _waiting(self) -> int:
+        while self.waiters and self.waiters[0].done():
+            self.waiters.popleft()
+        return sum(1 for w in self.waiters if not w.done())
+
+    async def _acquire_while_waiting(self, spec: FunctionSpec) -> None:
+        while (want := self._waiting()) > 0:
+            self._pod_ready.clear()
+            for slot in await self._leases.acquire(self.fn, want, self._holder, self._ttl_ms, now_ms()):
+                self.held[slot.member] = slot
+                self.checkin(slot)
+            if (still := self._waiting()) == 0:
+                return
+            if time.monotonic() - self._last_ask >= self._ask_every_s:
+                self._last_ask = time.monotonic()
+                await self._ask_for_pods(self.fn, math.ceil(still / spec.scaling.concurrency))
+            try:
+                await asyncio.wait_for(self._pod_ready.wait(), 0.25)
+            except TimeoutError:
+                pass
+
+    def idle_slots_to_release(self, hold_s: float) -> list[Slot]:
+        """Free slots to hand back when the pool has been idle for hold_s."""
+        if self.waiters or time.monotonic() - self.last_used < hold_s:
+            return []
+        out = []
+        while self.free:
+            slot = self.free.popleft()
+            if self.held.pop(slot.member, None) is not None:
+                out.append(slot)
+        return out
+
+    def forget(self, members: list[str]) -> None:
+        for m in members:
+            self.held.pop(m, None)

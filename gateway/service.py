@@ -1,0 +1,87 @@
+"""Runs a gateway: HTTP bridge, infer.request responder, lease renewal, event listeners."""
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from bus_schemas import subjects
+from bus_schemas.codec import DecodeError, decode
+from bus_schemas.pods import PodState, PodStateChanged
+from thaw_core import bus
+from thaw_core.store.apikeys import ApiKeys
+from thaw_core.store.client import connect_redis
+from thaw_core.store.functions import Functions
+from thaw_core.store.nodes import Nodes
+from thaw_core.store.pods import Pods
+
+from gateway.auth import KeyCache
+from gateway.dispatcher import Dispatcher
+from gateway.http_api import HttpApi
+from gateway.nats_api import NatsApi
+from gateway.settings import GatewaySettings
+from gateway.specs import SpecCache
+
+log = logging.getLogger(__name__)
+
+
+async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
+    r = connect_redis(settings.redis_url)
+    nc = await bus.connect(settings.nats_url, "gateway")
+    js = nc.jetstream()
+    await bus.ensure_streams(js)
+    functions = Functions(r)
+    specs = SpecCache(functions, settings.spec_cache_s)
+    keys = KeyCache(ApiKeys(r), settings.auth_cache_s)
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        dispatcher = Dispatcher(settings, js, r, specs, http)
+        api = HttpApi(dispatcher, keys, functions, specs, Pods(r), Nodes(r), js, settings.max_body_bytes)
+        runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024)
+        await site.start()
+        subs = [await NatsApi(nc, dispatcher, keys, settings.max_body_bytes).start(),
+                await nc.subscribe("pod.state.*", cb=_pod_events(dispatcher)),
+                await nc.subscribe("fn.>", cb=_fn_events(specs))]
+        renewer = asyncio.create_task(_renew(dispatcher, settings.lease_ttl_s / 3))
+        log.info("gateway %s listening on http://%s:%d", dispatcher.holder, settings.host, settings.port)
+        if started is not None:
+            started.set()
+        try:
+            await stop.wait()
+        finally:
+            renewer.cancel()
+            for sub in subs:
+                await sub.unsubscribe()
+            await dispatcher.release_all()
+            await runner.cleanup()
+            await nc.close()
+            await r.aclose()
+
+
+def _pod_events(dispatcher: Dispatcher):
+    async def on_msg(msg) -> None:
+        try:
+            event = decode(msg.data, PodStateChanged)
+        except DecodeError:
+            return
+        if event.state == PodState.IDLE:
+            dispatcher.on_pod_ready(event.fn)
+    return on_msg
+
+
+def _fn_events(specs: SpecCache):
+    async def on_msg(msg) -> None:
+        specs.invalidate(subjects.last_token(msg.subject))
+    return on_msg
+
+
+async def _renew(dispatcher: Dispatcher, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(min(every_s, 0.5))
+        try:
+            await dispatcher.renew_and_return()
+        except Exception:
+            log.exception("lease renewal failed; retrying")

@@ -1,0 +1,18 @@
+"""Gateway settings, parsed once at start-up."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    nats_url: str
+    redis_url: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    lease_ttl_s: float = 6.0  # a dead gateway's slots return to the pool within this
+    lease_hold_s: float = 1.0  # slots unused this long go back, for other gateways and scale-down
+    max_body_bytes: int = 1 << 20
+    request_timeout_s: float = 300.0
+    lease_request_every_s: float = 1.0  # re-ask placement this often while calls wait
+    auth_cache_s: float = 10.0
+    spec_cache_s: float = 5.0

@@ -1,0 +1,26 @@
+"""`python -m placement --nats URL --redis URL`"""
+
+import argparse
+
+from thaw_core.process import run_until_signalled
+from thaw_core.telemetry import setup_logging, setup_tracing
+
+from placement.service import run_placement
+from placement.settings import PlacementSettings
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m placement", description="Thaw placement worker")
+    p.add_argument("--nats", required=True)
+    p.add_argument("--redis", required=True)
+    p.add_argument("--name", default="placement")
+    p.add_argument("--node-timeout", type=float, default=10.0)
+    a = p.parse_args()
+    setup_logging(a.name)
+    setup_tracing(a.name)
+    settings = PlacementSettings(nats_url=a.nats, redis_url=a.redis, name=a.name, node_timeout_s=a.node_timeout)
+    run_until_signalled(lambda stop: run_placement(settings, stop))
+
+
+if __name__ == "__main__":
+    main()

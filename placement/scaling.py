@@ -1,0 +1,54 @@
+"""Scaling decisions: pure functions of a function's spec, its pods and the time.
+
+They return what to do; the worker does it. Pods still starting count as capacity (as Ray
+Serve does), so a burst of lease requests never starts more pods than the burst needs.
+"""
+
+from bus_schemas.functions import FunctionSpec
+from bus_schemas.pods import PodState
+from thaw_core.store.pods import PodRecord
+
+NOT_READY = frozenset({PodState.PENDING, PodState.STARTING, PodState.RESTORING})
+SERVING = frozenset({PodState.IDLE, PodState.BUSY, PodState.STANDBY})
+
+
+def pods_to_start(spec: FunctionSpec, pods: list[PodRecord], want_pods: int) -> int:
+    """How many new pods to place: enough for the unmet demand and for min_pods, within max_pods."""
+    live = [p for p in pods if p.state in NOT_READY | SERVING]
+    not_ready = sum(1 for p in live if p.state in NOT_READY)
+    need = max(want_pods - not_ready, spec.scaling.min_pods - len(live), 0)
+    return max(0, min(spec.scaling.max_pods - len(live), need))
+
+
+def pods_to_drain(spec: FunctionSpec, pods: list[PodRecord], now_ms: int) -> list[str]:
+    """Serving pods unused for idle_timeout_s, oldest first, keeping min_pods alive.
+
+    The drain itself is a compare-and-set that also checks no lease is held, so a pod leased
+    after this decision is never drained."""
+    serving = [p for p in pods if p.state in SERVING]
+    cutoff = now_ms - int(spec.scaling.idle_timeout_s * 1000)
+    idle = sorted((p for p in serving if p.last_used_ms <= cutoff), key=lambda p: p.last_used_ms)
+    keep = max(spec.scaling.min_pods - (len(serving) - len(idle)), 0)
+    return [p.pod for p in idle[keep:]]
+
+
+def lost_pods(pods: list[PodRecord], heartbeat_ms: dict[str, int], seen_ms: dict[str, int], now_ms: int,
+              node_timeout_s: float, unreported_grace_s: float, pending_timeout_s: float,
+              watching_since_ms: int) -> list[tuple[str, str]]:
+    """(pod, reason) for each pod no agent reports any more.
+
+    A pod is lost when its node stopped heartbeating, when its live node has not listed it for
+    unreported_grace_s, or when it stayed pending past pending_timeout_s."""
+    out = []
+    for p in pods:
+        hb = heartbeat_ms.get(p.node, 0)
+        since = max(p.state_at_ms, watching_since_ms)
+        last_seen = max(seen_ms.get(p.pod, 0), since)
+        if now_ms - max(hb, watching_since_ms) > node_timeout_s * 1000:
+            out.append((p.pod, f"node {p.node} stopped reporting"))
+        elif p.state == PodState.PENDING:
+            if now_ms - last_seen > pending_timeout_s * 1000:
+                out.append((p.pod, f"no agent on {p.node} started it within {pending_timeout_s:.0f}s"))
+        elif now_ms - last_seen > unreported_grace_s * 1000:
+            out.append((p.pod, f"node {p.node} no longer reports it"))
+    return out

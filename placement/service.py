@@ -1,0 +1,51 @@
+"""Runs the placement worker: subscribers, heartbeat listener and housekeeping loop."""
+
+import asyncio
+import logging
+
+from nats.js.api import DeliverPolicy
+
+from bus_schemas import streams
+from bus_schemas.leases import LeaseRequested
+from bus_schemas.nodes import NodeCapacity
+from thaw_core import bus
+from thaw_core.store.client import connect_redis
+from thaw_core.subscriber import make_broker, subscribe
+
+from placement.settings import PlacementSettings
+from placement.worker import PlacementWorker
+
+log = logging.getLogger(__name__)
+
+
+async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> None:
+    r = connect_redis(settings.redis_url)
+    nc = await bus.connect(settings.nats_url, settings.name)
+    js = nc.jetstream()
+    await bus.ensure_streams(js)
+    worker = PlacementWorker(settings, js, r)
+    broker = make_broker(settings.nats_url, settings.name)
+    subscribe(broker, streams.PLACEMENT_CAPACITY, NodeCapacity, worker.on_capacity,
+              deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
+    subscribe(broker, streams.PLACEMENT_LEASES, LeaseRequested, worker.on_lease_requested)
+    await broker.start()
+
+    async def on_heartbeat(msg):
+        await worker.on_heartbeat(msg.data)
+
+    sub = await nc.subscribe("node.heartbeat.*", cb=on_heartbeat)
+    try:
+        while not stop.is_set():
+            try:
+                await worker.housekeeping()
+            except Exception:
+                log.exception("housekeeping failed; retrying")
+            try:
+                await asyncio.wait_for(stop.wait(), settings.housekeeping_every_s)
+            except TimeoutError:
+                pass
+    finally:
+        await sub.unsubscribe()
+        await broker.stop()
+        await nc.close()
+        await r.aclose()

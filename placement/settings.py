@@ -1,0 +1,15 @@
+"""Placement worker settings, parsed once at start-up."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementSettings:
+    nats_url: str
+    redis_url: str
+    name: str = "placement"
+    housekeeping_every_s: float = 0.5
+    node_timeout_s: float = 10.0  # a node silent this long is lost; its pods are reclaimed
+    unreported_grace_s: float = 5.0  # a live node that stops listing a pod loses it after this
+    pending_timeout_s: float = 30.0  # a pod no agent picked up is reclaimed after this
+    commit_attempts: int = 5

@@ -1,0 +1,164 @@
+"""The placement worker: I/O around the pure engine and scaling functions.
+
+It consumes lease requests and node capacity, decides with `placement.engine`, commits each
+reservation atomically in Redis (retrying on conflict with a fresh snapshot), publishes
+`place.assigned.<node>` / `place.stop.<node>`, and keeps house: expired leases, scale to zero,
+min_pods, and pods that no agent reports any more. Several workers may run at once: the ledger
+script refuses any commit that would over-commit, and every housekeeping step is a CAS.
+"""
+
+import asyncio
+import logging
+import secrets
+
+import msgspec
+
+from bus_schemas import streams, subjects
+from bus_schemas.functions import FunctionSpec
+from bus_schemas.leases import LeaseRequested
+from bus_schemas.nodes import NodeCapacity, NodeHeartbeat
+from bus_schemas.pods import GpuSlice, PodAssigned, PodState, PodStateChanged, PodStop
+from bus_schemas import redis_keys as K
+from bus_schemas.codec import DecodeError, decode
+from thaw_core import bus
+from thaw_core.clock import now_ms
+from thaw_core.store.functions import Functions
+from thaw_core.store.leases import Leases
+from thaw_core.store.ledger import Ledger, Reservation
+from thaw_core.store.nodes import Nodes
+from thaw_core.store.pods import Pods
+from thaw_core.subscriber import Retry
+
+from placement import scaling
+from placement.engine.decide import decide
+from placement.engine.model import Placed
+from placement.requests import pod_request
+from placement.settings import PlacementSettings
+from placement.snapshot import live_index
+
+log = logging.getLogger(__name__)
+
+
+class PlacementWorker:
+    def __init__(self, settings: PlacementSettings, js, r):
+        self.s = settings
+        self._js, self._r = js, r
+        self.functions, self.pods, self.nodes = Functions(r), Pods(r), Nodes(r)
+        self.ledger, self.leases = Ledger(r), Leases(r)
+        self.heartbeat_ms: dict[str, int] = {}
+        self.seen_ms: dict[str, int] = {}
+        self.started_ms = now_ms()
+
+    async def on_lease_requested(self, msg: LeaseRequested, subject: str) -> None:
+        spec = await self.functions.get(msg.fn)
+        if spec is None:
+            return  # deleted meanwhile: nothing to place
+        for _ in range(scaling.pods_to_start(spec, await self.pods.live(msg.fn), msg.want_pods)):
+            if not await self.place_one(spec):
+                return
+
+    async def on_capacity(self, cap: NodeCapacity, subject: str) -> None:
+        await self.nodes.upsert_capacity(cap)
+        await self.nodes.heartbeat(cap.node, now_ms())
+        self.heartbeat_ms[cap.node] = now_ms()
+
+    async def on_heartbeat(self, data: bytes) -> None:
+        try:
+            hb = decode(data, NodeHeartbeat)
+        except DecodeError:
+            return
+        now = now_ms()
+        self.heartbeat_ms[hb.node] = now
+        for pod in hb.pods:
+            self.seen_ms[pod] = now
+        await self.nodes.heartbeat(hb.node, now)
+
+    async def place_one(self, spec: FunctionSpec) -> bool:
+        """Place one new pod of `spec`. False when it cannot (no capacity, or max_pods reached)."""
+        request = pod_request(spec)
+        for _ in range(self.s.commit_attempts):
+            index = live_index(await self.nodes.all(), now_ms(), self.s.node_timeout_s)
+            decision = decide(index, request, spec.placement_policy)
+            if not isinstance(decision, Placed):
+                await self._record_unplaceable(spec.name, decision.reasons)
+                return False
+            pod = f"{spec.name}-{secrets.token_hex(4)}"
+            outcome = await self.ledger.reserve(self._reservation(pod, spec, decision), now_ms())
+            if outcome in ("ok", "exists"):
+                await self._assign(pod, spec, decision)
+                return True
+            if outcome == "max_pods":
+                return False
+            log.info("commit for %s conflicted (%s); deciding again on a fresh snapshot", spec.name, outcome)
+        raise Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
+
+    def _reservation(self, pod: str, spec: FunctionSpec, p: Placed) -> Reservation:
+        r = spec.resources
+        return Reservation(pod=pod, fn=spec.name, node=p.node, gpus=p.gpus, vram_mib=p.vram_mib,
+                           gpu_milli=p.gpu_milli, cpu_milli=r.cpu_milli, memory_mib=r.memory_mib,
+                           max_pods=spec.scaling.max_pods, concurrency=spec.scaling.concurrency)
+
+    async def _assign(self, pod: str, spec: FunctionSpec, p: Placed) -> None:
+        msg = PodAssigned(pod=pod, node=p.node, spec=spec,
+                          gpus=GpuSlice(indices=p.gpus, vram_mib=p.vram_mib, gpu_milli=p.gpu_milli))
+        await bus.publish(self._js, subjects.place_assigned(p.node), msg, msg_id=f"assign:{pod}")
+        await self._announce(pod, spec.name, p.node, PodState.PENDING)
+        log.info("placed %s on %s GPUs %s (%d MiB, %d milli each)", pod, p.node, p.gpus, p.vram_mib, p.gpu_milli)
+
+    async def _record_unplaceable(self, fn: str, reasons: dict[str, str]) -> None:
+        """Kept on the function so a waiting caller's 503 can say why."""
+        text = "; ".join(f"{k}: {v}" for k, v in reasons.items()) or "no live node"
+        log.warning("cannot place %s: %s", fn, text)
+        await self._r.hset(K.function(fn), mapping={"unplaceable": text, "unplaceable_ms": now_ms()})
+
+    async def housekeeping(self) -> None:
+        now = now_ms()
+        pods = await self.pods.live()
+        for p in pods:
+            if p.state == PodState.BUSY:
+                await self.leases.sweep(p.pod, now)
+        await self._reclaim_lost(pods, now)
+        specs = {s.name: s for s in await self.functions.all()}
+        by_fn: dict[str, list] = {}
+        for p in await self.pods.live():
+            by_fn.setdefault(p.fn, []).append(p)
+        for fn, fn_pods in by_fn.items():
+            if fn not in specs:
+                await self._drain_deleted(fn_pods)
+            else:
+                await self._scale_down(specs[fn], fn_pods, now)
+        for spec in specs.values():
+            for _ in range(scaling.pods_to_start(spec, by_fn.get(spec.name, []), 0)):
+                if not await self.place_one(spec):
+                    break
+
+    async def _scale_down(self, spec: FunctionSpec, pods: list, now: int) -> None:
+        cutoff = now - int(spec.scaling.idle_timeout_s * 1000)
+        for pod in scaling.pods_to_drain(spec, pods, now):
+            if await self.leases.begin_drain(pod, cutoff, now, "idle timeout"):
+                node = next(p.node for p in pods if p.pod == pod)
+                await self._stop(pod, node, f"idle for {spec.scaling.idle_timeout_s:g}s")
+
+    async def _drain_deleted(self, pods: list) -> None:
+        for p in pods:
+            await self.pods.transition(p.pod, scaling.NOT_READY | scaling.SERVING, PodState.DRAINING, now_ms(),
+                                       reason="function deleted")
+            await self._stop(p.pod, p.node, "function deleted")
+
+    async def _reclaim_lost(self, pods: list, now: int) -> None:
+        lost = scaling.lost_pods(pods, self.heartbeat_ms, self.seen_ms, now, self.s.node_timeout_s,
+                                 self.s.unreported_grace_s, self.s.pending_timeout_s, self.started_ms)
+        for pod, reason in lost:
+            record = next(p for p in pods if p.pod == pod)
+            if await self.ledger.release(pod, PodState.FAILED, reason, now):
+                log.warning("reclaimed pod %s: %s", pod, reason)
+                await self._announce(pod, record.fn, record.node, PodState.FAILED, reason)
+                await self._stop(pod, record.node, reason)
+
+    async def _stop(self, pod: str, node: str, reason: str) -> None:
+        await bus.publish(self._js, subjects.place_stop(node), PodStop(pod=pod, node=node, reason=reason),
+                          msg_id=f"stop:{pod}")
+
+    async def _announce(self, pod: str, fn: str, node: str, state: PodState, reason: str = "") -> None:
+        msg = PodStateChanged(pod=pod, fn=fn, node=node, state=state, at_ms=now_ms(), reason=reason)
+        await bus.publish(self._js, subjects.pod_state(pod), msg, msg_id=f"{pod}:{state.value}")

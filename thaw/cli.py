@@ -1,0 +1,156 @@
+"""The `thaw` command: up, deploy, invoke, ls, keys."""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from thaw.client import Gateway, GatewayError
+from thaw.functions_file import FunctionFileError, load_function_file
+
+DEFAULT_STATE = Path(".thaw")
+
+
+def _key(args) -> str:
+    key = args.key or os.environ.get("THAW_API_KEY", "")
+    cred = Path(args.state_dir) / "credentials"
+    if not key and cred.exists():
+        key = cred.read_text().strip()
+    if not key:
+        sys.exit("no API key: pass --key, set THAW_API_KEY, or run `thaw up` (it writes .thaw/credentials)")
+    return key
+
+
+def _gateway(args) -> Gateway:
+    return Gateway(args.url, _key(args))
+
+
+def cmd_deploy(args) -> None:
+    for path in args.files:
+        spec = load_function_file(Path(path))
+        out = _gateway(args).json("POST", "/v1/functions", msgspec.to_builtins(spec))
+        print(f"deployed {spec.name} (revision {out['revision']})")
+
+
+def cmd_invoke(args) -> None:
+    data = args.data.encode() if args.data != "-" else sys.stdin.buffer.read()
+    started = time.perf_counter()
+    if args.nats:
+        status, body = asyncio.run(_invoke_nats(args.nats, _key(args), args.name, data, args.timeout))
+    else:
+        status, body, _ = _gateway(args).call("POST", f"/v1/functions/{args.name}/invoke", data, args.content_type)
+    took = (time.perf_counter() - started) * 1000
+    sys.stdout.write(body.decode(errors="replace") + "\n")
+    print(f"[{status}, {took:.1f} ms]", file=sys.stderr)
+    if status >= 400:
+        sys.exit(1)
+
+
+async def _invoke_nats(url: str, key: str, name: str, data: bytes, timeout_s: float) -> tuple[int, bytes]:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        msg = await nc.request(f"infer.request.{name}", data, timeout=timeout_s,
+                               headers={"Authorization": f"Bearer {key}"})
+        return int((msg.headers or {}).get("Thaw-Status", 200)), msg.data
+    finally:
+        await nc.close()
+
+
+def cmd_ls(args) -> None:
+    gw = _gateway(args)
+    fns = gw.json("GET", "/v1/functions")["functions"]
+    pods = gw.json("GET", "/v1/pods")["pods"]
+    nodes = gw.json("GET", "/v1/nodes")["nodes"]
+    print("FUNCTIONS")
+    for f in fns:
+        r, s = f["resources"], f["scaling"]
+        print(f"  {f['name']:<20} vram={r['vram_mib']}MiB x{r['gpu_count']}  pods {s['min_pods']}..{s['max_pods']}"
+              f"  concurrency={s['concurrency']}  idle_timeout={s['idle_timeout_s']}s")
+    print("PODS")
+    for p in pods or []:
+        gpus = ",".join(map(str, p["gpus"])) or "-"
+        print(f"  {p['pod']:<24} {p['fn']:<16} {p['state']:<9} node={p['node']} gpus={gpus} vram={p['vram_mib']}MiB")
+    if not pods:
+        print("  (none: functions scale to zero when idle)")
+    print("NODES")
+    for n in nodes:
+        age = (time.time() * 1000 - n["heartbeat_ms"]) / 1000
+        print(f"  {n['name']:<12} cpu {n['cpu_reserved']}/{n['cpu_milli']}m  mem {n['memory_reserved']}/{n['memory_mib']}MiB"
+              f"  gpus from {n['gpu_source']}  last heartbeat {age:.1f}s ago")
+        for g in n["gpus"]:
+            used, total = g["vram_reserved_mib"], g["vram_mib"]
+            bar = "#" * round(20 * used / max(total, 1))
+            print(f"    gpu{g['index']} {g['model']:<14} [{bar:<20}] {used}/{total} MiB used, {total - used} free")
+
+
+def cmd_keys(args) -> None:
+    from thaw_core.store.apikeys import ApiKeys
+    from thaw_core.store.client import connect_redis
+
+    async def create() -> str:
+        r = connect_redis(args.redis)
+        try:
+            return await ApiKeys(r).create(args.tenant)
+        finally:
+            await r.aclose()
+
+    print(asyncio.run(create()))
+
+
+def cmd_up(args) -> None:
+    from thaw.up import run_up
+
+    run_up(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="thaw", description="Thaw: serverless inference on fractional GPUs")
+    p.add_argument("--url", default=os.environ.get("THAW_URL", "http://127.0.0.1:8080"), help="gateway URL")
+    p.add_argument("--key", default="", help="API key (default: $THAW_API_KEY, then .thaw/credentials)")
+    p.add_argument("--state-dir", default=str(DEFAULT_STATE))
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the whole platform on this machine")
+    up.add_argument("--config", type=Path, help="node config (TOML); default: 2 mock GPUs x 24 GiB when NVML finds none")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--deploy", nargs="*", default=[], help="function files to deploy once up")
+    up.add_argument("--demo", action="store_true", help="deploy the examples and show a few invocations")
+    up.add_argument("--exit-after-demo", action="store_true", help="stop once the demo has run")
+    up.set_defaults(func=cmd_up)
+    dep = sub.add_parser("deploy", help="deploy function files (TOML)")
+    dep.add_argument("files", nargs="+")
+    dep.set_defaults(func=cmd_deploy)
+    inv = sub.add_parser("invoke", help="invoke a function (HTTP by default, or --nats URL)")
+    inv.add_argument("name")
+    inv.add_argument("data", help="request body, or - for stdin")
+    inv.add_argument("--content-type", default="application/json")
+    inv.add_argument("--nats", default="", help="invoke over NATS infer.request.<name> at this URL")
+    inv.add_argument("--timeout", type=float, default=130.0)
+    inv.set_defaults(func=cmd_invoke)
+    ls = sub.add_parser("ls", help="functions, pods and nodes with per-GPU vRAM")
+    ls.set_defaults(func=cmd_ls)
+    keys = sub.add_parser("keys", help="create an API key for a tenant")
+    keys.add_argument("--tenant", default="default")
+    keys.add_argument("--redis", required=True)
+    keys.set_defaults(func=cmd_keys)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (GatewayError, FunctionFileError) as exc:
+        sys.exit(f"thaw {args.command}: {exc}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

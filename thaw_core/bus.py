@@ -1,0 +1,89 @@
+"""The bus connection: connect with reconnect, provision streams, publish with de-duplication.
+
+Every JetStream publish carries `Nats-Msg-Id` (so a retried publish is stored once) and the
+current trace context.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy, RetentionPolicy, StreamConfig
+from nats.js.errors import BadRequestError
+
+from bus_schemas import headers as H
+from bus_schemas.codec import encode
+from bus_schemas.streams import ALL_STREAMS, StreamSpec
+from thaw_core import telemetry
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str, name: str) -> Client:
+    """A client that reconnects forever: a restarted nats-server is a normal event."""
+    async def on_disconnect():
+        log.warning("%s: disconnected from NATS, reconnecting", name)
+
+    async def on_reconnect():
+        log.info("%s: reconnected to NATS", name)
+
+    async def on_error(exc: Exception):
+        log.debug("%s: NATS error: %s", name, exc)
+
+    return await nats.connect(
+        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
+        connect_timeout=2, allow_reconnect=True, disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect, error_cb=on_error,
+    )
+
+
+def stream_config(spec: StreamSpec) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy.WORK_QUEUE if spec.retention == "workqueue" else RetentionPolicy.LIMITS,
+        max_msgs_per_subject=spec.max_msgs_per_subject,
+        max_age=spec.max_age_s or None,
+        duplicate_window=spec.duplicate_window_s,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = ALL_STREAMS) -> None:
+    """Create or update every stream. Safe to run from every component at start-up, in parallel."""
+    for spec in specs:
+        config = stream_config(spec)
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+
+
+async def publish(js: JetStreamContext, subject: str, msg: Any, msg_id: str,
+                  extra_headers: dict[str, str] | None = None, attempts: int = 20) -> None:
+    """Publish to JetStream, retrying through a reconnect; `msg_id` makes retries idempotent."""
+    headers = telemetry.inject({H.MSG_ID: msg_id, **(extra_headers or {})})
+    payload = encode(msg)
+    for attempt in range(attempts):
+        try:
+            await js.publish(subject, payload, headers=headers, timeout=2)
+            return
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+                nats.errors.ConnectionReconnectingError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.debug("publish to %s failed (%s), retrying", subject, exc)
+            await asyncio.sleep(min(0.1 * (attempt + 1), 1.0))
+
+
+async def publish_core(nc: Client, subject: str, msg: Any) -> None:
+    """Fire-and-forget core publish (heartbeats). A lost one is covered by the next."""
+    try:
+        await nc.publish(subject, encode(msg), headers=telemetry.inject({}))
+    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError):
+        pass
+
+
+LAST_PER_SUBJECT = DeliverPolicy.LAST_PER_SUBJECT

@@ -1,0 +1,127 @@
+"""The GPU/CPU/memory ledger: reserve a pod's resources and release them, each atomically.
+
+Invariants the scripts keep (tests check them under load and faults):
+per GPU, reserved vRAM <= capacity and reserved milli <= 1000; per node, reserved CPU and
+memory <= capacity; a function never has more than max_pods live pods. Release is idempotent:
+the reservation hash exists exactly while the pod holds resources.
+"""
+
+from dataclasses import dataclass
+
+import msgspec
+import redis.asyncio as redis
+
+from bus_schemas import redis_keys as K
+from bus_schemas.pods import PodState
+
+_RESERVE = """
+local resv, podk, fnpods, allpods, nodek = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('EXISTS', resv) == 1 then return 'exists' end
+if redis.call('SCARD', fnpods) >= tonumber(ARGV[8]) then return 'max_pods' end
+local ncpu = tonumber(redis.call('HGET', nodek, 'cpu_milli') or '-1')
+if ncpu < 0 then return 'no_node' end
+local cpu, mem = tonumber(ARGV[4]), tonumber(ARGV[5])
+if tonumber(redis.call('HGET', nodek, 'cpu_reserved') or '0') + cpu > ncpu then return 'cpu' end
+local nmem = tonumber(redis.call('HGET', nodek, 'memory_mib') or '0')
+if tonumber(redis.call('HGET', nodek, 'memory_reserved') or '0') + mem > nmem then return 'memory' end
+local vram, milli = tonumber(ARGV[6]), tonumber(ARGV[7])
+for i = 6, #KEYS do
+  local cap = tonumber(redis.call('HGET', KEYS[i], 'vram_mib') or '-1')
+  if cap < 0 then return 'no_gpu' end
+  if tonumber(redis.call('HGET', KEYS[i], 'vram_reserved') or '0') + vram > cap then return 'gpu_vram' end
+  if tonumber(redis.call('HGET', KEYS[i], 'milli_reserved') or '0') + milli > 1000 then return 'gpu_milli' end
+end
+redis.call('HINCRBY', nodek, 'cpu_reserved', cpu)
+redis.call('HINCRBY', nodek, 'memory_reserved', mem)
+for i = 6, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'vram_reserved', vram)
+  redis.call('HINCRBY', KEYS[i], 'milli_reserved', milli)
+end
+redis.call('HSET', resv, 'fn', ARGV[2], 'node', ARGV[3], 'cpu_milli', cpu, 'memory_mib', mem,
+  'vram_mib', vram, 'gpu_milli', milli, 'gpus', ARGV[11])
+redis.call('DEL', podk)
+redis.call('HSET', podk, 'fn', ARGV[2], 'node', ARGV[3], 'state', 'pending', 'state_at_ms', ARGV[10],
+  'created_ms', ARGV[10], 'last_used_ms', ARGV[10], 'concurrency', ARGV[9], 'cpu_milli', cpu,
+  'memory_mib', mem, 'vram_mib', vram, 'gpu_milli', milli, 'gpus', ARGV[11], 'snapshot', ARGV[12])
+redis.call('SADD', fnpods, ARGV[1])
+redis.call('SADD', allpods, ARGV[1])
+return 'ok'
+"""
+
+_RELEASE = """
+local prefix, pod = ARGV[1], ARGV[2]
+local resv, podk = prefix .. 'resv:' .. pod, prefix .. 'pod:' .. pod
+local released = 0
+local r = redis.call('HGETALL', resv)
+if #r > 0 then
+  local t = {}
+  for i = 1, #r, 2 do t[r[i]] = r[i + 1] end
+  local nodek = prefix .. 'node:' .. t.node
+  redis.call('HINCRBY', nodek, 'cpu_reserved', -tonumber(t.cpu_milli))
+  redis.call('HINCRBY', nodek, 'memory_reserved', -tonumber(t.memory_mib))
+  for idx in string.gmatch(t.gpus, '[^,]+') do
+    local g = prefix .. 'gpu:' .. t.node .. ':' .. idx
+    redis.call('HINCRBY', g, 'vram_reserved', -tonumber(t.vram_mib))
+    redis.call('HINCRBY', g, 'milli_reserved', -tonumber(t.gpu_milli))
+  end
+  redis.call('DEL', resv)
+  released = 1
+end
+local fn = redis.call('HGET', podk, 'fn')
+local st = redis.call('HGET', podk, 'state')
+if st and st ~= 'stopped' and st ~= 'failed' then
+  redis.call('HSET', podk, 'state', ARGV[3], 'state_at_ms', ARGV[5], 'reason', ARGV[4])
+end
+if fn then redis.call('SREM', prefix .. 'fn:' .. fn .. ':pods', pod) end
+redis.call('SREM', prefix .. 'pods', pod)
+redis.call('DEL', podk .. ':leases')
+if st then redis.call('EXPIRE', podk, tonumber(ARGV[6])) end
+return released
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What one pod asks the ledger for. Shares are per GPU; `gpus` are indices on `node`."""
+
+    pod: str
+    fn: str
+    node: str
+    gpus: tuple[int, ...]
+    vram_mib: int
+    gpu_milli: int
+    cpu_milli: int
+    memory_mib: int
+    max_pods: int
+    concurrency: int
+    snapshot: str = ""
+
+
+class Ledger:
+    def __init__(self, r: redis.Redis, history_s: int = 3600):
+        self._r = r
+        self._reserve = r.register_script(_RESERVE)
+        self._release = r.register_script(_RELEASE)
+        self._history_s = history_s
+
+    async def reserve(self, res: Reservation, now_ms: int) -> str:
+        """'ok' (or 'exists' on a repeat) when committed; else the reason it would over-commit:
+        'max_pods', 'no_node', 'cpu', 'memory', 'no_gpu', 'gpu_vram', 'gpu_milli'."""
+        keys = [K.reservation(res.pod), K.pod(res.pod), K.function_pods(res.fn), K.ALL_PODS, K.node(res.node)]
+        keys += [K.gpu(res.node, i) for i in res.gpus]
+        args = [res.pod, res.fn, res.node, res.cpu_milli, res.memory_mib, res.vram_mib, res.gpu_milli,
+                res.max_pods, res.concurrency, now_ms, ",".join(map(str, res.gpus)), res.snapshot]
+        return await self._reserve(keys=keys, args=args)
+
+    async def release(self, pod: str, final: PodState, reason: str, now_ms: int) -> bool:
+        """Free what `pod` holds and mark it terminal. True if this call freed it; safe to repeat."""
+        args = [K.PREFIX, pod, final.value, reason, now_ms, self._history_s]
+        return bool(await self._release(keys=[K.reservation(pod), K.pod(pod)], args=args))
+
+
+def gpus_field(value: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in value.split(",") if x)
+
+
+def encode_json(obj) -> str:
+    return msgspec.json.encode(obj).decode()

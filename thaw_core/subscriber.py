@@ -1,0 +1,83 @@
+"""One subscriber shape for every control-plane consumer, on faststream.
+
+Handlers decode nothing and ack nothing: they receive a typed message and raise. This module is
+the one place that turns the outcome into an acknowledgement:
+
+- handler returns            -> ack
+- `DecodeError` (poison)     -> term: redelivering a message that cannot decode never helps
+- `Retry(delay_s)`           -> nak with that delay (e.g. a conflict or a dependency not ready)
+- any other exception        -> nak after a short delay, logged with the subject
+
+Every consumer is durable and explicit-ack, so a component that dies mid-message gets it again
+after restart; handlers are written to be idempotent for that reason.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from faststream import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from nats.js.api import DeliverPolicy
+
+from bus_schemas.codec import DecodeError, decode
+from bus_schemas.streams import ConsumerSpec
+from thaw_core import telemetry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Retry(Exception):
+    """Raised by a handler to ask for redelivery after `delay_s`."""
+
+    def __init__(self, reason: str, delay_s: float = 1.0):
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
+def make_broker(url: str, name: str) -> NatsBroker:
+    return NatsBroker(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
+                      logger=logging.getLogger(f"faststream.{name}"), log_level=logging.DEBUG)
+
+
+async def _raw_body(msg: NatsMessage) -> bytes:
+    return msg.body
+
+
+def subscribe(broker: NatsBroker, spec: ConsumerSpec, type_: type[T],
+              handler: Callable[[T, str], Awaitable[Any]],
+              deliver_policy: DeliverPolicy = DeliverPolicy.ALL) -> None:
+    """Attach `handler(message, subject)` to the durable consumer `spec`."""
+    config = ConsumerConfig(ack_wait=spec.ack_wait_s, max_deliver=spec.max_deliver,
+                            max_ack_pending=spec.max_ack_pending, deliver_policy=deliver_policy)
+
+    async def on_message(body: bytes, message: NatsMessage) -> None:
+        subject = message.raw_message.subject
+        await settle(message, subject, lambda: handler(decode(body, type_), subject))
+
+    broker.subscriber(
+        spec.filter_subject, stream=JStream(spec.stream, declare=False), durable=spec.durable,
+        pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.MANUAL,
+        config=config, decoder=_raw_body,
+    )(on_message)
+
+
+async def settle(message: NatsMessage, subject: str, run: Callable[[], Awaitable[Any]]) -> None:
+    """Run the handler under the message's trace context and decide ack / nak / term."""
+    token = telemetry.attach(message.headers)
+    try:
+        await run()
+    except DecodeError as exc:
+        log.error("dropping undecodable message on %s: %s", subject, exc)
+        await message.reject()
+    except Retry as exc:
+        log.info("retrying %s in %.1fs: %s", subject, exc.delay_s, exc)
+        await message.nack(delay=exc.delay_s)
+    except Exception:
+        log.exception("handler for %s failed; it will be redelivered", subject)
+        await message.nack(delay=1.0)
+    else:
+        await message.ack()
+    finally:
+        telemetry.detach(token)
