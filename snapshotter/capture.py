@@ -1,0 +1,62 @@
+"""Take a snapshot: image -> tiered store -> Redis index -> retention.
+
+`capture_image` works on any image directory (a CRIU dump of a process, or a podman checkpoint
+export placed in a directory); `capture_process` is the whole path for a local-process worker.
+The result carries what `snapshot.ready.<fn>` announces.
+"""
+
+import asyncio
+import platform
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from snapshotter import criu as criu_mod
+from snapshotter.index import SnapshotIndex
+from snapshotter.manifest import Manifest
+from snapshotter.retention import RetentionPolicy, expired
+from snapshotter.store import Progress, TieredStore, _quiet
+
+
+def new_snapshot_id(fn: str) -> str:
+    """Sortable by time, unique without coordination: <fn>-<ms>-<random>."""
+    return f"{fn}-{int(time.time() * 1000)}-{uuid.uuid4().hex[:6]}"
+
+
+async def capture_image(store: TieredStore, index: SnapshotIndex, image_dir: Path, draft: Manifest,
+                        policy: RetentionPolicy, progress: Progress = _quiet) -> tuple[Manifest, tuple[str, ...]]:
+    """Store `image_dir` in every tier, index it, then delete what `policy` expires.
+
+    Retention runs after the new snapshot is indexed, so a function never has zero snapshots
+    because of it. Deletion removes files before the index entry would be wrong: index first
+    (no new restore picks it), then tiers.
+    """
+    m, tiers = await asyncio.to_thread(store.put, image_dir, draft, progress)
+    await index.add(m, tiers)
+    existing = [(s.manifest.id, s.manifest.created_ms) for s in await index.for_function(m.fn)]
+    for sid in expired(existing, policy, now_ms=int(time.time() * 1000)):
+        progress(f"retention: deleting {sid}")
+        await index.remove(m.fn, sid)
+        await asyncio.to_thread(store.delete, m.fn, sid)
+    return m, tiers
+
+
+async def capture_process(criu: criu_mod.Criu, store: TieredStore, index: SnapshotIndex, *,
+                          fn: str, node: str, pid: int, port: int, work_dir: Path,
+                          policy: RetentionPolicy, progress: Progress = _quiet) -> tuple[Manifest, tuple[str, ...]]:
+    """Dump the running worker `pid` (left running) and capture the image. The dump directory
+    under `work_dir` is removed afterwards, success or not."""
+    sid = new_snapshot_id(fn)
+    image_dir = work_dir / f"dump-{sid}"
+    try:
+        progress(f"checkpointing pid {pid}")
+        d = await criu_mod.dump(criu, pid, image_dir)
+        progress(f"dumped {d.size_bytes / 2**20:.1f} MiB in {d.duration_s:.2f}s")
+        draft = Manifest(id=sid, fn=fn, node=node, runtime="process",
+                         created_ms=int(time.time() * 1000), sha256="", size_bytes=0, raw_bytes=0,
+                         arch=platform.machine(), kernel=platform.release(),
+                         criu_version=criu.version, port=port)
+        return await capture_image(store, index, image_dir, draft, policy, progress)
+    finally:
+        shutil.rmtree(image_dir, ignore_errors=True)
