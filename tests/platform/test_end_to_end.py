@@ -1,0 +1,60 @@
+"""The whole path on real processes: deploy, cold start, warm reuse, scale to zero, cold again."""
+
+import json
+
+import nats
+
+from tests.conftest import eventually
+from tests.platform.conftest import deploy, echo_spec, gpu_usage, invoke
+
+
+async def live_pods(http, url):
+    async with http.get(url + "/v1/pods") as resp:
+        return json.loads(await resp.read())["pods"]
+
+
+async def test_first_call_cold_starts_then_warm_calls_reuse_the_worker(platform, http):
+    await deploy(http, platform.url, echo_spec())
+    assert await live_pods(http, platform.url) == []
+
+    status, body, first_pod = await invoke(http, platform.url, "echo", b'{"n": 1}')
+    assert (status, body) == (200, b'{"n": 1}')
+    for n in range(2, 6):
+        status, body, pod = await invoke(http, platform.url, "echo", json.dumps({"n": n}).encode())
+        assert status == 200 and json.loads(body) == {"n": n}
+        assert pod == first_pod, "a warm call must reuse the running worker"
+    pods = await live_pods(http, platform.url)
+    assert [p["pod"] for p in pods] == [first_pod]
+    assert pods[0]["vram_mib"] == 2048 and len(pods[0]["gpus"]) == 1
+    assert sorted(await gpu_usage(http, platform.url)) == [0, 2048]
+
+
+async def test_nats_request_reply_invokes_the_same_function(platform, http, api_key):
+    await deploy(http, platform.url, echo_spec())
+    nc = await nats.connect(platform.nats.url)
+    try:
+        msg = await nc.request("infer.request.echo", b"over nats", timeout=30,
+                               headers={"Authorization": f"Bearer {api_key}"})
+        assert msg.data == b"over nats"
+        assert msg.headers["Thaw-Status"] == "200"
+        assert msg.headers["Thaw-Pod"].startswith("echo-")
+    finally:
+        await nc.close()
+
+
+async def test_idle_worker_scales_to_zero_frees_vram_and_next_call_cold_starts(platform, http):
+    await deploy(http, platform.url, echo_spec(idle_timeout_s=1.5))
+    status, _, first_pod = await invoke(http, platform.url, "echo", b"a")
+    assert status == 200
+    assert sum(await gpu_usage(http, platform.url)) == 2048
+
+    await eventually(lambda: _no_pods(http, platform.url), 20, what="the idle pod to stop")
+    assert sum(await gpu_usage(http, platform.url)) == 0, "a stopped pod must free its vRAM"
+
+    status, body, second_pod = await invoke(http, platform.url, "echo", b"b")
+    assert (status, body) == (200, b"b")
+    assert second_pod != first_pod, "after scale to zero the next call needs a new worker"
+
+
+async def _no_pods(http, url):
+    return await live_pods(http, url) == []

@@ -1,0 +1,95 @@
+"""Components die at any point; the platform heals. Faults are real: kill -9 and server restarts."""
+
+import asyncio
+import json
+import os
+import signal
+
+import nats
+
+from bus_schemas import redis_keys as K
+from tests.conftest import eventually
+from tests.platform.conftest import _healthy, deploy, echo_spec, gpu_usage, invoke
+
+
+async def pods_of(http, url):
+    async with http.get(url + "/v1/pods") as resp:
+        return json.loads(await resp.read())["pods"]
+
+
+async def test_gateway_killed_mid_call_leaks_no_lease(platform, http, r):
+    spec = echo_spec(concurrency=1, max_pods=1)
+    spec["env"] = {"ECHO_DELAY_S": "5"}
+    await deploy(http, platform.url, spec)
+    call = asyncio.create_task(invoke(http, platform.url, "echo", b"slow"))
+    [pod] = await eventually(lambda: pods_of(http, platform.url), 20, what="a pod")
+    await eventually(lambda: r.zcard(K.pod_leases(pod["pod"])), 20, what="the call to lease the worker")
+
+    platform.kill("gateway")
+    await asyncio.gather(call, return_exceptions=True)
+
+    async def released():
+        state = await r.hget(K.pod(pod["pod"]), "state")
+        return state == "idle" and await r.zcount(K.pod_leases(pod["pod"]), "-inf", "+inf") == 0
+    await eventually(released, 10, what="the dead gateway's lease to expire and the pod to be idle")
+
+    platform.start("gateway")
+    await eventually(lambda: _healthy(platform.url), 20, what="gateway restart")
+    status, body, served_by = await invoke(http, platform.url, "echo", b"again")
+    assert (status, body, served_by) == (200, b"again", pod["pod"])
+
+
+async def test_agent_killed_and_restarted_adopts_its_running_workers(platform, http):
+    await deploy(http, platform.url, echo_spec())
+    status, _, pod = await invoke(http, platform.url, "echo", b"x")
+    assert status == 200
+
+    platform.kill("agent")
+    platform.start("agent")
+    await asyncio.sleep(2)  # the restarted agent reconciles and heartbeats again
+
+    status, body, served_by = await invoke(http, platform.url, "echo", b"y")
+    assert (status, body, served_by) == (200, b"y", pod), "the adopted worker keeps serving"
+    await asyncio.sleep(6)  # past unreported_grace_s: placement would reclaim an unreported pod
+    assert [p["pod"] for p in await pods_of(http, platform.url)] == [pod]
+    assert sum(await gpu_usage(http, platform.url)) == 2048, "adoption must not count vRAM twice"
+
+
+async def test_agent_restarted_after_its_worker_died_cleans_up_and_frees_vram(platform, http):
+    await deploy(http, platform.url, echo_spec())
+    await invoke(http, platform.url, "echo", b"x")
+    [pod] = await pods_of(http, platform.url)
+    async with http.get(pod["endpoint"] + "/stats") as resp:
+        worker_pid = (await resp.json())["pid"]
+
+    platform.kill("agent")
+    os.kill(worker_pid, signal.SIGKILL)
+    platform.start("agent")
+
+    async def released():
+        return await pods_of(http, platform.url) == [] and sum(await gpu_usage(http, platform.url)) == 0
+    await eventually(released, 15, what="the lost worker's pod to be released")
+    status, body, new_pod = await invoke(http, platform.url, "echo", b"z")
+    assert (status, body) == (200, b"z") and new_pod != pod["pod"]
+
+
+async def test_components_reconnect_after_nats_server_restarts(platform, http, api_key):
+    await deploy(http, platform.url, echo_spec())
+    assert (await invoke(http, platform.url, "echo", b"before"))[0] == 200
+
+    platform.restart_nats()
+    await asyncio.sleep(2)
+
+    assert (await invoke(http, platform.url, "echo", b"warm after"))[:2] == (200, b"warm after")
+    spec = echo_spec()
+    spec["name"] = "echo-two"
+    await deploy(http, platform.url, spec)
+    status, body, _ = await invoke(http, platform.url, "echo-two", b"cold after")
+    assert (status, body) == (200, b"cold after"), "lease -> placement -> agent works over the new server"
+    nc = await nats.connect(platform.nats.url)
+    try:
+        msg = await nc.request("infer.request.echo", b"nats after", timeout=20,
+                               headers={"Authorization": f"Bearer {api_key}"})
+        assert msg.data == b"nats after"
+    finally:
+        await nc.close()
