@@ -5,6 +5,7 @@ unknown fields, bus events accept and drop them, so a newer producer does not br
 consumer. Every decode error is turned into `DecodeError` with the field path and the reason.
 """
 
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -52,5 +53,13 @@ def convert(obj: Any, type_: type[T]) -> T:
 def _as_decode_error(text: str) -> DecodeError:
     reason, sep, path = text.rpartition(" - at `")
     if not sep:
-        return DecodeError("$", text)
-    return DecodeError(path.rstrip("`"), reason)
+        reason, path = text, "$"
+    path = path.rstrip("`")
+    unknown = _UNKNOWN_FIELD.search(reason)
+    if unknown:
+        # Name the offending field itself, and say what to do about it.
+        return DecodeError(f"{path}.{unknown.group(1)}", "unknown field: remove it or check its spelling")
+    return DecodeError(path, reason)
+
+
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")

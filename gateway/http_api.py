@@ -28,6 +28,7 @@ from gateway.specs import SpecCache
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
+MAX_BODY = web.AppKey("max_body_bytes", int)
 OPENAI_PATHS = ("/v1/embeddings", "/v1/chat/completions", "/v1/completions")
 
 
@@ -46,8 +47,9 @@ async def errors_as_json(request: web.Request, handler):
         return await handler(request)
     except ApiError as err:
         return error_response(err)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(ApiError(413, "body_too_large", f"request body is over {exc.max_size} bytes; "
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY]
+        return error_response(ApiError(413, "body_too_large", f"request body is over {limit} bytes; "
                                                                "send less or raise the gateway's max_body_bytes"))
     except web.HTTPException as exc:
         if exc.status >= 400:
@@ -64,6 +66,7 @@ class HttpApi:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors_as_json], client_max_size=self.max_body_bytes)
+        app[MAX_BODY] = self.max_body_bytes
         app.router.add_get("/healthz", self.healthz)
         app.router.add_post("/v1/functions/{name}/invoke", self.invoke)
         app.router.add_post("/v1/functions", self.deploy)
