@@ -34,6 +34,10 @@ fi
 
 nofile_hard="$(ulimit -Hn)"
 nproc_hard="$(ulimit -Hu)"
+# Observed on the Firecracker VMs: runc refuses an nproc limit above kernel.pid_max (32768)
+# even when the hard limit is higher, so cap it there.
+pid_max="$(cat /proc/sys/kernel/pid_max)"
+[ "$nproc_hard" = unlimited ] || [ "$nproc_hard" -gt "$pid_max" ] && nproc_hard="$pid_max"
 conf_dir=/etc/containers/containers.conf.d
 conf="$conf_dir/50-thaw.conf"
 want="$(cat <<EOF

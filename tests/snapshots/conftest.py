@@ -76,3 +76,30 @@ async def redis(valkey_url):
 def _weights_once():
     """Create the test model's weights file once per machine (it is reused across runs)."""
     worker_module().ensure_weights(MODEL_DIR, WORKER_MODEL_MIB)
+
+
+PODMAN_SOCKET = Path("/run/thaw/podman-test.sock")
+
+
+@pytest.fixture(scope="session")
+def podman_socket() -> Path:
+    """A podman API service for the tests (started if none answers on PODMAN_SOCKET)."""
+    from agents.runtime.podman_service import PodmanUnavailable, ensure_service
+
+    if os.geteuid() != 0:
+        pytest.fail("podman checkpoint/restore tests must run as root (rootful podman)")
+    try:
+        asyncio.run(ensure_service(PODMAN_SOCKET))
+    except PodmanUnavailable as e:
+        pytest.fail(str(e))
+    return PODMAN_SOCKET
+
+
+@pytest.fixture(scope="session")
+def worker_image() -> str:
+    """The reference worker image, built locally by infra/build-worker-image.sh."""
+    script = Path(__file__).resolve().parents[2] / "infra" / "build-worker-image.sh"
+    done = subprocess.run([str(script)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.fail(f"{script} failed (install podman with `sudo infra/install-podman.sh`):\n{done.stderr}")
+    return done.stdout.strip().splitlines()[-1]

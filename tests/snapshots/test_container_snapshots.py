@@ -1,0 +1,130 @@
+"""The container runtime and container checkpoints, with real podman + runc + CRIU."""
+
+import asyncio
+import platform
+import time
+import uuid
+
+import pytest
+
+from agents.runtime.base import WorkerLaunch
+from agents.runtime.container import ContainerRuntime, ContainerSettings
+from agents.runtime.podman_checkpoint import PodmanCheckpoints
+from conftest import free_port
+from snapshot_workers import MODEL_DIR, WORKER_IMPORT_FUNCS, WORKER_MODEL_MIB, infer, wait_answers
+from snapshotter.capture import capture_image, new_snapshot_id
+from snapshotter.errors import SnapshotCorrupt
+from snapshotter.index import SnapshotIndex
+from snapshotter.manifest import HostFacts, Manifest
+from snapshotter.materialize import materialize
+from snapshotter.retention import RetentionPolicy
+from snapshotter.store import Tier, TieredStore
+
+pytestmark = [pytest.mark.podman, pytest.mark.criu]
+CONTAINER_PORT = 8000
+
+
+@pytest.fixture
+async def runtime(podman_socket):
+    rt = ContainerRuntime(ContainerSettings(socket=podman_socket, node="test-node",
+                                            mounts=(MODEL_DIR,)))
+    started = []
+    rt.started = started
+    yield rt
+    for handle in started:
+        await rt.stop(handle, grace_s=0)
+    await rt.close()
+
+
+def launch(image: str, port: int, pod: str | None = None) -> WorkerLaunch:
+    return WorkerLaunch(pod=pod or f"test-{uuid.uuid4().hex[:8]}", fn="torchlike", port=port,
+                        image=image, container_port=CONTAINER_PORT,
+                        env={"THAW_MODEL_DIR": str(MODEL_DIR), "THAW_MODEL_MIB": str(WORKER_MODEL_MIB),
+                             "THAW_IMPORT_FUNCS": str(WORKER_IMPORT_FUNCS)})
+
+
+async def start_warm(runtime, image):
+    port = free_port()
+    handle = await runtime.start(launch(image, port))
+    runtime.started.append(handle)
+    await asyncio.to_thread(wait_answers, port)
+    assert (await asyncio.to_thread(infer, port))["served"] == 2
+    return handle
+
+
+async def snapshot_container(runtime, podman_socket, redis, store, handle, tmp_path, criu):
+    """Checkpoint (left running) into the tiered store, like the snapshotter would."""
+    sid = new_snapshot_id("torchlike")
+    image_dir = tmp_path / f"ckpt-{sid}"
+    ckpt = await PodmanCheckpoints(podman_socket).checkpoint(handle.ref, image_dir / "checkpoint.tar")
+    assert ckpt.size_bytes > 0
+    draft = Manifest(id=sid, fn="torchlike", node="test-node", runtime="container",
+                     created_ms=int(time.time() * 1000), sha256="", size_bytes=0, raw_bytes=0,
+                     arch=platform.machine(), kernel=platform.release(), criu_version=criu.version,
+                     port=CONTAINER_PORT)
+    m, _ = await capture_image(store, SnapshotIndex(redis), image_dir, draft, RetentionPolicy())
+    return m
+
+
+async def restore_copy(runtime, podman_socket, store, m, tmp_path, criu):
+    image = await materialize(store, HostFacts.local(criu.version), "container", m, tmp_path / "cache")
+    port = free_port()
+    handle = await PodmanCheckpoints(podman_socket).restore(
+        image / "checkpoint.tar", pod=f"test-{uuid.uuid4().hex[:8]}", host_port=port,
+        container_port=m.port)
+    runtime.started.append(handle)
+    return handle, port
+
+
+@pytest.fixture
+def store(tmp_path):
+    return TieredStore([Tier("local", tmp_path / "local"), Tier("shared", tmp_path / "shared")])
+
+
+async def test_container_runtime_starts_lists_and_stops_idempotently(runtime, worker_image):
+    handle = await start_warm(runtime, worker_image)
+    assert await runtime.is_alive(handle)
+    assert handle.pod in {h.pod for h in await runtime.running()}
+    again = await runtime.start(launch(worker_image, int(handle.endpoint.rsplit(":", 1)[1]), handle.pod))
+    assert again.ref == handle.ref, "starting a running pod again returns the same container"
+    await runtime.stop(handle, grace_s=5)
+    assert not await runtime.is_alive(handle)
+    await runtime.stop(handle)  # a second stop is not an error
+
+
+async def test_checkpoint_kill_restore_answers_with_warm_state(runtime, podman_socket, redis, store,
+                                                              worker_image, tmp_path, criu):
+    handle = await start_warm(runtime, worker_image)
+    m = await snapshot_container(runtime, podman_socket, redis, store, handle, tmp_path, criu)
+    await runtime.stop(handle, grace_s=0)
+    restored, port = await restore_copy(runtime, podman_socket, store, m, tmp_path, criu)
+    assert await runtime.is_alive(restored)
+    assert (await asyncio.to_thread(wait_answers, port, 10))["served"] == 3
+
+
+async def test_two_restored_copies_serve_side_by_side_on_their_own_ports(
+        runtime, podman_socket, redis, store, worker_image, tmp_path, criu):
+    handle = await start_warm(runtime, worker_image)
+    m = await snapshot_container(runtime, podman_socket, redis, store, handle, tmp_path, criu)
+    (a, port_a), (b, port_b) = [await restore_copy(runtime, podman_socket, store, m, tmp_path, criu)
+                                for _ in range(2)]
+    assert a.ref != b.ref
+    first_a = await asyncio.to_thread(wait_answers, port_a, 10)
+    first_b = await asyncio.to_thread(wait_answers, port_b, 10)
+    second_a = await asyncio.to_thread(infer, port_a)
+    # Each copy carries on from the snapshot's state (2 served) independently of the other.
+    assert (first_a["served"], first_b["served"], second_a["served"]) == (3, 3, 4)
+    assert first_a["loaded_at"] == first_b["loaded_at"]
+    assert await runtime.is_alive(handle), "the original keeps serving after the checkpoint"
+
+
+async def test_a_corrupt_container_checkpoint_falls_back_to_a_cold_start(
+        runtime, podman_socket, redis, store, worker_image, tmp_path, criu):
+    handle = await start_warm(runtime, worker_image)
+    m = await snapshot_container(runtime, podman_socket, redis, store, handle, tmp_path, criu)
+    for tier in store.tiers:
+        store.archive_path(tier, m.fn, m.id).write_bytes(b"\x28\xb5\x2f\xfd not really zstd")
+    with pytest.raises(SnapshotCorrupt):
+        await restore_copy(runtime, podman_socket, store, m, tmp_path, criu)
+    cold = await start_warm(runtime, worker_image)  # the agent's fallback
+    assert await runtime.is_alive(cold)
