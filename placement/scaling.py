@@ -28,8 +28,8 @@ def pods_to_drain(spec: FunctionSpec, pods: list[PodRecord], now_ms: int) -> lis
     serving = [p for p in pods if p.state in SERVING]
     cutoff = now_ms - int(spec.scaling.idle_timeout_s * 1000)
     idle = sorted((p for p in serving if p.last_used_ms <= cutoff), key=lambda p: p.last_used_ms)
-    keep = max(spec.scaling.min_pods - (len(serving) - len(idle)), 0)
-    return [p.pod for p in idle[keep:]]
+    keep = max(spec.scaling.min_pods - (len(serving) - len(idle)), 0)  # the most recently used stay
+    return [p.pod for p in idle[:max(len(idle) - keep, 0)]]
 
 
 def lost_pods(pods: list[PodRecord], heartbeat_ms: dict[str, int], seen_ms: dict[str, int], now_ms: int,
