@@ -9,7 +9,6 @@ import secrets
 import socket
 from dataclasses import dataclass
 
-import aiohttp
 from nats.js import JetStreamContext
 
 from bus_schemas import redis_keys as K
@@ -24,10 +23,9 @@ from gateway.errors import ApiError
 from gateway.pool import FnPool
 from gateway.settings import GatewaySettings
 from gateway.specs import SpecCache
+from gateway.upstream import Upstream, UpstreamBroken, UpstreamUnreachable
 
 log = logging.getLogger(__name__)
-
-PASSED_HEADERS = ("Content-Type",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +37,9 @@ class Reply:
 
 
 class Dispatcher:
-    def __init__(self, settings: GatewaySettings, js: JetStreamContext, r, specs: SpecCache,
-                 http: aiohttp.ClientSession):
+    def __init__(self, settings: GatewaySettings, js: JetStreamContext, r, specs: SpecCache, upstream: Upstream):
         self.s = settings
-        self._js, self._r, self._specs, self._http = js, r, specs, http
+        self._js, self._r, self._specs, self._upstream = js, r, specs, upstream
         self._leases = Leases(r)
         self.holder = f"gw-{socket.gethostname()}-{secrets.token_hex(3)}"
         self.pools: dict[str, FnPool] = {}
@@ -62,23 +59,24 @@ class Dispatcher:
         for _ in range(3):
             slot = await pool.checkout(spec)
             try:
-                return await self._forward(slot.endpoint + (path or spec.invoke_path), body, content_type, slot.pod)
-            except (aiohttp.ClientConnectionError, ConnectionResetError) as exc:
+                status, ctype, data = await self._upstream.post(slot.endpoint, path or spec.invoke_path, body,
+                                                                content_type, self.s.request_timeout_s)
+                return Reply(status, data, ctype, slot.pod)
+            except UpstreamUnreachable as exc:
                 # Not served (the worker is gone): drop its slots and try another worker.
                 log.info("worker %s unreachable (%s); retrying on another", slot.pod, exc)
                 pool.drop(slot)
+                self._upstream.forget(slot.endpoint)
+            except UpstreamBroken as exc:
+                pool.drop(slot)
+                raise ApiError(502, "worker_failed", f"{fn}: the worker broke off the call ({exc}); "
+                                                     "it may have been processed, retry only if that is safe") from None
             except TimeoutError:
                 raise ApiError(504, "worker_timeout", f"{fn}: the worker did not answer within "
                                                       f"{self.s.request_timeout_s:g}s") from None
             finally:
                 pool.checkin(slot)
         raise ApiError(502, "worker_unreachable", f"{fn}: workers kept failing to accept the call; retry later")
-
-    async def _forward(self, url: str, body: bytes, content_type: str, pod: str) -> Reply:
-        timeout = aiohttp.ClientTimeout(total=self.s.request_timeout_s)
-        async with self._http.post(url, data=body, headers={"Content-Type": content_type}, timeout=timeout) as resp:
-            data = await resp.read()
-            return Reply(resp.status, data, resp.headers.get("Content-Type", "application/octet-stream"), pod)
 
     async def _ask_for_pods(self, fn: str, want_pods: int) -> None:
         msg = LeaseRequested(fn=fn, want_pods=want_pods, gateway=self.holder, at_ms=now_ms())

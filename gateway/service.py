@@ -3,7 +3,6 @@
 import asyncio
 import logging
 
-import aiohttp
 from aiohttp import web
 
 from bus_schemas import subjects
@@ -22,6 +21,7 @@ from gateway.http_api import HttpApi
 from gateway.nats_api import NatsApi
 from gateway.settings import GatewaySettings
 from gateway.specs import SpecCache
+from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -34,31 +34,31 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
     functions = Functions(r)
     specs = SpecCache(functions, settings.spec_cache_s)
     keys = KeyCache(ApiKeys(r), settings.auth_cache_s)
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        dispatcher = Dispatcher(settings, js, r, specs, http)
-        api = HttpApi(dispatcher, keys, functions, specs, Pods(r), Nodes(r), js, settings.max_body_bytes)
-        runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024)
-        await site.start()
-        subs = [await NatsApi(nc, dispatcher, keys, settings.max_body_bytes).start(),
-                await nc.subscribe("pod.state.*", cb=_pod_events(dispatcher)),
-                await nc.subscribe("fn.>", cb=_fn_events(specs))]
-        renewer = asyncio.create_task(_renew(dispatcher, settings.lease_ttl_s / 3))
-        log.info("gateway %s listening on http://%s:%d", dispatcher.holder, settings.host, settings.port)
-        if started is not None:
-            started.set()
-        try:
-            await stop.wait()
-        finally:
-            renewer.cancel()
-            for sub in subs:
-                await sub.unsubscribe()
-            await dispatcher.release_all()
-            await runner.cleanup()
-            await nc.close()
-            await r.aclose()
+    upstream = Upstream()
+    dispatcher = Dispatcher(settings, js, r, specs, upstream)
+    api = HttpApi(dispatcher, keys, functions, specs, Pods(r), Nodes(r), js, settings.max_body_bytes)
+    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024)
+    await site.start()
+    subs = [await NatsApi(nc, dispatcher, keys, settings.max_body_bytes).start(),
+            await nc.subscribe("pod.state.*", cb=_pod_events(dispatcher)),
+            await nc.subscribe("fn.>", cb=_fn_events(specs))]
+    renewer = asyncio.create_task(_renew(dispatcher, settings.lease_ttl_s / 3))
+    log.info("gateway %s listening on http://%s:%d", dispatcher.holder, settings.host, settings.port)
+    if started is not None:
+        started.set()
+    try:
+        await stop.wait()
+    finally:
+        renewer.cancel()
+        for sub in subs:
+            await sub.unsubscribe()
+        await dispatcher.release_all()
+        await runner.cleanup()
+        upstream.close()
+        await nc.close()
+        await r.aclose()
 
 
 def _pod_events(dispatcher: Dispatcher):

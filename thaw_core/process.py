@@ -13,4 +13,9 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    asyncio.run(runner())
+    try:
+        import uvloop
+    except ImportError:  # optional speed-up; the standard loop is correct too
+        asyncio.run(runner())
+    else:
+        uvloop.run(runner())

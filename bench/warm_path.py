@@ -1,0 +1,155 @@
+"""Warm-path overhead, side by side in one run: the echo worker called directly, through the
+gateway's HTTP bridge, and through NATS `infer.request.echo`.
+
+Two phases per path: latency (one call in flight; p50/p99 of the added time) and throughput
+(many in flight for a fixed time; requests/s). Ratios are taken against the direct path
+measured in the same run, because absolute numbers on a shared 2-core machine are only hints.
+
+    .venv/bin/python -m bench.warm_path [--seconds 5] [--in-flight 64] [--latency-calls 2000]
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import nats
+
+from thaw.client import Gateway
+from thaw.launcher import ensure_api_key, up
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BODY = b'{"input": "hello from the benchmark"}'
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+async def http_caller(url: str, headers: dict):
+    session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0))
+
+    async def call() -> None:
+        async with session.post(url, data=BODY) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{url} answered {resp.status}")
+    return call, session.close
+
+
+async def nats_caller(nats_url: str, key: str):
+    nc = await nats.connect(nats_url)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def call() -> None:
+        msg = await nc.request("infer.request.echo", BODY, timeout=10, headers=headers)
+        if msg.headers.get("Thaw-Status") != "200":
+            raise RuntimeError(f"NATS reply {msg.headers}")
+    return call, nc.close
+
+
+async def latency(call, n: int) -> list[float]:
+    for _ in range(50):
+        await call()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await call()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+async def throughput(call, in_flight: int, seconds: float) -> tuple[float, list[float]]:
+    stop_at = time.perf_counter() + seconds
+    lat: list[float] = []
+
+    async def loop() -> None:
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            await call()
+            lat.append((time.perf_counter() - t) * 1000)
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(in_flight)))
+    return len(lat) / (time.perf_counter() - started), lat
+
+
+async def measure(args, endpoint: str, gateway_url: str, nats_url: str, key: str) -> dict:
+    auth = {"Authorization": f"Bearer {key}"}
+    makers = {
+        "direct": lambda: http_caller(endpoint + "/", {}),
+        "gateway-http": lambda: http_caller(f"{gateway_url}/v1/functions/echo/invoke", auth),
+        "gateway-nats": lambda: nats_caller(nats_url, key),
+    }
+    results = {}
+    for name, make in makers.items():
+        call, close = await make()
+        try:
+            lat = await latency(call, args.latency_calls)
+            rps, loaded = await throughput(call, args.in_flight, args.seconds)
+        finally:
+            await close()
+        results[name] = {"p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99), "rps": rps,
+                         "loaded_p50_ms": statistics.median(loaded), "loaded_p99_ms": pct(loaded, 0.99)}
+        print(f"  measured {name}: {rps:,.0f} req/s", flush=True)
+    return results
+
+
+def report(results: dict) -> None:
+    direct = results["direct"]
+    print()
+    print(f"{'path':<14}{'req/s':>10}{'x direct':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}"
+          f"{'loaded p50':>12}{'loaded p99':>12}")
+    for name, r in results.items():
+        print(f"{name:<14}{r['rps']:>10,.0f}{r['rps'] / direct['rps']:>10.2f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+              f"{r['p50_ms'] - direct['p50_ms']:>9.3f}{r['loaded_p50_ms']:>12.2f}{r['loaded_p99_ms']:>12.2f}")
+    gw = results["gateway-http"]
+    print()
+    print(f"targets: gateway throughput >= 0.70x direct: {gw['rps'] / direct['rps']:.2f}x "
+          f"({'met' if gw['rps'] / direct['rps'] >= 0.7 else 'NOT met'}); "
+          f"added p50 <= 1 ms: {gw['p50_ms'] - direct['p50_ms']:.3f} ms "
+          f"({'met' if gw['p50_ms'] - direct['p50_ms'] <= 1 else 'NOT met'})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=5.0, help="throughput phase length per path")
+    p.add_argument("--in-flight", type=int, default=64)
+    p.add_argument("--latency-calls", type=int, default=2000)
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="thaw-bench-") as tmp:
+        print("[bench] starting the platform (nats-server, valkey-server, placement, agent, gateway)", flush=True)
+        platform = up(Path(tmp), None, 0 or _free())
+        try:
+            key = ensure_api_key(Path(tmp), platform.redis.url)
+            gw = Gateway(platform.gateway_url, key)
+            spec = {"name": "echo", "command": ["{python}", str(EXAMPLES / "echo" / "worker.py")],
+                    "resources": {"vram_mib": 1024, "cpu_milli": 100, "memory_mib": 128},
+                    "scaling": {"max_pods": 1, "concurrency": 256, "idle_timeout_s": 3600, "max_queue": 4096}}
+            gw.json("POST", "/v1/functions", spec)
+            status, _, _ = gw.call("POST", "/v1/functions/echo/invoke", BODY)
+            assert status == 200, status
+            [pod] = gw.json("GET", "/v1/pods")["pods"]
+            print(f"[bench] echo worker warm at {pod['endpoint']}; {args.in_flight} in flight, "
+                  f"{args.seconds:g}s per path", flush=True)
+            results = asyncio.run(measure(args, pod["endpoint"], platform.gateway_url, platform.nats.url, key))
+        finally:
+            platform.stop()
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def _free() -> int:
+    from thaw_core.ports import free_port
+
+    return free_port()
+
+
+if __name__ == "__main__":
+    main()

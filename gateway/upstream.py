@@ -1,0 +1,149 @@
+"""Keep-alive HTTP/1.1 calls from the gateway to workers, lean enough for the warm path.
+
+A general client (aiohttp's) costs more per call than the worker it calls; on the warm path the
+gateway only ever POSTs a body to a worker it already knows and reads one response, so it keeps
+a pool of raw connections per worker and parses responses with httptools (llhttp, the parser
+Node.js uses). Connection errors surface as `UpstreamUnreachable` only when no byte of the call
+reached the worker, so the caller may safely retry it on another worker.
+"""
+
+import asyncio
+from collections import deque
+from urllib.parse import urlsplit
+
+import httptools
+
+
+class UpstreamUnreachable(ConnectionError):
+    """The call never reached the worker: safe to retry elsewhere."""
+
+
+class UpstreamBroken(ConnectionError):
+    """The connection broke after the call was sent: the worker may have processed it."""
+
+
+class _Response:
+    __slots__ = ("status", "content_type", "chunks", "_header")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.content_type = "application/octet-stream"
+        self.chunks: list[bytes] = []
+        self._header = b""
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future | None = None
+        self.response: _Response | None = None
+        self.keep_alive = True
+        self.closed = False
+        self.parser = httptools.HttpResponseParser(self)
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(UpstreamBroken(f"worker closed the connection ({exc or 'EOF'})"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.keep_alive = False
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_exception(UpstreamBroken(f"worker sent a malformed response: {exc}"))
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.response = _Response()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"content-type":
+            self.response.content_type = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.response.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.response.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(self.response)
+
+
+class Upstream:
+    """One idle-connection pool per worker endpoint."""
+
+    def __init__(self, max_idle_per_worker: int = 512):
+        self._idle: dict[str, deque[_Conn]] = {}
+        self._max_idle = max_idle_per_worker
+
+    async def post(self, endpoint: str, path: str, body: bytes, content_type: str,
+                   timeout_s: float) -> tuple[int, str, bytes]:
+        """(status, content type, body) of POST endpoint+path. Raises UpstreamUnreachable,
+        UpstreamBroken or TimeoutError."""
+        conn, reused = await self._conn(endpoint)
+        try:
+            return await self._send(conn, endpoint, path, body, content_type, timeout_s)
+        except UpstreamBroken:
+            if not reused:
+                raise
+            # A kept-alive connection the worker had closed: the call never reached it.
+            conn, _ = await self._conn(endpoint, fresh=True)
+            return await self._send(conn, endpoint, path, body, content_type, timeout_s)
+
+    async def _send(self, conn: _Conn, endpoint: str, path: str, body: bytes, content_type: str,
+                    timeout_s: float) -> tuple[int, str, bytes]:
+        host = endpoint[7:] if endpoint.startswith("http://") else endpoint
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+        conn.waiter = asyncio.get_running_loop().create_future()
+        conn.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            conn.transport.write(body)
+        try:
+            response = await asyncio.wait_for(conn.waiter, timeout_s)
+        except BaseException:
+            conn.transport.close()
+            raise
+        finally:
+            conn.waiter = None
+        self._give_back(endpoint, conn)
+        return response.status, response.content_type, b"".join(response.chunks)
+
+    async def _conn(self, endpoint: str, fresh: bool = False) -> tuple[_Conn, bool]:
+        idle = self._idle.get(endpoint)
+        while idle and not fresh:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn, True
+        url = urlsplit(endpoint)
+        try:
+            _, conn = await asyncio.get_running_loop().create_connection(_Conn, url.hostname, url.port)
+        except OSError as exc:
+            raise UpstreamUnreachable(f"cannot connect to {endpoint}: {exc.strerror or exc}") from None
+        return conn, False
+
+    def _give_back(self, endpoint: str, conn: _Conn) -> None:
+        if conn.closed or not conn.keep_alive:
+            conn.transport.close()
+            return
+        idle = self._idle.setdefault(endpoint, deque())
+        if len(idle) < self._max_idle:
+            idle.append(conn)
+        else:
+            conn.transport.close()
+
+    def forget(self, endpoint: str) -> None:
+        for conn in self._idle.pop(endpoint, ()):
+            conn.transport.close()
+
+    def close(self) -> None:
+        for endpoint in list(self._idle):
+            self.forget(endpoint)
