@@ -81,6 +81,22 @@ def _gpu_choices(group: Group, request: PodRequest) -> tuple[tuple[int, ...], ..
     return tuple(out)
 
 
+def distinct_choices(group: Group, request: PodRequest) -> tuple[tuple[int, ...], ...]:
+    """`gpu_choices`, keeping only the first of choices that leave the same multiset of free
+    milli per GPU (for scores that do not care which index is which).  Memoised."""
+    key = ("distinct", request.gpu_count, request.gpu_milli, request.vram_mib, request.gpu_models)
+    found = group.memo.get(key)
+    if found is None:
+        seen, out = set(), []
+        for gpus in gpu_choices(group, request):
+            state = tuple(group.milli_free[i] for i in gpus)
+            if state not in seen:
+                seen.add(state)
+                out.append(gpus)
+        found = group.memo[key] = tuple(out)
+    return found
+
+
 def gpu_capacity_reason(group: Group, request: PodRequest) -> str | None:
     """None if some GPUs of the group can hold the request, else why not."""
     if gpu_choices(group, request):
@@ -103,11 +119,11 @@ def unplaceable_reasons(index: CapacityIndex, request: PodRequest) -> dict[str, 
         if reason:
             counts["gpu-capacity"][reason] += size
             continue
-        for node in group.members:
-            if node.cpu_free < request.cpu_milli:
-                counts["cpu"][f"not enough free CPU (need {request.cpu_milli} milli)"] += 1
-            elif node.mem_free < request.memory_mib:
-                counts["memory"][f"not enough free memory (need {request.memory_mib} MiB)"] += 1
+        node = group.members[0]  # a group is one exact state: its members are alike
+        if node.cpu_free < request.cpu_milli:
+            counts["cpu"][f"not enough free CPU (need {request.cpu_milli} milli)"] += size
+        elif node.mem_free < request.memory_mib:
+            counts["memory"][f"not enough free memory (need {request.memory_mib} MiB)"] += size
     reasons = {}
     for name, counter in counts.items():
         if counter:

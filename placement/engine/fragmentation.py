@@ -37,6 +37,7 @@ class FragTable:
     use_memory: bool = False
     _terms: dict = field(default_factory=dict)
     _memo: dict = field(default_factory=dict)
+    _gpu_memo: dict = field(default_factory=dict)
 
     def terms(self, layout: Layout) -> _LayoutTerms:
         found = self._terms.get(layout)
@@ -47,37 +48,52 @@ class FragTable:
     def frag(self, layout: Layout, milli_free: tuple[int, ...], cpu_free: int,
              mem_free: int = 0) -> float:
         """Expected unusable free GPU milli on a node in this state (see module docstring)."""
-        key = (layout, milli_free, cpu_free, mem_free if self.use_memory else 0)
+        if not self.use_memory:
+            mem_free = 0
+        key = (layout, milli_free, cpu_free, mem_free)
         value = self._memo.get(key)
         if value is None:
-            if len(self._memo) > 2_000_000:
+            if len(self._memo) > 1_000_000:
                 self._memo.clear()
-            value = self._memo[key] = self._compute(layout, milli_free, cpu_free, mem_free)
+            base, extras = self._gpu_part(layout, milli_free)
+            value = base
+            check_mem = self.use_memory
+            for cpu, mem, extra in extras:
+                if cpu > cpu_free or (check_mem and mem > mem_free):
+                    value += extra
+            self._memo[key] = value
         return value
 
-    def _compute(self, layout: Layout, milli_free: tuple[int, ...], cpu_free: int,
-                 mem_free: int) -> float:
-        total = sum(milli_free)
-        if total == 0:
-            return 0.0
-        terms = self.terms(layout)
-        free = sorted(milli_free)
-        prefix = [0]
-        for v in free:
-            prefix.append(prefix[-1] + v)
-        n = len(free)
-        frag = terms.blind_weight * total
-        check_mem = self.use_memory
-        for milli, count, cpu, mem, weight in terms.shapes:
-            if cpu > cpu_free or (check_mem and mem > mem_free):
-                frag += weight * total
-                continue
-            below = bisect.bisect_left(free, milli)
-            if n - below < count:
-                frag += weight * total
-            else:
-                frag += weight * prefix[below]
-        return frag
+    def _gpu_part(self, layout: Layout, milli_free: tuple[int, ...]):
+        """(fragmentation if CPU and memory fit every shape, [(cpu, mem, extra if not)])."""
+        canonical = tuple(sorted(milli_free))
+        key = (layout, canonical)
+        found = self._gpu_memo.get(key)
+        if found is None:
+            if len(self._gpu_memo) > 200_000:
+                self._gpu_memo.clear()
+            found = self._gpu_memo[key] = _gpu_part(self.terms(layout), canonical)
+        return found
+
+
+def _gpu_part(terms: _LayoutTerms, free: tuple[int, ...]):
+    total = sum(free)
+    if total == 0:
+        return 0.0, ()
+    prefix = [0]
+    for v in free:
+        prefix.append(prefix[-1] + v)
+    n = len(free)
+    base = terms.blind_weight * total
+    extras = []
+    for milli, count, cpu, mem, weight in terms.shapes:
+        below = bisect.bisect_left(free, milli)
+        if n - below < count:
+            base += weight * total
+        else:
+            base += weight * prefix[below]
+            extras.append((cpu, mem, weight * (total - prefix[below])))
+    return base, tuple(e for e in extras if e[2] > 0)
 
 
 def _layout_terms(profile: WorkloadProfile, layout: Layout) -> _LayoutTerms:

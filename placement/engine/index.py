@@ -1,12 +1,12 @@
 """An incremental capacity index: the fleet grouped so a decision need not visit every node.
 
-Nodes whose GPUs are in the same state (same models and sizes, same free milli and free vRAM
-on every index) form a *group*.  Every GPU question a filter or a score asks (is there a GPU
-with 500 free milli?  a free run of four?  what fragmentation would this leave?) has the same
-answer for every node of a group, so it is asked once per group and remembered; only CPU and
-memory differ between members, and each group keeps its members sorted by free CPU so the
-fitting ones are found by bisection.  A fleet of 30,000 nodes typically holds a few hundred
-groups.  `reserve` and `release` move one node between groups, in O(log n) plus a list shift.
+Nodes in the same state - same GPU models and sizes, same free milli and free vRAM on every
+GPU index, same free CPU and memory - form a *group*.  Every question a filter or a score asks
+has the same answer for every member of a group, so it is asked once per group and remembered
+(`Group.memo`), and a decision ranks groups, not nodes.  Groups are immutable states: when a
+node's capacity changes it leaves its group for another (made on demand, and appended to
+`created`, which lets per-request-shape rankings catch up incrementally, see `ranking.py`).
+`reserve` and `release` cost O(log n) plus a short list shift.
 
 The index is the only mutable object in the engine.  Decisions read it and may fill its memo
 tables (pure functions of a group's state, or of the workload profile, so never stale); only
@@ -67,14 +67,14 @@ class Node:
 
 
 class Group:
-    """Nodes whose GPUs are in one identical state; members sorted by (cpu, mem, ordinal).
+    """Nodes in one identical state; members sorted by (cpu, mem, ordinal), i.e. by ordinal.
 
     `memo` holds answers that depend only on the group's GPU state (filter verdicts, GPU
     choices, fragmentation), keyed by whoever asks; it dies with the group.
     """
 
     __slots__ = ("key", "layout", "milli_free", "vram_free", "keys", "members", "memo",
-                 "gpu_milli_free", "max_milli_free", "free_run")
+                 "gpu_milli_free", "max_milli_free", "free_run", "seq")
 
     def __init__(self, key: tuple, layout: Layout, milli_free: tuple[int, ...],
                  vram_free: tuple[int, ...]) -> None:
@@ -88,6 +88,7 @@ class Group:
         self.gpu_milli_free = sum(milli_free)
         self.max_milli_free = max(milli_free, default=0)
         self.free_run = _longest_free_run(layout, milli_free, vram_free)
+        self.seq = 0
 
     def add(self, node: Node) -> None:
         key = node.sort_key()
@@ -149,6 +150,8 @@ class CapacityIndex:
         self.workload = workload
         self.seen: Counter[PodRequest] = Counter()
         self.memo: dict = {}
+        self.created: list[Group] = []
+        self.created_offset = 0
         self.version = 0
         for view in nodes:
             self._add(view)
@@ -166,11 +169,28 @@ class CapacityIndex:
         self._join(node)
 
     def _join(self, node: Node) -> None:
-        key = (node.layout, node.milli_free, node.vram_free)
+        key = (node.layout, node.milli_free, node.vram_free, node.cpu_free, node.mem_free)
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = Group(key, node.layout, node.milli_free, node.vram_free)
-        group.add(node)
+            group.seq = self.created_offset + len(self.created)
+            self.created.append(group)
+            group.add(node)
+        elif node.ordinal < group.members[0].ordinal:
+            group.add(node)
+            self.created.append(group)  # its first member changed: rankings re-push it
+        else:
+            group.add(node)
+
+    def is_live(self, group: Group) -> bool:
+        """True while `group` is a current group of this index (it has members)."""
+        return self._groups.get(group.key) is group
+
+    def compact_created(self, upto: int) -> int:
+        """Forget `created[:upto]` (every reader is past it); returns the new offset."""
+        del self.created[:upto]
+        self.created_offset += upto
+        return self.created_offset
 
     def _leave(self, node: Node) -> None:
         group = node.group
@@ -178,6 +198,7 @@ class CapacityIndex:
         group.remove(node)
         if not group.members:
             del self._groups[group.key]
+            group.memo.clear()
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -33,18 +33,21 @@ class WorkloadProfile:
     pods: tuple[TypicalPod, ...]
 
     @classmethod
-    def from_requests(cls, requests: Iterable[PodRequest], coverage: float = 0.95,
-                      with_memory: bool = False) -> WorkloadProfile:
+    def from_requests(cls, requests: Iterable[PodRequest], coverage: float = 0.95
+                      ) -> WorkloadProfile:
         """The most popular shapes covering `coverage` of `requests`, renormalised.
 
-        Shapes are (CPU, GPU count, milli per GPU, models) - and memory if `with_memory`.
-        Following the FGD paper, the long tail beyond `coverage` is dropped.
+        A shape is (CPU, GPU count, milli per GPU, models), as in the FGD paper, which also
+        drops the long tail beyond `coverage`; its memory is the most common memory request
+        among the requests of that shape.
         """
         counts: Counter[tuple] = Counter()
+        memory: dict[tuple, Counter[int]] = {}
         for r in requests:
             milli = 1000 if r.is_whole_gpu else r.gpu_milli
-            counts[(r.cpu_milli, r.memory_mib if with_memory else 0, r.gpu_count, milli,
-                     r.gpu_models)] += 1
+            shape = (r.cpu_milli, r.gpu_count, milli, r.gpu_models)
+            counts[shape] += 1
+            memory.setdefault(shape, Counter())[r.memory_mib] += 1
         total = sum(counts.values())
         if not total:
             return cls(())
@@ -55,11 +58,13 @@ class WorkloadProfile:
                 break
             kept.append((shape, n))
             covered += n
-        return cls(tuple(TypicalPod(c, m, k, g, models, n / covered)
-                         for (c, m, k, g, models), n in kept))
+        return cls(tuple(
+            TypicalPod(c, memory[(c, k, g, models)].most_common(1)[0][0], k, g, models,
+                       n / covered)
+            for (c, k, g, models), n in kept))
 
 
 def _order_key(shape: tuple) -> tuple:
     """Deterministic order among equally popular shapes: larger requests first."""
-    cpu, mem, count, milli, models = shape
+    cpu, count, milli, models = shape
     return (-cpu, -milli, -count, sorted(models))

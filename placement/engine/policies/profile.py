@@ -25,6 +25,6 @@ def frag_table(index: CapacityIndex, request: PodRequest, use_memory: bool) -> F
     cached = index.memo.get(key)
     if cached is None or seen >= 2 * max(cached[0], 1):
         requests = list(index.seen.elements()) or [request]
-        profile = WorkloadProfile.from_requests(requests, with_memory=use_memory)
+        profile = WorkloadProfile.from_requests(requests)
         cached = index.memo[key] = (seen, FragTable(profile, use_memory))
     return cached[1]
