@@ -79,29 +79,37 @@ async def throughput(call, in_flight: int, seconds: float) -> tuple[float, list[
 
 
 async def measure(args, endpoint: str, gateway_url: str, nats_url: str, key: str) -> dict:
+    """Rounds alternate the paths (direct, gateway-http, gateway-nats, direct, ...) so load that
+    changes over time on a shared machine falls on every path alike; each figure is the median
+    over rounds."""
     auth = {"Authorization": f"Bearer {key}"}
-    makers = {
-        "direct": lambda: http_caller(endpoint + "/", {}),
-        "gateway-http": lambda: http_caller(f"{gateway_url}/v1/functions/echo/invoke", auth),
-        "gateway-nats": lambda: nats_caller(nats_url, key),
+    callers = {
+        "direct": await http_caller(endpoint + "/", {}),
+        "gateway-http": await http_caller(f"{gateway_url}/v1/functions/echo/invoke", auth),
+        "gateway-nats": await nats_caller(nats_url, key),
     }
-    results = {}
-    for name, make in makers.items():
-        call, close = await make()
-        try:
-            lat = await latency(call, args.latency_calls)
-            rps, loaded = await throughput(call, args.in_flight, args.seconds)
-        finally:
+    rounds: dict[str, list[dict]] = {name: [] for name in callers}
+    try:
+        for i in range(args.rounds):
+            order = list(callers) if i % 2 == 0 else list(reversed(callers))
+            for name in order:
+                call = callers[name][0]
+                lat = await latency(call, args.latency_calls)
+                rps, loaded = await throughput(call, args.in_flight, args.seconds)
+                rounds[name].append({"p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99), "rps": rps,
+                                     "loaded_p50_ms": statistics.median(loaded), "loaded_p99_ms": pct(loaded, 0.99)})
+                print(f"  round {i + 1}/{args.rounds} {name}: {rps:,.0f} req/s, p50 {rounds[name][-1]['p50_ms']:.3f} ms",
+                      flush=True)
+    finally:
+        for _, close in callers.values():
             await close()
-        results[name] = {"p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99), "rps": rps,
-                         "loaded_p50_ms": statistics.median(loaded), "loaded_p99_ms": pct(loaded, 0.99)}
-        print(f"  measured {name}: {rps:,.0f} req/s", flush=True)
-    return results
+    return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rounds.items()}
 
 
 def report(results: dict) -> None:
     direct = results["direct"]
     print()
+    print("medians over rounds")
     print(f"{'path':<14}{'req/s':>10}{'x direct':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}"
           f"{'loaded p50':>12}{'loaded p99':>12}")
     for name, r in results.items():
@@ -117,14 +125,15 @@ def report(results: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=5.0, help="throughput phase length per path")
+    p.add_argument("--seconds", type=float, default=3.0, help="throughput phase length per path and round")
+    p.add_argument("--rounds", type=int, default=5, help="rounds, alternating the order of the paths")
     p.add_argument("--in-flight", type=int, default=64)
-    p.add_argument("--latency-calls", type=int, default=2000)
+    p.add_argument("--latency-calls", type=int, default=1000, help="calls one at a time, per path and round")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="thaw-bench-") as tmp:
         print("[bench] starting the platform (nats-server, valkey-server, placement, agent, gateway)", flush=True)
-        platform = up(Path(tmp), None, 0 or _free())
+        platform = up(Path(tmp), None, _free())
         try:
             key = ensure_api_key(Path(tmp), platform.redis.url)
             gw = Gateway(platform.gateway_url, key)
@@ -135,8 +144,9 @@ def main() -> None:
             status, _, _ = gw.call("POST", "/v1/functions/echo/invoke", BODY)
             assert status == 200, status
             [pod] = gw.json("GET", "/v1/pods")["pods"]
-            print(f"[bench] echo worker warm at {pod['endpoint']}; {args.in_flight} in flight, "
-                  f"{args.seconds:g}s per path", flush=True)
+            print(f"[bench] echo worker warm at {pod['endpoint']}; {args.rounds} rounds x 3 paths, "
+                  f"{args.latency_calls} calls one at a time then {args.seconds:g}s with {args.in_flight} in flight",
+                  flush=True)
             results = asyncio.run(measure(args, pod["endpoint"], platform.gateway_url, platform.nats.url, key))
         finally:
             platform.stop()
