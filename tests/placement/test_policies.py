@@ -1,0 +1,87 @@
+"""Policies: each one's preference on small fleets, and their shared contract."""
+from __future__ import annotations
+
+import pytest
+
+from placement.engine import POLICIES, CapacityIndex, Placed, PodRequest, WorkloadProfile, decide
+from placement.engine.decide import place
+from tests.placement.conftest import node
+
+SHARE = PodRequest(2000, 4096, 1, gpu_milli=500)
+
+
+def test_policies_are_listed_by_name():
+    assert POLICIES == ("first-fit", "best-fit", "packing", "fgd", "thaw")
+
+
+def test_unknown_policy_names_the_known_ones():
+    with pytest.raises(ValueError, match="first-fit.*thaw"):
+        decide(CapacityIndex([node("a", 1)]), SHARE, "round-robin")
+
+
+def test_binpack_is_best_fit():
+    fleet = [node("empty", 2), node("used", 2, milli_used=(400,))]
+    ix = CapacityIndex(fleet)
+    assert decide(ix, SHARE, "binpack") == decide(ix, SHARE, "best-fit")
+
+
+@pytest.mark.parametrize(
+    ("policy", "fleet", "request_", "node_name", "gpus"),
+    [
+        # first-fit takes the first node listed that fits
+        ("first-fit", [node("a", 8), node("b", 1, milli_used=(500,))], SHARE, "a", (0,)),
+        # best-fit leaves the least free capacity, on the tightest GPU
+        ("best-fit", [node("a", 8), node("b", 2, milli_used=(300, 500))], SHARE, "b", (1,)),
+        # packing shares a GPU already in use before touching free ones
+        ("packing", [node("a", 1), node("b", 4, milli_used=(0, 0, 400))], SHARE, "b", (2,)),
+        # packing starts the smallest free node when nothing is in use
+        ("packing", [node("big", 8), node("small", 1)], SHARE, "small", (0,)),
+        # fgd avoids leaving a GPU share no expected request can use
+        ("fgd", [node("a", 1, milli_used=(400,)), node("b", 1, milli_used=(500,))],
+         SHARE, "b", (0,)),
+        # thaw: same measure, so same choice
+        ("thaw", [node("a", 1, milli_used=(400,)), node("b", 1, milli_used=(500,))],
+         SHARE, "b", (0,)),
+        # thaw keeps whole nodes free for whole-node requests
+        ("thaw", [node("a", 8), node("b", 8, milli_used=(1000,))], SHARE, "b", (1,)),
+    ],
+)
+def test_policy_preference(policy, fleet, request_, node_name, gpus):
+    profile = WorkloadProfile.from_requests([SHARE, SHARE, PodRequest(8000, 8192, 8)])
+    decision = decide(CapacityIndex(fleet, workload=profile), request_, policy)
+    assert isinstance(decision, Placed)
+    assert (decision.node, decision.gpus) == (node_name, gpus)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_policy_respects_cpu_memory_and_model_limits(policy):
+    fleet = [node("tiny", 1, cpu=1000), node("nomem", 1, mem=1024), node("a10", 1, "A10"),
+             node("ok", 1, "T4")]
+    request = PodRequest(2000, 4096, 1, gpu_milli=500, gpu_models=frozenset({"T4"}))
+    assert decide(CapacityIndex(fleet), request, policy).node == "ok"
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_policy_fills_a_fleet_without_overcommitting(policy):
+    ix = CapacityIndex([node(f"n{i}", 4, cpu=16_000) for i in range(3)])
+    placed = [place(ix, SHARE, policy) for _ in range(30)]
+    assert sum(isinstance(p, Placed) for p in placed) == 24  # 12 GPUs x 2 shares, CPU allows 24
+    for view in ix.nodes():
+        assert all(g.milli_used <= 1000 for g in view.gpus)
+        assert view.cpu_used_milli <= view.cpu_milli
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_deciding_does_not_change_capacity(policy):
+    ix = CapacityIndex([node("a", 2), node("b", 2, milli_used=(300,))])
+    before = ix.nodes()
+    decide(ix, SHARE, policy)
+    decide(ix, PodRequest(1000, 1024, 2), policy)
+    assert ix.nodes() == before
+
+
+def test_thaw_learns_the_workload_when_none_is_given():
+    ix = CapacityIndex([node(f"n{i}", 2) for i in range(4)])
+    for _ in range(5):
+        assert isinstance(place(ix, SHARE, "thaw"), Placed)
+    assert sum(ix.seen.values()) == 5
