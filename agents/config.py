@@ -27,7 +27,8 @@ def load_agent_settings(path: Path | None, nats_url: str, redis_url: str, state_
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
     mock = tuple(_mock_gpu(path, i, g) for i, g in enumerate(section.get("mock_gpus", [])))
-    kwargs = {k: section[k] for k in ("runtime", "cpu_milli", "memory_mib", "heartbeat_s", "force_mock_gpus")
+    kwargs = {k: section[k] for k in ("runtime", "cpu_milli", "memory_mib", "heartbeat_s", "force_mock_gpus",
+                                            "stop_workers_on_exit")
               if k in section}
     if mock:
         kwargs["mock_gpus"] = mock

@@ -114,6 +114,9 @@ class Lifecycle:
             await self._announce(pod, fn, PodState.STOPPED, reason=reason)
         self._records.remove(pod)
 
+    async def stop_all(self, reason: str) -> None:
+        await asyncio.gather(*(self.stop(pod, reason) for pod in list(self.workers)), return_exceptions=True)
+
     async def fail(self, pod: str, fn: str, reason: str) -> None:
         log.warning("pod %s failed: %s", pod, reason)
         worker = self.workers.pop(pod, None)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def make_runtime(settings: AgentSettings):
     if settings.runtime == "process":
-        return ProcessRuntime(settings.state_dir / "logs")
+        return ProcessRuntime(settings.state_dir / "logs", settings.node)
     if settings.runtime == "container":
         from agents.runtime.container import ContainerRuntime
 
@@ -73,6 +73,8 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await broker.stop()
+            if settings.stop_workers_on_exit:
+                await lifecycle.stop_all("agent shut down")
             await lifecycle.close()
             await nc.close()
             await r.aclose()

@@ -27,6 +27,8 @@ class AgentSettings:
     health_every_s: float = 1.0
     stop_grace_s: float = 10.0
     request_snapshots: bool = True
+    # A graceful stop (SIGTERM/Ctrl-C) stops this node's workers; a crash leaves them to adopt.
+    stop_workers_on_exit: bool = True
 
 
 def _memory_mib() -> int:

@@ -74,9 +74,17 @@ fi
 # Fetch sid's criu source package through a private apt configuration: only a deb-src line,
 # own lists and cache, so nothing about the system's apt setup changes.
 mkdir -p "$WORK/apt/lists/partial" "$WORK/apt/archives/partial" "$WORK/src"
-cat >"$WORK/apt/sources.list" <<'EOF'
-deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "$DEBIAN_MIRROR" sid main
-EOF
+# The Debian mirror this machine's apt already uses (one-line or deb822 sources), so the script
+# reaches exactly the registry the machine is set up for.
+mirror_uri() {
+  { grep -hE '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+      | sed -E 's/\[[^]]*\]//' | awk '{print $2}'
+    grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
+  } | grep -vE 'security|updates' | grep -E '/debian/?$' | head -1
+}
+MIRROR="$(mirror_uri)"
+[ -n "$MIRROR" ] || die "no Debian mirror found in /etc/apt/sources.list*; add your bookworm sources first"
+echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR sid main" >"$WORK/apt/sources.list"
 APT_OPTS=(
   -o "Dir::Etc::SourceList=$WORK/apt/sources.list"
   -o "Dir::Etc::SourceParts=-"

@@ -25,6 +25,14 @@ def _start_time(pid: int) -> str | None:
     return fields[19]
 
 
+def _environ(proc: Path) -> dict[str, str]:
+    try:
+        raw = (proc / "environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
 def _parse_ref(ref: str) -> tuple[int, str]:
     pid, start = ref.split(":", 1)
     return int(pid), start
@@ -33,8 +41,9 @@ def _parse_ref(ref: str) -> tuple[int, str]:
 class ProcessRuntime:
     name = "process"
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, node: str):
         self._log_dir = log_dir
+        self._node = node
         self._children: dict[int, asyncio.subprocess.Process] = {}
 
     async def start(self, launch: WorkerLaunch) -> WorkerHandle:
@@ -78,8 +87,20 @@ class ProcessRuntime:
             await child.wait()
 
     async def running(self) -> list[WorkerHandle]:
-        """The process runtime keeps no registry of its own: the agent's records are it."""
-        return []
+        """Every live process started for this node, found by the THAW_NODE/THAW_POD variables
+        the agent gave it. This finds workers even when the agent died before recording them."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            env = _environ(proc)
+            if env.get("THAW_NODE") != self._node or "THAW_POD" not in env:
+                continue
+            start = _start_time(int(proc.name))
+            if start is not None:
+                found.append(WorkerHandle(pod=env["THAW_POD"], runtime=self.name, ref=f"{proc.name}:{start}",
+                                          endpoint=f"http://127.0.0.1:{env.get('PORT', '0')}"))
+        return found
 
     @staticmethod
     def _signal_group(pid: int, sig: int) -> None:

@@ -17,7 +17,7 @@ from thaw_core.ports import free_port
 
 NODE_CONFIG = """
 [node]
-name = "node-a"
+name = "{node}"
 heartbeat_s = 0.5
 force_mock_gpus = true
 [[node.mock_gpus]]
@@ -35,6 +35,7 @@ class Harness:
     nats: servers.Server
     redis_url: str
     http_port: int = field(default_factory=free_port)
+    node: str = field(default_factory=lambda: f"node-{os.urandom(3).hex()}")
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -49,7 +50,7 @@ class Harness:
             return ["-m", "placement", *common, "--name", name, "--node-timeout", "4"]
         if name == "agent":
             config = self.root / "node.toml"
-            config.write_text(NODE_CONFIG)
+            config.write_text(NODE_CONFIG.replace("{node}", self.node))
             return ["-m", "agents", *common, "--state-dir", str(self.root / "agent"), "--config", str(config)]
         raise ValueError(name)
 
@@ -82,6 +83,23 @@ class Harness:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.nats.kill()
+        self.kill_stray_workers()
+
+    def kill_stray_workers(self) -> int:
+        """Safety net after a test that killed its agent for good: no worker outlives a test."""
+        killed = 0
+        for proc in Path("/proc").iterdir():
+            try:
+                env = (proc / "environ").read_bytes() if proc.name.isdigit() else b""
+            except OSError:
+                continue
+            if f"THAW_NODE={self.node}".encode() in env.split(b"\0"):
+                try:
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+        return killed
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))

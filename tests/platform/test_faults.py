@@ -93,3 +93,28 @@ async def test_components_reconnect_after_nats_server_restarts(platform, http, a
         assert msg.data == b"nats after"
     finally:
         await nc.close()
+
+
+async def test_a_graceful_agent_stop_stops_its_workers_and_frees_vram(platform, http):
+    await deploy(http, platform.url, echo_spec())
+    assert (await invoke(http, platform.url, "echo", b"x"))[0] == 200
+
+    platform.kill("agent", signal.SIGTERM)
+
+    assert await pods_of(http, platform.url) == []
+    assert sum(await gpu_usage(http, platform.url)) == 0
+    assert platform.kill_stray_workers() == 0, "no worker may outlive a gracefully stopped agent"
+
+
+async def test_a_worker_the_agent_never_recorded_is_found_and_adopted(platform, http):
+    await deploy(http, platform.url, echo_spec())
+    status, _, pod = await invoke(http, platform.url, "echo", b"x")
+    platform.kill("agent")
+    for record in (platform.root / "agent" / "workers").glob("*.json"):
+        record.unlink()  # as if the agent died between starting the worker and recording it
+    platform.start("agent")
+    await asyncio.sleep(2)
+
+    status, body, served_by = await invoke(http, platform.url, "echo", b"y")
+    assert (status, body, served_by) == (200, b"y", pod)
+    assert sum(await gpu_usage(http, platform.url)) == 2048
