@@ -24,6 +24,8 @@ from gateway import errors
 from gateway.auth import KeyCache
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ApiError
+from gateway.metrics import GatewayMetrics
+from gateway.openapi import openapi_document
 from gateway.specs import SpecCache
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,10 @@ async def errors_as_json(request: web.Request, handler):
 
 class HttpApi:
     def __init__(self, dispatcher: Dispatcher, keys: KeyCache, functions: Functions, specs: SpecCache,
-                 pods: Pods, nodes: Nodes, js, max_body_bytes: int):
+                 pods: Pods, nodes: Nodes, js, max_body_bytes: int, metrics: GatewayMetrics):
         self.d, self.keys, self.functions, self.specs = dispatcher, keys, functions, specs
+        self.metrics = metrics
+        self._openapi = openapi_document()
         self.pods, self.nodes, self.js = pods, nodes, js
         self.max_body_bytes = max_body_bytes
 
@@ -68,6 +72,8 @@ class HttpApi:
         app = web.Application(middlewares=[errors_as_json], client_max_size=self.max_body_bytes)
         app[MAX_BODY] = self.max_body_bytes
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics_text)
+        app.router.add_get("/openapi.json", self.openapi)
         app.router.add_post("/v1/functions/{name}/invoke", self.invoke)
         app.router.add_post("/v1/functions", self.deploy)
         app.router.add_get("/v1/functions", self.list_functions)
@@ -82,11 +88,27 @@ class HttpApi:
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
 
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        """Metrics of the caller's functions only: labels name functions, which are tenant data."""
+        tenant = await self.keys.tenant(request.headers.get("Authorization"))
+        self.metrics.observe_pools(self.d.pools)
+        mine = {s.name for s in await self.functions.all() if s.tenant == tenant}
+        body, content_type = self.metrics.render(mine)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return json_response(self._openapi)
+
     async def invoke(self, request: web.Request) -> web.Response:
         tenant = await self.keys.tenant(request.headers.get("Authorization"))
         body = await request.read()
-        reply = await self.d.invoke(tenant, request.match_info["name"], body,
-                                    request.headers.get("Content-Type", "application/octet-stream"))
+        fn = request.match_info["name"]
+        try:
+            reply = await self.d.invoke(tenant, fn, body, request.headers.get("Content-Type", "application/octet-stream"))
+        except ApiError as err:
+            self.metrics.calls.labels(fn, "http", str(err.status)).inc()
+            raise
+        self.metrics.calls.labels(fn, "http", str(reply.status)).inc()
         return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type,
                                                                            "Thaw-Pod": reply.pod})
 

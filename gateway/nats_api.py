@@ -19,13 +19,16 @@ from bus_schemas.subjects import GATEWAY_QUEUE_GROUP, last_token
 from gateway.auth import KeyCache
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ApiError
+from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
 
 class NatsApi:
-    def __init__(self, nc: Client, dispatcher: Dispatcher, keys: KeyCache, max_body_bytes: int):
+    def __init__(self, nc: Client, dispatcher: Dispatcher, keys: KeyCache, max_body_bytes: int,
+                 metrics: GatewayMetrics):
         self.nc, self.d, self.keys, self.max_body_bytes = nc, dispatcher, keys, max_body_bytes
+        self.metrics = metrics
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self):
@@ -41,15 +44,18 @@ class NatsApi:
 
     async def _handle(self, msg: Msg) -> None:
         headers = msg.headers or {}
+        fn = last_token(msg.subject)
+        status = 500
         try:
             if len(msg.data) > self.max_body_bytes:
                 raise ApiError(413, "body_too_large", f"request body is over {self.max_body_bytes} bytes")
             tenant = await self.keys.tenant(headers.get(H.AUTHORIZATION))
-            reply = await self.d.invoke(tenant, last_token(msg.subject), msg.data,
-                                        headers.get(H.CONTENT_TYPE, "application/octet-stream"))
+            reply = await self.d.invoke(tenant, fn, msg.data, headers.get(H.CONTENT_TYPE, "application/octet-stream"))
+            status = reply.status
             await self._respond(msg, reply.body, {H.STATUS: str(reply.status), H.CONTENT_TYPE: reply.content_type,
                                                   H.POD: reply.pod})
         except ApiError as err:
+            status = err.status
             out = {H.STATUS: str(err.status), H.CONTENT_TYPE: "application/json"}
             if err.retry_after_s:
                 out[H.RETRY_AFTER] = str(max(1, round(err.retry_after_s)))
@@ -58,6 +64,8 @@ class NatsApi:
             log.exception("infer.request on %s failed", msg.subject)
             body = encode(ApiError(500, "internal", "the gateway failed; see its log").body())
             await self._respond(msg, body, {H.STATUS: "500", H.CONTENT_TYPE: "application/json"})
+        finally:
+            self.metrics.calls.labels(fn, "nats", str(status)).inc()
 
     async def _respond(self, msg: Msg, body: bytes, headers: dict[str, str]) -> None:
         try:

@@ -18,6 +18,7 @@ from thaw_core.store.pods import Pods
 from gateway.auth import KeyCache
 from gateway.dispatcher import Dispatcher
 from gateway.http_api import HttpApi
+from gateway.metrics import GatewayMetrics
 from gateway.nats_api import NatsApi
 from gateway.settings import GatewaySettings
 from gateway.specs import SpecCache
@@ -36,12 +37,13 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
     keys = KeyCache(ApiKeys(r), settings.auth_cache_s)
     upstream = Upstream()
     dispatcher = Dispatcher(settings, js, r, specs, upstream)
-    api = HttpApi(dispatcher, keys, functions, specs, Pods(r), Nodes(r), js, settings.max_body_bytes)
+    metrics = GatewayMetrics()
+    api = HttpApi(dispatcher, keys, functions, specs, Pods(r), Nodes(r), js, settings.max_body_bytes, metrics)
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024)
     await site.start()
-    subs = [await NatsApi(nc, dispatcher, keys, settings.max_body_bytes).start(),
+    subs = [await NatsApi(nc, dispatcher, keys, settings.max_body_bytes, metrics).start(),
             await nc.subscribe("pod.state.*", cb=_pod_events(dispatcher)),
             await nc.subscribe("fn.>", cb=_fn_events(specs))]
     renewer = asyncio.create_task(_renew(dispatcher, settings.lease_ttl_s / 3))

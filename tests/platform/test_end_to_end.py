@@ -58,3 +58,24 @@ async def test_idle_worker_scales_to_zero_frees_vram_and_next_call_cold_starts(p
 
 async def _no_pods(http, url):
     return await live_pods(http, url) == []
+
+
+async def test_metrics_count_calls_by_edge_and_status_and_openapi_describes_the_api(platform, http, api_key):
+    await deploy(http, platform.url, echo_spec())
+    await invoke(http, platform.url, "echo", b"a")
+    await invoke(http, platform.url, "nope", b"a")
+    nc = await nats.connect(platform.nats.url)
+    try:
+        await nc.request("infer.request.echo", b"b", timeout=20, headers={"Authorization": f"Bearer {api_key}"})
+    finally:
+        await nc.close()
+    async with http.get(platform.url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'thaw_gateway_calls_total{edge="http",fn="echo",status="200"} 1.0' in text
+    assert 'fn="nope"' not in text, "a tenant sees metrics of its own functions only"
+    assert 'thaw_gateway_calls_total{edge="nats",fn="echo",status="200"} 1.0' in text
+    async with http.get(platform.url + "/openapi.json") as resp:
+        doc = await resp.json()
+    assert doc["openapi"].startswith("3.")
+    assert "/v1/functions/{name}/invoke" in doc["paths"]
+    assert "max_pods" in doc["components"]["schemas"]["Scaling"]["properties"]

@@ -1,0 +1,59 @@
+"""The OpenAPI document of the HTTP bridge, generated from the bus schemas it accepts."""
+
+import msgspec
+
+from bus_schemas.errors import ErrorBody
+from bus_schemas.functions import FunctionSpec
+
+_BEARER = [{"apiKey": []}]
+
+
+def _errors(*codes: int) -> dict:
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    return {str(c): {"description": d, **ref} for c, d in
+            {400: "invalid input: the body names the field and the reason", 401: "missing or unknown API key",
+             404: "unknown function", 409: "the name belongs to another tenant", 413: "body too large",
+             429: "queue full; retry after Retry-After", 503: "no worker within the start deadline",
+             504: "worker did not answer in time"}.items() if c in codes}
+
+
+def openapi_document() -> dict:
+    _, components = msgspec.json.schema_components([FunctionSpec, ErrorBody],
+                                                   ref_template="#/components/schemas/{name}")
+    spec_body = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/FunctionSpec"}}}}
+    raw = {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Thaw gateway", "version": "1"},
+        "components": {"schemas": components,
+                       "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
+        "security": _BEARER,
+        "paths": {
+            "/healthz": {"get": {"security": [], "responses": {"200": {"description": "up"}}}},
+            "/v1/functions": {
+                "get": {"summary": "list your functions", "responses": {"200": {"description": "functions"},
+                                                                        **_errors(401)}},
+                "post": {"summary": "deploy (create or replace) a function", "requestBody": spec_body,
+                         "responses": {"201": {"description": "deployed"}, **_errors(400, 401, 409, 413)}},
+            },
+            "/v1/functions/{name}": {
+                "parameters": name,
+                "get": {"responses": {"200": {"description": "the function"}, **_errors(401, 404)}},
+                "delete": {"responses": {"200": {"description": "deleted; its pods drain"}, **_errors(401, 404)}},
+            },
+            "/v1/functions/{name}/invoke": {
+                "parameters": name,
+                "post": {"summary": "invoke: the body goes to the worker as is, its answer comes back as is",
+                         "requestBody": raw, "responses": {"200": {"description": "the worker's answer", **raw},
+                                                           **_errors(401, 404, 413, 429, 503, 504)}},
+            },
+            "/v1/embeddings": {"post": {"summary": "OpenAI-style; `model` names the function",
+                                        "responses": {"200": {"description": "the worker's answer"},
+                                                      **_errors(400, 401, 404, 429, 503)}}},
+            "/v1/pods": {"get": {"responses": {"200": {"description": "your live pods"}}}},
+            "/v1/nodes": {"get": {"responses": {"200": {"description": "nodes with per-GPU vRAM"}}}},
+            "/metrics": {"get": {"summary": "Prometheus text, your functions' samples only",
+                                 "responses": {"200": {"description": "Prometheus text"}, **_errors(401)}}},
+        },
+    }
