@@ -13,6 +13,7 @@ from placement.engine.filters import unplaceable_reasons
 from placement.engine.index import CapacityIndex
 from placement.engine.model import Decision, Placed, PodRequest, Unplaceable
 from placement.engine.policies import ALIASES, POLICIES, policy
+from placement.engine.ranking import rejections
 
 __all__ = ["ALIASES", "POLICIES", "decide"]
 
@@ -27,8 +28,20 @@ def decide(index: CapacityIndex, request: PodRequest, policy_name: str = "thaw",
     choose = policy(policy_name)
     placed = choose(index, request, rng)
     if placed is None:
-        return Unplaceable(unplaceable_reasons(index, request))
+        return _unplaceable(index, request, policy_name)
     return placed
+
+
+def _unplaceable(index: CapacityIndex, request: PodRequest, policy_name: str) -> Unplaceable:
+    """The reasons, reused while capacity is unchanged (failures come in runs on a full fleet)."""
+    key = ("unplaceable", request)
+    cached = index.memo.get(key)
+    if cached is not None and cached[0] == index.version:
+        return cached[1]
+    counted = rejections(index, ALIASES.get(policy_name, policy_name), request)
+    decision = Unplaceable(unplaceable_reasons(index, request, counted))
+    index.memo[key] = (index.version, decision)
+    return decision
 
 
 def place(index: CapacityIndex, request: PodRequest, policy_name: str = "thaw",

@@ -14,12 +14,13 @@ GPU rules (`PodRequest` states the units):
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 
 from placement.engine.index import CapacityIndex, Group, Layout
-from placement.engine.model import GPU_MILLI, GpuView, PodRequest
+from placement.engine.model import GPU_MILLI, PodRequest
 
-FILTERS = ("gpu-model", "gpu-capacity", "cpu", "memory")
-"""Filter names, in the order they run (keys of `Unplaceable.reasons`)."""
+FILTERS = ("cpu", "memory", "gpu-model", "gpu-capacity")
+"""Filter names, in the order they run (keys of `Unplaceable.reasons`): cheapest first."""
 
 
 def gpu_model_reason(layout: Layout, request: PodRequest) -> str | None:
@@ -39,7 +40,7 @@ def _allowed(model: str, request: PodRequest) -> bool:
 
 def share_charge(request: PodRequest, vram_mib: int) -> tuple[int, int]:
     """(milli, vRAM MiB) a one-GPU request charges on a GPU of `vram_mib` (see PodRequest)."""
-    return request.charge(GpuView(0, "", vram_mib))
+    return request.charge_for(vram_mib)
 
 
 def gpu_choices(group: Group, request: PodRequest) -> tuple[tuple[int, ...], ...]:
@@ -101,29 +102,59 @@ def gpu_capacity_reason(group: Group, request: PodRequest) -> str | None:
     """None if some GPUs of the group can hold the request, else why not."""
     if gpu_choices(group, request):
         return None
+    return _texts(request)[2][1]
+
+
+@lru_cache(maxsize=4096)
+def _texts(request: PodRequest) -> tuple[tuple[str, str], ...]:
+    """The (filter, reason) verdicts for `request`, built once per request."""
     if request.is_whole_gpu:
-        return f"no {request.gpu_count} contiguous free GPUs"
-    return f"no GPU with {request.gpu_milli} free milli and {request.vram_mib} MiB free vRAM"
+        gpu = f"no {request.gpu_count} contiguous free GPUs"
+    else:
+        gpu = f"no GPU with {request.gpu_milli} free milli and {request.vram_mib} MiB free vRAM"
+    return (("cpu", f"not enough free CPU (need {request.cpu_milli} milli)"),
+            ("memory", f"not enough free memory (need {request.memory_mib} MiB)"),
+            ("gpu-capacity", gpu))
 
 
-def unplaceable_reasons(index: CapacityIndex, request: PodRequest) -> dict[str, str]:
-    """Why no node fits: filter name -> "<n> nodes: <reason>" (most common reason shown)."""
+def group_verdict(group: Group, request: PodRequest) -> tuple[str, str] | None:
+    """(filter name, reason) of the first filter rejecting the group's nodes, or None.
+
+    A group is one exact node state, so this holds for each member.  Memoised per group.
+    """
+    key = ("verdict", request)
+    memo = group.memo
+    if key in memo:
+        return memo[key]
+    verdict = None
+    node = group.members[0]
+    if node.cpu_free < request.cpu_milli:
+        verdict = _texts(request)[0]
+    elif node.mem_free < request.memory_mib:
+        verdict = _texts(request)[1]
+    elif reason := gpu_model_reason(group.layout, request):
+        verdict = ("gpu-model", reason)
+    elif not gpu_choices(group, request):
+        verdict = _texts(request)[2]
+    memo[key] = verdict
+    return verdict
+
+
+def unplaceable_reasons(index: CapacityIndex, request: PodRequest,
+                        rejections: Counter[tuple[str, str]] | None = None) -> dict[str, str]:
+    """Why no node fits: filter name -> "<n> nodes: <reason>" (the two most common shown).
+
+    `rejections`: nodes per (filter, reason), when the caller has counted them already
+    (default: every group is examined)."""
+    if rejections is None:
+        rejections = Counter()
+        for group in index.groups():
+            verdict = group_verdict(group, request)
+            if verdict is not None:
+                rejections[verdict] += len(group.members)
     counts: dict[str, Counter[str]] = {name: Counter() for name in FILTERS}
-    for group in index.groups():
-        size = len(group.members)
-        reason = gpu_model_reason(group.layout, request)
-        if reason:
-            counts["gpu-model"][reason] += size
-            continue
-        reason = gpu_capacity_reason(group, request)
-        if reason:
-            counts["gpu-capacity"][reason] += size
-            continue
-        node = group.members[0]  # a group is one exact state: its members are alike
-        if node.cpu_free < request.cpu_milli:
-            counts["cpu"][f"not enough free CPU (need {request.cpu_milli} milli)"] += size
-        elif node.mem_free < request.memory_mib:
-            counts["memory"][f"not enough free memory (need {request.memory_mib} MiB)"] += size
+    for (name, reason), n in rejections.items():
+        counts[name][reason] += n
     reasons = {}
     for name, counter in counts.items():
         if counter:

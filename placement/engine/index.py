@@ -74,7 +74,7 @@ class Group:
     """
 
     __slots__ = ("key", "layout", "milli_free", "vram_free", "keys", "members", "memo",
-                 "gpu_milli_free", "max_milli_free", "free_run", "seq")
+                 "gpu_milli_free", "max_milli_free", "free_run", "seq", "alive")
 
     def __init__(self, key: tuple, layout: Layout, milli_free: tuple[int, ...],
                  vram_free: tuple[int, ...]) -> None:
@@ -89,6 +89,7 @@ class Group:
         self.max_milli_free = max(milli_free, default=0)
         self.free_run = _longest_free_run(layout, milli_free, vram_free)
         self.seq = 0
+        self.alive = True
 
     def add(self, node: Node) -> None:
         key = node.sort_key()
@@ -152,6 +153,7 @@ class CapacityIndex:
         self.memo: dict = {}
         self.created: list[Group] = []
         self.created_offset = 0
+        self.touched: list[Group] = []
         self.version = 0
         for view in nodes:
             self._add(view)
@@ -175,16 +177,14 @@ class CapacityIndex:
             group = self._groups[key] = Group(key, node.layout, node.milli_free, node.vram_free)
             group.seq = self.created_offset + len(self.created)
             self.created.append(group)
-            group.add(node)
         elif node.ordinal < group.members[0].ordinal:
-            group.add(node)
-            self.created.append(group)  # its first member changed: rankings re-push it
-        else:
-            group.add(node)
+            self.created.append(group)  # its first member changes: rankings re-push it
+        group.add(node)
+        self.touched.append(group)
 
     def is_live(self, group: Group) -> bool:
         """True while `group` is a current group of this index (it has members)."""
-        return self._groups.get(group.key) is group
+        return group.alive
 
     def compact_created(self, upto: int) -> int:
         """Forget `created[:upto]` (every reader is past it); returns the new offset."""
@@ -196,9 +196,11 @@ class CapacityIndex:
         group = node.group
         assert group is not None
         group.remove(node)
+        self.touched.append(group)
         if not group.members:
             del self._groups[group.key]
             group.memo.clear()
+            group.alive = False
 
     # -- reading -----------------------------------------------------------------------------
 

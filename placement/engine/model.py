@@ -75,12 +75,19 @@ class PodRequest:
     gpu_milli: int = 0
     vram_mib: int = 0
     gpu_models: frozenset[str] = field(default_factory=frozenset)
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         if min(self.cpu_milli, self.memory_mib, self.gpu_count, self.gpu_milli, self.vram_mib) < 0:
             raise ValueError(f"resource amounts must be >= 0: {self}")
         if self.gpu_milli > GPU_MILLI:
             raise ValueError(f"gpu_milli is the share of one GPU, at most {GPU_MILLI}: {self}")
+        # Requests key the engine's memo tables on every decision: hash once.
+        object.__setattr__(self, "_hash", hash((self.cpu_milli, self.memory_mib, self.gpu_count,
+                                                self.gpu_milli, self.vram_mib, self.gpu_models)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def is_whole_gpu(self) -> bool:
@@ -98,17 +105,21 @@ class PodRequest:
         the GPU's memory stands for, rounded up; a milli-only share charges the vRAM that
         fraction stands for, rounded down.
         """
+        return self.charge_for(gpu.vram_mib)
+
+    def charge_for(self, gpu_vram_mib: int) -> tuple[int, int]:
+        """`charge` on a GPU of `gpu_vram_mib` MiB."""
         if self.is_whole_gpu:
-            return GPU_MILLI, gpu.vram_mib
+            return GPU_MILLI, gpu_vram_mib
         if self.gpu_milli == 0:
-            return -(-self.vram_mib * GPU_MILLI // gpu.vram_mib), self.vram_mib
+            return -(-self.vram_mib * GPU_MILLI // gpu_vram_mib), self.vram_mib
         if self.vram_mib == 0:
-            return self.gpu_milli, gpu.vram_mib * self.gpu_milli // GPU_MILLI
+            return self.gpu_milli, gpu_vram_mib * self.gpu_milli // GPU_MILLI
         return self.gpu_milli, self.vram_mib
 
     def charge_milli(self, vram_mib: int) -> int:
         """The milli `charge` gives on a GPU of `vram_mib` MiB."""
-        return self.charge(GpuView(0, "", vram_mib))[0]
+        return self.charge_for(vram_mib)[0]
 
     @property
     def gpu_milli_total(self) -> int:

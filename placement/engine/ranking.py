@@ -16,24 +16,52 @@ capacity.
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from placement.engine.filters import group_verdict
 from placement.engine.index import CapacityIndex, Group
 from placement.engine.model import PodRequest
 
 GroupScore = Callable[[Group], "tuple[tuple, tuple[int, ...]] | None"]
-"""(key, GPUs) for the best placement on a group, or None if the group cannot hold it."""
+"""(key, GPUs) for the best placement on a group that passed every filter, or None."""
 
 _MAX_RANKINGS = 4096
 
 
 @dataclass(slots=True)
 class Ranking:
-    """Groups that can hold one request shape, best first (lazy heap)."""
+    """Groups that can hold one request shape, best first (lazy heap), and those that cannot
+    (so that the reasons for an unplaceable request need not re-examine the fleet)."""
 
     synced: int = 0
     heap: list = field(default_factory=list)
+    rejected: dict = field(default_factory=dict)  # group -> [verdict, members counted]
+    counts: Counter = field(default_factory=Counter)  # verdict -> nodes
+    touched_synced: int = 0
+
+
+def rejections(index: CapacityIndex, policy: str, request: PodRequest
+               ) -> Counter[tuple[str, str]] | None:
+    """Nodes per (filter, reason) over the live groups the ranking of `request` rejected;
+    None if there is no ranking.  Right after `best_group` answered None these are all the
+    nodes, so this is the reason an unplaceable request gets.  Kept incrementally: only
+    groups whose membership changed since the last call are looked at."""
+    ranking = index.memo.get(("rankings", policy), {}).get(request)
+    if ranking is None:
+        return None
+    rejected, counts = ranking.rejected, ranking.counts
+    for group in index.touched[ranking.touched_synced:]:
+        entry = rejected.get(group)
+        if entry is not None:
+            size = len(group.members) if group.alive else 0
+            counts[entry[0]] += size - entry[1]
+            entry[1] = size
+            if not group.alive:
+                del rejected[group]
+    ranking.touched_synced = len(index.touched)
+    return +counts
 
 
 def best_group(index: CapacityIndex, policy: str, request: PodRequest,
@@ -44,19 +72,20 @@ def best_group(index: CapacityIndex, policy: str, request: PodRequest,
     if ranking is None:
         if len(rankings) >= _MAX_RANKINGS:
             rankings.clear()
-        ranking = rankings[request] = Ranking(synced=index.created_offset)
-        _push(ranking, index.groups(), score)
+        ranking = rankings[request] = Ranking(synced=index.created_offset,
+                                              touched_synced=len(index.touched))
+        _push(ranking, index.groups(), score, request)
     else:
         start = ranking.synced - index.created_offset
-        _push(ranking, (g for g in index.created[start:] if index.is_live(g)), score)
+        _push(ranking, (g for g in index.created[start:] if g.alive), score, request)
     ranking.synced = index.created_offset + len(index.created)
     heap = ranking.heap
     if len(heap) > 4 * len(index) + 64:
-        heap[:] = [entry for entry in heap if index.is_live(entry[3])]
+        heap[:] = [entry for entry in heap if entry[3].alive]
         heapq.heapify(heap)
     while heap:
         key, ordinal, seq, group, gpus = heap[0]
-        if not index.is_live(group):
+        if not group.alive:
             heapq.heappop(heap)
         elif group.members[0].ordinal != ordinal:
             heapq.heapreplace(heap, (key, group.members[0].ordinal, seq, group, gpus))
@@ -65,10 +94,15 @@ def best_group(index: CapacityIndex, policy: str, request: PodRequest,
     return None
 
 
-def _push(ranking: Ranking, groups, score: GroupScore) -> None:
-    heap = ranking.heap
+def _push(ranking: Ranking, groups, score: GroupScore, request: PodRequest) -> None:
+    heap, rejected = ranking.heap, ranking.rejected
     for group in groups:
-        found = score(group)
-        if found is not None:
+        verdict = group_verdict(group, request)
+        found = score(group) if verdict is None else None
+        if found is None:
+            if group not in rejected:
+                rejected[group] = [verdict, len(group.members)]
+                ranking.counts[verdict] += len(group.members)
+        else:
             key, gpus = found
             heapq.heappush(heap, (key, group.members[0].ordinal, group.seq, group, gpus))

@@ -1,17 +1,18 @@
 """Thaw's policy (being tuned): FGD's fragmentation measure, exact, ranked incrementally."""
 from __future__ import annotations
 
+import math
 import random
 
 from placement.engine import scores
-from placement.engine.filters import distinct_choices, gpu_model_reason
+from placement.engine.filters import distinct_choices
 from placement.engine.index import CapacityIndex, Group
 from placement.engine.model import Placed, PodRequest
 from placement.engine.policies.profile import frag_table
 from placement.engine.ranking import best_group
 from placement.engine.search import placement
 
-USE_MEMORY = True
+USE_MEMORY = False
 QUANTUM = 0.0
 
 
@@ -22,10 +23,6 @@ def choose(index: CapacityIndex, request: PodRequest,
 
     def score(group: Group):
         node = group.members[0]
-        if node.cpu_free < request.cpu_milli or node.mem_free < request.memory_mib:
-            return None
-        if gpu_model_reason(group.layout, request) is not None:
-            return None
         best = None
         for gpus in distinct_choices(group, request):
             delta = scores.frag_delta(table, group, node, gpus, request)
@@ -42,5 +39,7 @@ def choose(index: CapacityIndex, request: PodRequest,
 
 
 def _key(delta, group, node, gpus, request):
-    q = round(delta / QUANTUM) if QUANTUM else round(delta, 6)
-    return (q, node.ordinal)
+    x = -delta / 1000
+    fgd = -int(100 / (1 + math.exp(-x))) if x > -700 else 0
+    left = (group.gpu_milli_free - request.gpu_milli_total) / 8000 + (node.cpu_free - request.cpu_milli) / 128000
+    return (fgd, left, sum(group.milli_free[i] for i in gpus))
