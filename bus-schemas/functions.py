@@ -1,5 +1,6 @@
 """A deployed function: what the user declares. Client input, so decoding is strict."""
 
+import hashlib
 from typing import Annotated
 
 import msgspec
@@ -54,6 +55,9 @@ class FunctionSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     scaling: Scaling = Scaling()
     placement_policy: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "thaw"
     tenant: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "default"
+    # Snapshot a warm worker once and restore later pods from it (process runtime, on nodes
+    # whose snapshotter runs). False for workers whose state must not be copied.
+    snapshot: bool = True
     v: int = SCHEMA_VERSION
 
 
@@ -84,6 +88,17 @@ def check_function_spec(spec: FunctionSpec) -> FunctionSpec:
     if spec.v != SCHEMA_VERSION:
         raise SpecError("$.v", f"schema version {spec.v} is not supported (this server speaks {SCHEMA_VERSION})")
     return spec
+
+
+def spec_digest(spec: FunctionSpec) -> str:
+    """What a worker's state depends on, hashed: a snapshot restores only a spec of equal digest.
+
+    Scaling and the snapshot switch are left out (they change how many workers run, not what one
+    holds), so tuning idle_timeout_s keeps the snapshots; a new command, image, env or resource
+    shape makes them stale.
+    """
+    canonical = msgspec.structs.replace(spec, scaling=Scaling(), snapshot=True)
+    return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).hexdigest()[:16]
 
 
 def spec_to_builtins(spec: FunctionSpec) -> dict:

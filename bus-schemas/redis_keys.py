@@ -25,6 +25,13 @@ def pod(pod_id: str) -> str:
     return f"{PREFIX}pod:{pod_id}"
 
 
+def pod_events(pod_id: str) -> str:
+    """List: what happened to a pod that its state does not say, oldest first, one JSON object
+    {"at_ms", "event", "detail"} per entry (e.g. why a restore fell back to a cold start).
+    Kept for a day after the last entry."""
+    return f"{PREFIX}pod:{pod_id}:events"
+
+
 def pod_leases(pod_id: str) -> str:
     """Sorted set: lease slot id -> expiry (ms since epoch). One member per request slot."""
     return f"{PREFIX}pod:{pod_id}:leases"
@@ -62,5 +69,14 @@ def snapshot_index(fn: str) -> str:
 
 
 def snapshot(snapshot_id: str) -> str:
-    """Hash: metadata of one snapshot (size, tiers, sha256, node, created)."""
+    """Hash, written by the snapshotter: the manifest's fields as strings (id, fn, node, runtime,
+    created_ms, sha256, size_bytes, raw_bytes, arch, kernel, criu_version, port, gpu,
+    spec_digest, v) plus tiers (comma-separated, nearest first). Readers outside the
+    snapshotter (placement, gateway) read it through thaw_core.store.snapshots."""
     return f"{PREFIX}snapshot:{snapshot_id}"
+
+
+def snapshotter(node_name: str) -> str:
+    """String with a TTL: a live snapshotter on `node_name` refreshes it (value: comma-separated
+    capabilities such as "criu"). Absent means nothing on that node can dump or restore."""
+    return f"{PREFIX}snapshotter:{node_name}"

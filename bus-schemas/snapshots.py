@@ -1,4 +1,8 @@
-"""Snapshot jobs and results."""
+"""Snapshot jobs, results, and the restore request/reply (agent <-> its node's snapshotter).
+
+`SnapshotRequested` / `SnapshotReady` travel on the SNAPSHOTS stream; `SnapshotRestore` /
+`SnapshotRestored` on core request/reply `snapshot.restore.<node>` (see subjects.py for why).
+"""
 
 from msgspec import Struct
 
@@ -6,10 +10,13 @@ from bus_schemas.version import SCHEMA_VERSION
 
 
 class SnapshotRequested(Struct, frozen=True, kw_only=True):
+    """Agent -> snapshotters: checkpoint this warm pod (the snapshotter of `node` acts)."""
+
     fn: str
     pod: str
     node: str
     at_ms: int
+    spec_digest: str = ""  # functions.spec_digest of the spec the pod runs; a restore must match it
     v: int = SCHEMA_VERSION
 
 
@@ -21,4 +28,28 @@ class SnapshotReady(Struct, frozen=True, kw_only=True):
     tiers: tuple[str, ...]
     sha256: str
     at_ms: int
+    pod: str = ""  # the pod it was taken from
+    dump_s: float = 0.0  # wall time of checkpoint + store
+    v: int = SCHEMA_VERSION
+
+
+class SnapshotRestore(Struct, frozen=True, kw_only=True):
+    """Agent -> its node's snapshotter: restore `snapshot` as the worker of `pod`."""
+
+    pod: str
+    fn: str
+    snapshot: str
+    v: int = SCHEMA_VERSION
+
+
+class SnapshotRestored(Struct, frozen=True, kw_only=True):
+    """The reply. `ok` with the worker's `runtime_ref` ("pid:starttime") and `endpoint`
+    (http://127.0.0.1:<the snapshot's port>), or not `ok` with `error` saying why; on any
+    error the agent cold-starts the pod and records `error` in its events."""
+
+    ok: bool
+    runtime_ref: str = ""
+    endpoint: str = ""
+    error: str = ""
+    restore_s: float = 0.0
     v: int = SCHEMA_VERSION

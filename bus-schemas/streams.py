@@ -28,7 +28,8 @@ LEASES = StreamSpec("LEASES", ("lease.>",), max_age_s=3600)
 PLACEMENT = StreamSpec("PLACEMENT", ("place.>",), max_age_s=24 * 3600)
 PODS = StreamSpec("PODS", ("pod.>",), max_msgs_per_subject=64, max_age_s=24 * 3600)
 NODES = StreamSpec("NODES", ("node.capacity.>",), max_msgs_per_subject=1)
-SNAPSHOTS = StreamSpec("SNAPSHOTS", ("snapshot.>",), max_age_s=7 * 24 * 3600)
+# Not "snapshot.>": snapshot.restore.<node> is core request/reply and must not be captured.
+SNAPSHOTS = StreamSpec("SNAPSHOTS", ("snapshot.requested.>", "snapshot.ready.>"), max_age_s=7 * 24 * 3600)
 INFER_ASYNC = StreamSpec("INFER_ASYNC", ("infer.async.>",), retention="workqueue")
 
 ALL_STREAMS = (FUNCTIONS, LEASES, PLACEMENT, PODS, NODES, SNAPSHOTS, INFER_ASYNC)
@@ -37,6 +38,14 @@ ALL_STREAMS = (FUNCTIONS, LEASES, PLACEMENT, PODS, NODES, SNAPSHOTS, INFER_ASYNC
 PLACEMENT_LEASES = ConsumerSpec("LEASES", "placement-leases", "lease.requested.>", ack_wait_s=15)
 PLACEMENT_CAPACITY = ConsumerSpec("NODES", "placement-capacity", "node.capacity.>")
 PLACEMENT_FUNCTIONS = ConsumerSpec("FUNCTIONS", "placement-functions", "fn.>")
+
+
+def snapshotter_requests(node: str) -> ConsumerSpec:
+    """Each node's snapshotter has its own durable consumer of every snapshot request; it acts
+    only on those naming its node (a dump must run where the worker runs). A dump can take
+    tens of seconds, hence the long ack wait; a failed dump is not retried forever."""
+    return ConsumerSpec("SNAPSHOTS", f"snapshotter-{node}", "snapshot.requested.>", ack_wait_s=300,
+                        max_deliver=3, max_ack_pending=4)
 
 
 def agent_placements(node: str) -> ConsumerSpec:

@@ -3,6 +3,15 @@
 `place.stop.<node>` is not in DESIGN.md's table: stopping a pod is a placement decision sent
 to one node, so it shares the PLACEMENT stream and the agent's per-node consumer
 (`place.*.<node>`) with `place.assigned.<node>`, which keeps the two ordered per node.
+
+`snapshot.restore.<node>` is not in the table either: it is core request/reply (agent -> that
+node's snapshotter), not JetStream, because the agent waits on the answer with a deadline and
+cold-starts without it; a stored request nobody answers in time is worthless, and there is no
+history worth replaying (the pod's state changes on `pod.state.<pod>` are the history). It is
+addressed per node because only the snapshotter beside the agent can restore a process there.
+The SNAPSHOTS stream therefore lists `snapshot.requested.>` and `snapshot.ready.>`, not
+`snapshot.>`: a stream that captured the restore subject would answer each request itself
+with a publish acknowledgement.
 """
 
 import re
@@ -18,6 +27,7 @@ NODE_CAPACITY = "node.capacity.{node}"
 NODE_HEARTBEAT = "node.heartbeat.{node}"
 SNAPSHOT_REQUESTED = "snapshot.requested.{fn}"
 SNAPSHOT_READY = "snapshot.ready.{fn}"
+SNAPSHOT_RESTORE = "snapshot.restore.{node}"
 FN_DEPLOYED = "fn.deployed.{fn}"
 FN_DELETED = "fn.deleted.{fn}"
 
@@ -66,6 +76,10 @@ def snapshot_requested(fn: str) -> str:
 
 def snapshot_ready(fn: str) -> str:
     return SNAPSHOT_READY.format(fn=fn)
+
+
+def snapshot_restore(node: str) -> str:
+    return SNAPSHOT_RESTORE.format(node=node)
 
 
 def fn_deployed(fn: str) -> str:
