@@ -28,8 +28,12 @@ def load_agent_settings(path: Path | None, nats_url: str, redis_url: str, state_
             raise ConfigError(f"{path}: {exc}") from None
     mock = tuple(_mock_gpu(path, i, g) for i, g in enumerate(section.get("mock_gpus", [])))
     kwargs = {k: section[k] for k in ("runtime", "cpu_milli", "memory_mib", "heartbeat_s", "force_mock_gpus",
-                                            "stop_workers_on_exit")
+                                            "stop_workers_on_exit", "request_snapshots", "restore_timeout_s")
               if k in section}
+    if "container_socket" in section:
+        kwargs["container_socket"] = Path(section["container_socket"])
+    if "container_mounts" in section:
+        kwargs["container_mounts"] = tuple(Path(m) for m in section["container_mounts"])
     if mock:
         kwargs["mock_gpus"] = mock
     return AgentSettings(node=node or section.get("name", "node-a"), nats_url=nats_url, redis_url=redis_url,

@@ -2,6 +2,13 @@
 
 Redis holds each pod's state and is changed only by compare-and-set, so a redelivered
 placement message, a stop racing a start, or a restarted agent each change nothing twice.
+
+A pod placed with a snapshot goes `pending -> restoring -> idle`; if the restore cannot be
+had (no snapshotter, a timeout, a corrupt or incompatible image, the snapshot's port busy) or
+the restored worker is not healthy within the start timeout, it is stopped, the reason is
+recorded in the pod's events, and the pod goes `restoring -> starting -> idle` on a cold start:
+never a broken worker. A cold-started pod that becomes idle asks for a snapshot of itself
+when its function has none.
 """
 
 import asyncio
@@ -25,6 +32,7 @@ from agents.env import expand_command, worker_env
 from agents.health import healthy
 from agents.records import WorkerRecords
 from agents.runtime.base import WorkerHandle, WorkerLaunch, WorkerRuntime
+from agents.snapshots import RestoreUnavailable, SnapshotClient
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +43,70 @@ class Worker:
     fn: str
     health_path: str
     probe_failures: int = 0
+    restored_from: str = ""  # snapshot id, "" for a cold start
 
 
 class Lifecycle:
     def __init__(self, node: str, js: JetStreamContext, pods: Pods, ledger: Ledger, runtime: WorkerRuntime,
-                 records: WorkerRecords, http: aiohttp.ClientSession, log_dir: Path, stop_grace_s: float):
+                 records: WorkerRecords, http: aiohttp.ClientSession, log_dir: Path, stop_grace_s: float,
+                 snapshots: SnapshotClient | None = None):
         self.node = node
         self._js, self._pods, self._ledger, self._runtime = js, pods, ledger, runtime
         self._records, self._http, self._log_dir, self._grace = records, http, log_dir, stop_grace_s
+        self._snapshots = snapshots  # None: this node neither restores nor asks for snapshots
         self.workers: dict[str, Worker] = {}
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self, a: PodAssigned) -> None:
-        """Start the pod placement assigned here. A repeat, or a pod no longer pending, is a no-op."""
+        """Start the pod placement assigned here: restore it from `a.snapshot` when there is one
+        and this node can, else cold-start it. A repeat, or a pod no longer pending, is a no-op."""
         if a.pod in self.workers:
             return
-        applied, found = await self._pods.transition(a.pod, {PodState.PENDING}, PodState.STARTING, now_ms())
+        restore = bool(a.snapshot) and self._snapshots is not None and self._runtime.name == "process"
+        first = PodState.RESTORING if restore else PodState.STARTING
+        applied, found = await self._pods.transition(a.pod, {PodState.PENDING}, first, now_ms())
         if not applied:
             log.info("pod %s is %s, not pending: nothing to start", a.pod, found or "gone")
             return
+        if restore:
+            await self._announce(a.pod, a.spec.name, PodState.RESTORING)
+            if await self._restore(a):
+                return
+            await self._fall_back(a, "")
+            return
+        await self._cold_start(a)
+
+    async def _restore(self, a: PodAssigned) -> bool:
+        """Have the snapshotter restore the worker; True once it runs and is being watched."""
+        try:
+            handle, took_s = await self._snapshots.restore(a)
+        except RestoreUnavailable as exc:
+            await self._snapshots.record(a.pod, "restore_failed", f"cold start instead: {exc}")
+            return False
+        self._records.save(handle, a.spec.name)
+        self.workers[a.pod] = Worker(handle, a.spec.name, a.spec.health_path, restored_from=a.snapshot)
+        await self._pods.set_fields(a.pod, runtime_ref=handle.ref, restored_from=a.snapshot)
+        await self._snapshots.record(a.pod, "restored", f"from snapshot {a.snapshot} in {took_s:.3f}s "
+                                                        f"(worker {handle.ref}, {handle.endpoint})")
+        self._spawn(self._await_ready(a.pod, a.spec, fallback=a))
+        return True
+
+    async def _fall_back(self, a: PodAssigned, why: str) -> None:
+        """Restoring did not give a healthy worker: stop what it gave (if anything), note why,
+        and cold-start the pod, unless it was stopped meanwhile."""
+        worker = self.workers.pop(a.pod, None)
+        if worker is not None:
+            await self._runtime.stop(worker.handle, 1.0)
+            self._records.remove(a.pod)
+        if why:
+            await self._snapshots.record(a.pod, "restore_failed", f"cold start instead: {why}")
+        applied, found = await self._pods.transition(a.pod, {PodState.RESTORING}, PodState.STARTING, now_ms())
+        if not applied:
+            log.info("pod %s is %s, not restoring: no cold start", a.pod, found or "gone")
+            return
+        await self._cold_start(a)
+
+    async def _cold_start(self, a: PodAssigned) -> None:
         port = a.spec.port or free_port()
         launch = WorkerLaunch(pod=a.pod, fn=a.spec.name, port=port, command=expand_command(a.spec.command),
                               image=a.spec.image, env=worker_env(a, port), log_path=self._log_dir / f"{a.pod}.log")
@@ -72,26 +125,44 @@ class Lifecycle:
         """Resume waiting for an adopted pod that was still starting when the agent died."""
         self._spawn(self._await_ready(pod, spec))
 
-    async def _await_ready(self, pod: str, spec: FunctionSpec) -> None:
+    async def _await_ready(self, pod: str, spec: FunctionSpec, fallback: PodAssigned | None = None) -> None:
+        """Probe until healthy -> idle. A cold start that dies or stays unhealthy fails the pod;
+        a restored worker (`fallback` given) is stopped and the pod cold-started instead."""
         worker = self.workers.get(pod)
         if worker is None:
             return
         deadline = asyncio.get_running_loop().time() + spec.scaling.start_timeout_s
         delay = 0.02
         while asyncio.get_running_loop().time() < deadline:
-            if pod not in self.workers:
-                return  # stopped meanwhile
+            if self.workers.get(pod) is not worker:
+                return  # stopped (or replaced) meanwhile
             if not await self._runtime.is_alive(worker.handle):
+                if fallback is not None:
+                    await self._fall_back(fallback, "the restored worker exited before it was healthy")
+                    return
                 await self.fail(pod, spec.name, f"worker exited during start-up; see {self._log_dir / (pod + '.log')}")
                 return
             if await healthy(self._http, worker.handle.endpoint, spec.health_path):
-                await self._ready(pod, spec.name, worker.handle)
+                if await self._ready(pod, spec.name, worker.handle) and not worker.restored_from \
+                        and self._snapshots is not None:
+                    self._spawn(self._ask_for_snapshot(spec, pod))
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.25)
+        if fallback is not None:
+            await self._fall_back(fallback, f"the restored worker was not healthy within "
+                                            f"start_timeout_s={spec.scaling.start_timeout_s:g}")
+            return
         await self.fail(pod, spec.name, f"worker not healthy within start_timeout_s={spec.scaling.start_timeout_s}")
 
-    async def _ready(self, pod: str, fn: str, handle: WorkerHandle) -> None:
+    async def _ask_for_snapshot(self, spec: FunctionSpec, pod: str) -> None:
+        try:
+            await self._snapshots.request_if_missing(spec, pod)
+        except Exception:  # a missed snapshot costs only cold starts later; never the pod
+            log.exception("could not ask for a snapshot of %s", spec.name)
+
+    async def _ready(self, pod: str, fn: str, handle: WorkerHandle) -> bool:
+        """Starting/restoring -> idle. True when this call made the pod idle."""
         now = now_ms()
         applied, found = await self._pods.transition(pod, {PodState.STARTING, PodState.RESTORING}, PodState.IDLE,
                                                      now, endpoint=handle.endpoint, last_used_ms=now)
@@ -99,6 +170,7 @@ class Lifecycle:
             await self._announce(pod, fn, PodState.IDLE, endpoint=handle.endpoint)
         elif found not in {s.value for s in LIVE_STATES}:
             await self.stop(pod, f"pod became {found or 'unknown'} while starting")
+        return applied
 
     async def stop(self, pod: str, reason: str) -> None:
         """Drain, stop the worker, free the ledger, forget the pod. Safe to repeat."""

@@ -45,8 +45,11 @@ async def reconcile(node: str, lifecycle: Lifecycle, records: WorkerRecords, run
 
 async def _candidates(records: WorkerRecords, runtime: WorkerRuntime, pods: Pods) -> dict[str, tuple[WorkerHandle, str]]:
     found = {handle.pod: (handle, fn) for handle, fn in records.all()}
+    # A worker restored from a snapshot carries the environment (THAW_POD) of the pod it was
+    # snapshotted from, so a runtime sighting is matched by its ref before its pod name.
+    recorded = {handle.ref for handle, _ in found.values()}
     for handle in await runtime.running():
-        if handle.pod not in found:
+        if handle.ref not in recorded and handle.pod not in found:
             record = await pods.get(handle.pod)
             found[handle.pod] = (handle, record.fn if record else "")
     return found

@@ -24,6 +24,7 @@ from agents.reconcile import reconcile
 from agents.records import WorkerRecords
 from agents.runtime.process import ProcessRuntime
 from agents.settings import AgentSettings
+from agents.snapshots import SnapshotClient
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,10 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
     log.info("node %s: %d GPU(s) from %s", settings.node, len(gpu_list), source)
     runtime = make_runtime(settings)
     records = WorkerRecords(settings.state_dir / "workers")
+    snapshots = _snapshot_client(settings, runtime, nc, js, r)
     async with aiohttp.ClientSession() as http:
         lifecycle = Lifecycle(settings.node, js, Pods(r), Ledger(r), runtime, records, http,
-                              settings.state_dir / "logs", settings.stop_grace_s)
+                              settings.state_dir / "logs", settings.stop_grace_s, snapshots)
         await reconcile(settings.node, lifecycle, records, runtime, Pods(r), Functions(r))
         await _publish_capacity(js, capacity)
         broker = make_broker(settings.nats_url, f"agent-{settings.node}")
@@ -64,7 +66,7 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
 
         subscribe(broker, streams.agent_placements(settings.node), PlacementMessage, on_placement)
         await broker.start()
-        loops = [asyncio.create_task(_heartbeats(nc, js, settings, lifecycle, capacity)),
+        loops = [asyncio.create_task(_heartbeats(nc, js, settings, lifecycle, capacity, snapshots)),
                  asyncio.create_task(_watch(settings, lifecycle))]
         try:
             await stop.wait()
@@ -80,22 +82,49 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
             await r.aclose()
 
 
+def _snapshot_client(settings: AgentSettings, runtime, nc, js, r) -> SnapshotClient | None:
+    """Snapshots need the process runtime with PID namespaces (what CRIU restores side by side);
+    container checkpoints through the snapshotter are not wired yet."""
+    if not settings.request_snapshots or not getattr(runtime, "pid_namespace", False):
+        log.info("node %s: no snapshots (runtime %s%s)", settings.node, runtime.name,
+                 "" if settings.request_snapshots else ", request_snapshots = false")
+        return None
+    return SnapshotClient(settings.node, nc, js, r, settings.restore_timeout_s)
+
+
 async def _publish_capacity(js, capacity: NodeCapacity) -> None:
     capacity = msgspec.structs.replace(capacity, at_ms=now_ms())
     await bus.publish(js, subjects.node_capacity(capacity.node), capacity,
                       msg_id=f"cap:{capacity.node}:{capacity.at_ms}")
 
 
-async def _heartbeats(nc, js, settings: AgentSettings, lifecycle: Lifecycle, capacity: NodeCapacity) -> None:
+async def _heartbeats(nc, js, settings: AgentSettings, lifecycle: Lifecycle, capacity: NodeCapacity,
+                      snapshots: SnapshotClient | None) -> None:
     last_capacity = asyncio.get_running_loop().time()
     while True:
         hb = NodeHeartbeat(node=settings.node, at_ms=now_ms(), pods=tuple(sorted(lifecycle.workers)))
         await bus.publish_core(nc, subjects.node_heartbeat(settings.node), hb)
+        support = await _snapshot_support(snapshots, capacity.snapshot_support)
+        if support != capacity.snapshot_support:
+            # The snapshotter came or went: say so now, not at the next periodic report.
+            log.info("node %s snapshot support: %s", settings.node, ", ".join(support) or "none")
+            capacity = msgspec.structs.replace(capacity, snapshot_support=support)
+            last_capacity = 0.0
         if asyncio.get_running_loop().time() - last_capacity > settings.capacity_every_s:
             with contextlib.suppress(Exception):
                 await _publish_capacity(js, capacity)
             last_capacity = asyncio.get_running_loop().time()
         await asyncio.sleep(settings.heartbeat_s)
+
+
+async def _snapshot_support(snapshots: SnapshotClient | None, current: tuple[str, ...]) -> tuple[str, ...]:
+    """What this node's live snapshotter offers (it refreshes a Redis key while it runs)."""
+    if snapshots is None:
+        return ()
+    try:
+        return await snapshots.capabilities()
+    except Exception:  # Redis briefly away: keep reporting what we knew
+        return current
 
 
 async def _watch(settings: AgentSettings, lifecycle: Lifecycle) -> None:

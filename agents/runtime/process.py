@@ -3,11 +3,23 @@
 Workers outlive a crashed agent (own session, not killed with it), so a restarted agent can
 adopt them. A handle's ref is "pid:starttime": the kernel start time guards against a reused
 pid being mistaken for our worker.
+
+Where the node allows it (root, or CAP_SYS_ADMIN), a worker runs as
+``unshare --pid --fork setsid CMD``: the init of its own PID namespace, leading its own
+session. That is the shape the snapshotter can checkpoint with CRIU and restore any number of
+times beside the original (a restored copy gets a fresh PID namespace, so its pid never
+collides). The worker's pid is unshare's child, the one we signal, track and dump; unshare
+itself only waits for it. No ``--kill-child``: that parent-death signal would be dumped with
+the worker and kill every restored copy as soon as CRIU exits. As a namespace init the worker
+must handle SIGTERM itself (the kernel ignores default-action signals for PID 1); one that
+does not is SIGKILLed after the stop grace.
+Without unshare rights workers start plainly, and the node simply has no snapshots.
 """
 
 import asyncio
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 from agents.runtime.base import WorkerHandle, WorkerLaunch
@@ -38,13 +50,44 @@ def _parse_ref(ref: str) -> tuple[int, str]:
     return int(pid), start
 
 
+def ref_of(pid: int) -> str | None:
+    """The "pid:starttime" ref of a live process, None if it is gone."""
+    start = _start_time(pid)
+    return f"{pid}:{start}" if start is not None else None
+
+
+def pid_namespaces_available() -> bool:
+    """Whether this process may start workers in their own PID namespace (needs CAP_SYS_ADMIN)."""
+    try:
+        return subprocess.run(["unshare", "--pid", "--fork", "true"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _is_worker_root(proc: Path) -> bool:
+    """True for a worker itself: the init of its own PID namespace, or (started without a
+    namespace) any process but an unshare wrapper, which carries the worker's environment too."""
+    try:
+        status = (proc / "status").read_text()
+        comm = (proc / "comm").read_text().strip()
+    except OSError:
+        return False
+    nspid = next((ln.split()[1:] for ln in status.splitlines() if ln.startswith("NSpid:")), [])
+    if len(nspid) > 1:
+        return nspid[-1] == "1"
+    return comm != "unshare"
+
+
 class ProcessRuntime:
     name = "process"
 
-    def __init__(self, log_dir: Path, node: str):
+    def __init__(self, log_dir: Path, node: str, pid_namespace: bool | None = None):
+        """`pid_namespace`: start workers under unshare (None: if this process may)."""
         self._log_dir = log_dir
         self._node = node
-        self._children: dict[int, asyncio.subprocess.Process] = {}
+        self.pid_namespace = pid_namespaces_available() if pid_namespace is None else pid_namespace
+        self._children: dict[int, asyncio.subprocess.Process] = {}  # worker pid -> process we reap
 
     async def start(self, launch: WorkerLaunch) -> WorkerHandle:
         log_path = launch.log_path or self._log_dir / f"{launch.pod}.log"
@@ -53,16 +96,36 @@ class ProcessRuntime:
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             command = [part.replace("{port}", str(launch.port)) for part in launch.command]
+            wrapper = ["unshare", "--pid", "--fork", "setsid"] if self.pid_namespace else []
             proc = await asyncio.create_subprocess_exec(
-                *command, env=launch.env, stdin=asyncio.subprocess.DEVNULL, stdout=log_fd,
+                *wrapper, *command, env=launch.env, stdin=asyncio.subprocess.DEVNULL, stdout=log_fd,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )
         finally:
             os.close(log_fd)
-        self._children[proc.pid] = proc
-        start = _start_time(proc.pid) or "0"
-        return WorkerHandle(pod=launch.pod, runtime=self.name, ref=f"{proc.pid}:{start}",
+        pid = await self._forked_child(proc) if self.pid_namespace else proc.pid
+        self._children[pid] = proc
+        start = _start_time(pid) or "0"
+        return WorkerHandle(pod=launch.pod, runtime=self.name, ref=f"{pid}:{start}",
                             endpoint=f"http://127.0.0.1:{launch.port}")
+
+    @staticmethod
+    async def _forked_child(unshare: asyncio.subprocess.Process, timeout_s: float = 10.0) -> int:
+        """The pid of the worker unshare forked (the namespace init). Raises OSError when
+        unshare exits or forks nothing in time."""
+        children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children")
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                kids = children.read_text().split()
+            except OSError:
+                kids = []
+            if kids:
+                return int(kids[0])
+            if unshare.returncode is not None:
+                break
+            await asyncio.sleep(0.002)
+        raise OSError(f"unshare (pid {unshare.pid}) did not start the worker; exit code {unshare.returncode}")
 
     async def is_alive(self, handle: WorkerHandle) -> bool:
         pid, start = _parse_ref(handle.ref)
@@ -94,7 +157,7 @@ class ProcessRuntime:
             if not proc.name.isdigit():
                 continue
             env = _environ(proc)
-            if env.get("THAW_NODE") != self._node or "THAW_POD" not in env:
+            if env.get("THAW_NODE") != self._node or "THAW_POD" not in env or not _is_worker_root(proc):
                 continue
             start = _start_time(int(proc.name))
             if start is not None:
@@ -104,9 +167,11 @@ class ProcessRuntime:
 
     @staticmethod
     def _signal_group(pid: int, sig: int) -> None:
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            os.kill(pid, sig)
+        # A worker leads its own session and process group (a restored one too, seen from here),
+        # so the group reaches its helpers; the direct signal covers a worker that is not.
+        for send in (os.killpg, os.kill):
+            try:
+                send(pid, sig)
+                return
+            except (ProcessLookupError, PermissionError):
+                continue

@@ -1,0 +1,91 @@
+"""The agent's side of snapshots: ask for one when a function first runs warm, restore from one
+when placement says so. Both go through this node's snapshotter process, over the bus only
+(agents never import the snapshotter).
+
+- Request: when a cold-started pod of a function becomes idle and the function has no usable
+  snapshot (same spec digest, reachable from here), publish `snapshot.requested.<fn>` with
+  `Nats-Msg-Id = snapreq:<fn>:<pod>`, so one pod asks at most once however often it is retried.
+- Restore: core request/reply on `snapshot.restore.<node>`; any failure (no snapshotter, a
+  timeout, an error reply) raises `RestoreUnavailable` with the reason, and the caller
+  cold-starts the pod and records that reason in the pod's events.
+"""
+
+import logging
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from redis.asyncio import Redis
+
+from bus_schemas import subjects
+from bus_schemas.codec import DecodeError, decode, encode
+from bus_schemas.functions import FunctionSpec, spec_digest
+from bus_schemas.pods import PodAssigned
+from bus_schemas.snapshots import SnapshotRequested, SnapshotRestore, SnapshotRestored
+from thaw_core import bus, telemetry
+from thaw_core.clock import now_ms
+from thaw_core.store import events
+from thaw_core.store.snapshots import SnapshotCatalog
+
+from agents.runtime.base import WorkerHandle
+
+log = logging.getLogger(__name__)
+
+
+class RestoreUnavailable(Exception):
+    """The pod cannot be restored; `reason` goes to its events and it cold-starts."""
+
+    def __init__(self, snapshot: str, reason: str):
+        super().__init__(f"snapshot {snapshot} not restored: {reason}")
+        self.snapshot, self.reason = snapshot, reason
+
+
+class SnapshotClient:
+    def __init__(self, node: str, nc: Client, js: JetStreamContext, r: Redis, restore_timeout_s: float):
+        self.node = node
+        self._nc, self._js, self._r = nc, js, r
+        self._catalog = SnapshotCatalog(r)
+        self._timeout = restore_timeout_s
+
+    async def restore(self, a: PodAssigned) -> tuple[WorkerHandle, float]:
+        """Restore `a.snapshot` as the worker of `a.pod`: (handle, seconds the snapshotter took).
+        The handle's endpoint is the snapshot's port, not one picked for this pod.
+        Raises RestoreUnavailable."""
+        req = SnapshotRestore(pod=a.pod, fn=a.spec.name, snapshot=a.snapshot)
+        try:
+            msg = await self._nc.request(subjects.snapshot_restore(self.node), encode(req), timeout=self._timeout,
+                                         headers=telemetry.inject({}))
+        except nats.errors.NoRespondersError:
+            raise RestoreUnavailable(a.snapshot, f"no snapshotter answers on {subjects.snapshot_restore(self.node)}") from None
+        except nats.errors.TimeoutError:
+            raise RestoreUnavailable(a.snapshot, f"the snapshotter did not answer within {self._timeout:g}s") from None
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+            raise RestoreUnavailable(a.snapshot, f"bus unavailable: {exc!r}") from None
+        try:
+            reply = decode(msg.data, SnapshotRestored)
+        except DecodeError as exc:
+            raise RestoreUnavailable(a.snapshot, f"unreadable reply from the snapshotter: {exc}") from None
+        if not reply.ok:
+            raise RestoreUnavailable(a.snapshot, reply.error or "the snapshotter gave no reason")
+        return WorkerHandle(pod=a.pod, runtime="process", ref=reply.runtime_ref, endpoint=reply.endpoint), reply.restore_s
+
+    async def request_if_missing(self, spec: FunctionSpec, pod: str) -> bool:
+        """Ask for a snapshot of warm `pod` unless the function has a usable one or none can be
+        taken here. True when a request was published (repeats are de-duplicated by the bus)."""
+        if not spec.snapshot or not spec.command:
+            return False
+        if "criu" not in await self._catalog.capabilities(self.node):
+            return False
+        digest = spec_digest(spec)
+        if await self._catalog.usable(spec.name, digest, self.node) is not None:
+            return False
+        msg = SnapshotRequested(fn=spec.name, pod=pod, node=self.node, at_ms=now_ms(), spec_digest=digest)
+        await bus.publish(self._js, subjects.snapshot_requested(spec.name), msg, msg_id=f"snapreq:{spec.name}:{pod}")
+        log.info("asked for a snapshot of %s from warm pod %s", spec.name, pod)
+        return True
+
+    async def capabilities(self) -> tuple[str, ...]:
+        return await self._catalog.capabilities(self.node)
+
+    async def record(self, pod: str, event: str, detail: str) -> None:
+        await events.record(self._r, pod, event, detail, now_ms())
