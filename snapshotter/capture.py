@@ -44,9 +44,11 @@ async def capture_image(store: TieredStore, index: SnapshotIndex, image_dir: Pat
 
 async def capture_process(criu: criu_mod.Criu, store: TieredStore, index: SnapshotIndex, *,
                           fn: str, node: str, pid: int, port: int, work_dir: Path,
-                          policy: RetentionPolicy, progress: Progress = _quiet) -> tuple[Manifest, tuple[str, ...]]:
+                          policy: RetentionPolicy, progress: Progress = _quiet,
+                          spec_digest: str = "") -> tuple[Manifest, tuple[str, ...]]:
     """Dump the running worker `pid` (left running) and capture the image. The dump directory
-    under `work_dir` is removed afterwards, success or not."""
+    under `work_dir` is removed afterwards, success or not. `spec_digest` is recorded so a
+    restore is only offered to pods of the same function spec."""
     sid = new_snapshot_id(fn)
     image_dir = work_dir / f"dump-{sid}"
     try:
@@ -56,7 +58,7 @@ async def capture_process(criu: criu_mod.Criu, store: TieredStore, index: Snapsh
         draft = Manifest(id=sid, fn=fn, node=node, runtime="process",
                          created_ms=int(time.time() * 1000), sha256="", size_bytes=0, raw_bytes=0,
                          arch=platform.machine(), kernel=platform.release(),
-                         criu_version=criu.version, port=port)
+                         criu_version=criu.version, port=port, spec_digest=spec_digest)
         return await capture_image(store, index, image_dir, draft, policy, progress)
     finally:
         shutil.rmtree(image_dir, ignore_errors=True)

@@ -27,6 +27,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     criu_version: str
     port: int = 0  # the port the worker listens on inside the image
     gpu: bool = False  # device memory included (cuda-checkpoint)
+    spec_digest: str = ""  # bus_schemas.functions.spec_digest of the spec the worker ran
     v: int = MANIFEST_VERSION
 
 

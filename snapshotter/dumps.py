@@ -1,0 +1,101 @@
+"""Handle `snapshot.requested.<fn>`: checkpoint a warm worker of this node and announce it.
+
+Idempotent: a request for a pod that is gone, no longer serving, not on this node, or whose
+function already has a usable snapshot of the same spec changes nothing, so a redelivered or
+repeated request never dumps twice. A dump that fails is logged and recorded on the function
+(`snapshot_error` in its hash) and not retried: the next cold-started pod asks again.
+"""
+
+import asyncio
+import logging
+from urllib.parse import urlparse
+
+from nats.js import JetStreamContext
+from redis.asyncio import Redis
+
+from bus_schemas import redis_keys as K
+from bus_schemas import subjects
+from bus_schemas.pods import PodState
+from bus_schemas.snapshots import SnapshotReady, SnapshotRequested
+from thaw_core import bus
+from thaw_core.clock import now_ms
+from thaw_core.store.pods import Pods
+from thaw_core.store.snapshots import SnapshotCatalog
+
+from snapshotter import procs
+from snapshotter.capture import capture_process
+from snapshotter.criu import Criu
+from snapshotter.errors import SnapshotError
+from snapshotter.index import SnapshotIndex
+from snapshotter.materialize import evict
+from snapshotter.settings import SnapshotterSettings
+
+log = logging.getLogger(__name__)
+
+
+class Dumps:
+    def __init__(self, settings: SnapshotterSettings, criu: Criu, js: JetStreamContext, r: Redis,
+                 lock: asyncio.Lock):
+        self.s, self.criu, self._js, self._r = settings, criu, js, r
+        self.store, self.index = settings.store(), SnapshotIndex(r)
+        self.pods, self.catalog = Pods(r), SnapshotCatalog(r)
+        self._lock = lock  # one CRIU operation at a time on a node
+
+    async def on_requested(self, msg: SnapshotRequested, subject: str) -> None:
+        if msg.node != self.s.node:
+            return
+        pid_port = await self._target(msg)
+        if pid_port is None:
+            return
+        pid, port = pid_port
+        async with self._lock:
+            if await self.catalog.usable(msg.fn, msg.spec_digest, self.s.node) is not None:
+                return  # another pod's request got there first
+            started = asyncio.get_running_loop().time()
+            try:
+                m, tiers = await capture_process(
+                    self.criu, self.store, self.index, fn=msg.fn, node=self.s.node, pid=pid, port=port,
+                    work_dir=self.s.work_dir, policy=self.s.retention, spec_digest=msg.spec_digest,
+                    progress=lambda line: log.info("snapshot of %s: %s", msg.pod, line))
+            except (SnapshotError, OSError) as exc:
+                log.warning("snapshot of pod %s (%s) failed: %s", msg.pod, msg.fn, exc)
+                await self._r.hset(K.function(msg.fn), mapping={"snapshot_error": str(exc)[:2000],
+                                                                 "snapshot_error_ms": now_ms()})
+                return
+            took = asyncio.get_running_loop().time() - started
+        await self._evict_deleted()
+        log.info("snapshot %s of %s: %d bytes in %s, %.2fs", m.id, msg.fn, m.size_bytes, ",".join(tiers), took)
+        ready = SnapshotReady(fn=m.fn, snapshot=m.id, node=m.node, size_bytes=m.size_bytes, tiers=tiers,
+                              sha256=m.sha256, at_ms=now_ms(), pod=msg.pod, dump_s=round(took, 3))
+        await bus.publish(self._js, subjects.snapshot_ready(m.fn), ready, msg_id=f"snapready:{m.id}")
+
+    async def _target(self, msg: SnapshotRequested) -> tuple[int, int] | None:
+        """(pid, port) of the pod's worker if it is ours to dump now, else None (logged)."""
+        record = await self.pods.get(msg.pod)
+        if record is None or record.node != self.s.node or record.fn != msg.fn:
+            log.info("snapshot request for %s: pod not found on %s; skipped", msg.pod, self.s.node)
+            return None
+        if record.state not in (PodState.IDLE, PodState.BUSY):
+            log.info("snapshot request for %s: pod is %s, not serving; skipped", msg.pod, record.state.value)
+            return None
+        try:
+            pid, start = procs.parse_ref(record.runtime_ref)
+        except ValueError:
+            log.info("snapshot request for %s: %r is not a process worker; skipped", msg.pod, record.runtime_ref)
+            return None
+        if procs.start_time(pid) != start:
+            log.info("snapshot request for %s: worker %s is gone; skipped", msg.pod, record.runtime_ref)
+            return None
+        port = urlparse(record.endpoint).port
+        if not port:
+            log.info("snapshot request for %s: no port in endpoint %r; skipped", msg.pod, record.endpoint)
+            return None
+        return pid, port
+
+    async def _evict_deleted(self) -> None:
+        """Unpacked images of snapshots that retention deleted are dead weight on this node."""
+        if not self.s.cache_dir.exists():
+            return
+        for entry in self.s.cache_dir.iterdir():
+            if not entry.name.startswith(".") and await self.index.get(entry.name) is None:
+                evict(self.s.cache_dir, entry.name)

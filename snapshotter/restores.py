@@ -1,0 +1,88 @@
+"""Answer `snapshot.restore.<node>`: restore a snapshot as a pod's worker, or say why not.
+
+Every failure is an answer with `ok = false` and a reason (the agent then cold-starts the pod
+and records the reason in its events); nothing here leaves a half-restored worker running.
+Contract of a successful answer: the worker process runs (`runtime_ref` "pid:starttime", the
+init of a fresh PID namespace) and listens on the snapshot's port (`endpoint`), which for the
+process runtime is the port of the worker it was taken from. So:
+
+- the port must be free: "snapshot port busy" otherwise (e.g. the original still serves);
+  containers, with a network namespace per copy, would not have this limit;
+- a corrupt or vanished image is removed from the index (and the tiers), so the next pod does
+  not try it again and the next warm pod asks for a fresh snapshot;
+- if the pod stopped restoring while CRIU ran (the agent gave up waiting, or placement stopped
+  it), the restored worker is killed again.
+"""
+
+import asyncio
+import logging
+import time
+
+from redis.asyncio import Redis
+
+from bus_schemas import redis_keys as K
+from bus_schemas.pods import PodState
+from bus_schemas.snapshots import SnapshotRestore, SnapshotRestored
+
+from snapshotter import criu as criu_mod
+from snapshotter import procs
+from snapshotter.criu import Criu
+from snapshotter.errors import SnapshotCorrupt, SnapshotMissing, SnapshotUnusable
+from snapshotter.index import SnapshotIndex
+from snapshotter.manifest import HostFacts
+from snapshotter.materialize import evict, materialize
+from snapshotter.settings import SnapshotterSettings
+
+log = logging.getLogger(__name__)
+
+
+class Restores:
+    def __init__(self, settings: SnapshotterSettings, criu: Criu, r: Redis, lock: asyncio.Lock):
+        self.s, self.criu, self._r = settings, criu, r
+        self.store, self.index = settings.store(), SnapshotIndex(r)
+        self.host = HostFacts.local(criu.version)
+        self._lock = lock
+
+    async def restore(self, req: SnapshotRestore) -> SnapshotRestored:
+        started = time.monotonic()
+        try:
+            pid, endpoint = await self._restore(req)
+        except SnapshotUnusable as exc:
+            log.warning("restore of %s for pod %s refused: %s", req.snapshot, req.pod, exc)
+            return SnapshotRestored(ok=False, error=str(exc).strip())
+        ref = procs.ref_of(pid)
+        if ref is None:
+            return SnapshotRestored(ok=False, error=f"restored worker (pid {pid}) exited at once")
+        took = time.monotonic() - started
+        log.info("restored %s as pod %s (pid %d, %s) in %.3fs", req.snapshot, req.pod, pid, endpoint, took)
+        return SnapshotRestored(ok=True, runtime_ref=ref, endpoint=endpoint, restore_s=round(took, 4))
+
+    async def _restore(self, req: SnapshotRestore) -> tuple[int, str]:
+        indexed = await self.index.get(req.snapshot)
+        if indexed is None or indexed.manifest.fn != req.fn:
+            raise SnapshotMissing("restore snapshot", f"not in the index for function {req.fn} "
+                                  "(deleted by retention?)", snapshot=req.snapshot)
+        m = indexed.manifest
+        async with self._lock:  # one restore at a time: the port check and the bind stay together
+            if procs.port_in_use(m.port):
+                raise SnapshotUnusable("restore snapshot", f"snapshot port busy: 127.0.0.1:{m.port} is in use "
+                                       "(the worker it was taken from may still run)", snapshot=m.id)
+            try:
+                image = await materialize(self.store, self.host, "process", m, self.s.cache_dir)
+            except (SnapshotCorrupt, SnapshotMissing):
+                await self._forget(m.fn, m.id)
+                raise
+            restored = await criu_mod.restore(self.criu, image)
+        state = await self._r.hget(K.pod(req.pod), "state")
+        if state != PodState.RESTORING.value:
+            procs.kill(restored.pid)
+            raise SnapshotUnusable("restore snapshot", f"pod {req.pod} is {state or 'gone'}, no longer restoring; "
+                                   "the restored worker was stopped", snapshot=m.id)
+        return restored.pid, f"http://127.0.0.1:{m.port}"
+
+    async def _forget(self, fn: str, snapshot_id: str) -> None:
+        """A snapshot no tier can give back is dropped everywhere; idempotent."""
+        log.warning("dropping unusable snapshot %s of %s", snapshot_id, fn)
+        await self.index.remove(fn, snapshot_id)
+        await asyncio.to_thread(self.store.delete, fn, snapshot_id)
+        evict(self.s.cache_dir, snapshot_id)

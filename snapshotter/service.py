@@ -1,0 +1,94 @@
+"""The snapshotter process of one node: CRIU dumps and restores, over the bus and Redis only.
+
+- consumes `snapshot.requested.>` (durable consumer `snapshotter-<node>`, acting on requests
+  for its node) and publishes `snapshot.ready.<fn>` (see dumps.py);
+- answers core request/reply `snapshot.restore.<node>` (see restores.py);
+- keeps `redis_keys.snapshotter(node)` alive (TTL `presence_ttl_s`) while it runs, so
+  placement offers this node's snapshots only while something here can restore them, and the
+  agent reports `criu` in its NodeCapacity.snapshot_support.
+One CRIU operation runs at a time per node (a lock shared by dumps and restores).
+"""
+
+import asyncio
+import contextlib
+import logging
+
+from nats.js.api import DeliverPolicy
+
+from bus_schemas import streams, subjects
+from bus_schemas.codec import DecodeError, decode, encode
+from bus_schemas.snapshots import SnapshotRequested, SnapshotRestore, SnapshotRestored
+from thaw_core import bus, telemetry
+from thaw_core.store.client import connect_redis
+from thaw_core.store.snapshots import announce_snapshotter, withdraw_snapshotter
+from thaw_core.subscriber import make_broker, subscribe
+
+from snapshotter.criu import find_criu
+from snapshotter.dumps import Dumps
+from snapshotter.restores import Restores
+from snapshotter.settings import SnapshotterSettings
+
+log = logging.getLogger(__name__)
+QUEUE_GROUP = "snapshotter"  # two snapshotters on one node share its restores
+
+
+async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) -> None:
+    criu = await find_criu(settings.criu_path)  # CriuMissing says how to install one
+    log.info("node %s: CRIU %s at %s; tiers %s", settings.node, criu.version, criu.path,
+             ", ".join(f"{t.name}={t.root}" for t in settings.store().tiers))
+    r = connect_redis(settings.redis_url)
+    nc = await bus.connect(settings.nats_url, f"snapshotter-{settings.node}")
+    js = nc.jetstream()
+    await bus.ensure_streams(js)
+    lock = asyncio.Lock()
+    dumps, restores = Dumps(settings, criu, js, r, lock), Restores(settings, criu, r, lock)
+    broker = make_broker(settings.nats_url, f"snapshotter-{settings.node}")
+    # NEW: a node's first snapshotter does not replay a week of other pods' requests.
+    subscribe(broker, streams.snapshotter_requests(settings.node), SnapshotRequested, dumps.on_requested,
+              deliver_policy=DeliverPolicy.NEW)
+    await broker.start()
+    tasks: set[asyncio.Task] = set()
+
+    async def on_restore(msg) -> None:
+        task = asyncio.create_task(_answer(restores, msg))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    sub = await nc.subscribe(subjects.snapshot_restore(settings.node), queue=QUEUE_GROUP, cb=on_restore)
+    presence = asyncio.create_task(_stay_present(r, settings))
+    try:
+        await stop.wait()
+    finally:
+        presence.cancel()
+        await asyncio.gather(presence, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await withdraw_snapshotter(r, settings.node)
+        await sub.unsubscribe()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await broker.stop()
+        await nc.close()
+        await r.aclose()
+
+
+async def _answer(restores: Restores, msg) -> None:
+    token = telemetry.attach(msg.headers)
+    try:
+        try:
+            reply = await restores.restore(decode(msg.data, SnapshotRestore))
+        except DecodeError as exc:
+            reply = SnapshotRestored(ok=False, error=f"bad restore request: {exc}")
+        except Exception as exc:  # the agent must hear back, whatever broke
+            log.exception("restore failed unexpectedly")
+            reply = SnapshotRestored(ok=False, error=f"snapshotter error: {exc!r}")
+        await msg.respond(encode(reply))
+    finally:
+        telemetry.detach(token)
+
+
+async def _stay_present(r, settings: SnapshotterSettings) -> None:
+    while True:
+        try:
+            await announce_snapshotter(r, settings.node, ("criu",), settings.presence_ttl_s)
+        except Exception:
+            log.warning("could not refresh presence in Redis; retrying")
+        await asyncio.sleep(settings.presence_ttl_s / 3)

@@ -1,0 +1,33 @@
+"""The snapshotter service's settings, parsed once at start-up and passed down."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from snapshotter.retention import RetentionPolicy
+from snapshotter.store import Tier, TieredStore
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotterSettings:
+    node: str
+    nats_url: str
+    redis_url: str
+    state_dir: Path  # local tier, unpacked-image cache, dump scratch space
+    shared_dir: Path | None = None  # a directory every node mounts: the shared tier
+    criu_path: str | None = None  # default: /usr/local/sbin/criu, then PATH
+    presence_ttl_s: float = 5.0  # placement stops choosing this node's snapshots this long after a crash
+    retention: RetentionPolicy = RetentionPolicy()
+
+    def store(self) -> TieredStore:
+        tiers = [Tier("local", self.state_dir / "local")]
+        if self.shared_dir is not None:
+            tiers.append(Tier("shared", self.shared_dir))
+        return TieredStore(tiers)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "cache"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.state_dir / "work"
