@@ -3,7 +3,9 @@
 It consumes lease requests and node capacity, decides with `placement.engine`, commits each
 reservation atomically in Redis (retrying on conflict with a fresh snapshot), publishes
 `place.assigned.<node>` / `place.stop.<node>`, and keeps house: expired leases, scale to zero,
-min_pods, and pods that no agent reports any more. Several workers may run at once: the ledger
+min_pods, and pods that no agent reports any more. A new pod names a snapshot to restore from
+when its function has a usable one for the chosen node (thaw_core.store.snapshots: same spec
+digest, reachable, a live snapshotter there); the node is chosen first, by resources alone. Several workers may run at once: the ledger
 script refuses any commit that would over-commit, and every housekeeping step is a CAS.
 """
 
@@ -14,7 +16,7 @@ import secrets
 import msgspec
 
 from bus_schemas import streams, subjects
-from bus_schemas.functions import FunctionSpec
+from bus_schemas.functions import FunctionSpec, spec_digest
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.nodes import NodeCapacity, NodeHeartbeat
 from bus_schemas.pods import GpuSlice, PodAssigned, PodState, PodStateChanged, PodStop
@@ -27,6 +29,7 @@ from thaw_core.store.leases import Leases
 from thaw_core.store.ledger import Ledger, Reservation
 from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Pods
+from thaw_core.store.snapshots import SnapshotCatalog
 from thaw_core.subscriber import Retry
 
 from placement import scaling
@@ -45,6 +48,7 @@ class PlacementWorker:
         self._js, self._r = js, r
         self.functions, self.pods, self.nodes = Functions(r), Pods(r), Nodes(r)
         self.ledger, self.leases = Ledger(r), Leases(r)
+        self.snapshots = SnapshotCatalog(r)
         self.heartbeat_ms: dict[str, int] = {}
         self.seen_ms: dict[str, int] = {}
         self.started_ms = now_ms()
@@ -83,23 +87,32 @@ class PlacementWorker:
                 await self._record_unplaceable(spec.name, decision.reasons)
                 return False
             pod = f"{spec.name}-{secrets.token_hex(4)}"
-            outcome = await self.ledger.reserve(self._reservation(pod, spec, decision), now_ms())
+            snapshot = await self._snapshot_for(spec, decision.node)
+            outcome = await self.ledger.reserve(self._reservation(pod, spec, decision, snapshot), now_ms())
             if outcome in ("ok", "exists"):
-                await self._assign(pod, spec, decision)
+                await self._assign(pod, spec, decision, snapshot)
                 return True
             if outcome == "max_pods":
                 return False
             log.info("commit for %s conflicted (%s); deciding again on a fresh snapshot", spec.name, outcome)
         raise Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
 
-    def _reservation(self, pod: str, spec: FunctionSpec, p: Placed) -> Reservation:
+    async def _snapshot_for(self, spec: FunctionSpec, node: str) -> str:
+        """The snapshot a new pod of `spec` on `node` restores from, "" for a cold start."""
+        if not spec.snapshot or not spec.command:
+            return ""
+        found = await self.snapshots.usable(spec.name, spec_digest(spec), node)
+        return found.id if found else ""
+
+    def _reservation(self, pod: str, spec: FunctionSpec, p: Placed, snapshot: str = "") -> Reservation:
         r = spec.resources
         return Reservation(pod=pod, fn=spec.name, node=p.node, gpus=p.gpus, vram_mib=p.vram_mib,
                            gpu_milli=p.gpu_milli, cpu_milli=r.cpu_milli, memory_mib=r.memory_mib,
-                           max_pods=spec.scaling.max_pods, concurrency=spec.scaling.concurrency)
+                           max_pods=spec.scaling.max_pods, concurrency=spec.scaling.concurrency,
+                           snapshot=snapshot)
 
-    async def _assign(self, pod: str, spec: FunctionSpec, p: Placed) -> None:
-        msg = PodAssigned(pod=pod, node=p.node, spec=spec,
+    async def _assign(self, pod: str, spec: FunctionSpec, p: Placed, snapshot: str = "") -> None:
+        msg = PodAssigned(pod=pod, node=p.node, spec=spec, snapshot=snapshot,
                           gpus=GpuSlice(indices=p.gpus, vram_mib=p.vram_mib, gpu_milli=p.gpu_milli))
         await bus.publish(self._js, subjects.place_assigned(p.node), msg, msg_id=f"assign:{pod}")
         await self._announce(pod, spec.name, p.node, PodState.PENDING)
