@@ -20,6 +20,7 @@ NODE_CONFIG = """
 name = "{node}"
 heartbeat_s = 0.5
 force_mock_gpus = true
+restore_timeout_s = 10
 [[node.mock_gpus]]
 model = "Mock-24G"
 vram_mib = 24576
@@ -52,7 +53,19 @@ class Harness:
             config = self.root / "node.toml"
             config.write_text(NODE_CONFIG.replace("{node}", self.node))
             return ["-m", "agents", *common, "--state-dir", str(self.root / "agent"), "--config", str(config)]
+        if name == "snapshotter":
+            return ["-m", "snapshotter", *common, "--node", self.node, "--state-dir", str(self.snapshot_dir),
+                    "--shared-dir", str(self.shared_dir)]
         raise ValueError(name)
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """The snapshotter's state: its local tier is `local/`, unpacked images `cache/`."""
+        return self.root / "snapshotter"
+
+    @property
+    def shared_dir(self) -> Path:
+        return self.root / "shared"
 
     def start(self, name: str) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "ab")

@@ -1,0 +1,195 @@
+"""Snapshots through the whole platform, on real processes and real CRIU: a function's first warm
+worker is checkpointed once, a later pod is restored from it, and every problem with a snapshot
+ends in a cold start that answers, never in a broken worker.
+
+Needs root and CRIU 4.x (`sudo infra/install-criu.sh`); without them these tests FAIL with that
+hint rather than skip, as tests/snapshots/ do.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import nats
+import pytest
+
+from bus_schemas import redis_keys as K
+from thaw_core.store import events
+
+from tests.conftest import eventually
+from tests.platform.conftest import deploy, invoke
+from tests.platform.harness import Harness
+
+pytestmark = pytest.mark.criu
+WARM = str(Path(__file__).resolve().parent / "warm_worker.py")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def criu_works():
+    hint = "run `sudo infra/install-criu.sh` (CRIU 4.x into /usr/local/sbin) and run the tests as root"
+    if os.geteuid() != 0:
+        pytest.fail(f"snapshot tests need root: {hint}")
+    try:
+        out = subprocess.run(["/usr/local/sbin/criu", "check"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"no usable CRIU ({exc}): {hint}")
+    if out.returncode:
+        pytest.fail(f"`criu check` fails: {out.stdout[-300:]}{out.stderr[-300:]}: {hint}")
+
+
+@pytest.fixture
+async def snap_platform(platform: Harness):
+    platform.start("snapshotter")
+    await eventually(lambda: _snapshotter_up(platform), 20, what="the snapshotter to announce itself")
+    return platform
+
+
+async def _snapshotter_up(h: Harness) -> bool:
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(h.redis_url, decode_responses=True)
+    try:
+        return bool(await r.get(K.snapshotter(h.node)))
+    finally:
+        await r.aclose()
+
+
+def warm_spec() -> dict:
+    return {"name": "warm", "command": ["{python}", WARM], "env": {"WARM_IMPORT_S": "2"},
+            "resources": {"gpu_count": 0, "cpu_milli": 100, "memory_mib": 128},
+            "scaling": {"max_pods": 1, "idle_timeout_s": 3, "start_timeout_s": 20}}
+
+
+class Watch:
+    """Core subscriptions to pod states and snapshot results, collected as they arrive."""
+
+    def __init__(self):
+        self.states: list[dict] = []
+        self.ready: list[dict] = []
+
+    async def start(self, url: str):
+        self.nc = await nats.connect(url)
+
+        async def on_state(msg):
+            self.states.append(json.loads(msg.data))
+
+        async def on_ready(msg):
+            self.ready.append(json.loads(msg.data))
+
+        await self.nc.subscribe("pod.state.>", cb=on_state)
+        await self.nc.subscribe("snapshot.ready.>", cb=on_ready)
+        return self
+
+    def states_of(self, pod: str) -> list[str]:
+        return [s["state"] for s in self.states if s["pod"] == pod]
+
+
+async def _timed_call(http, h: Harness) -> tuple[float, dict, str]:
+    t0 = time.perf_counter()
+    status, body, pod = await invoke(http, h.url, "warm", b"{}")
+    took = time.perf_counter() - t0
+    assert status == 200, body
+    return took, json.loads(body), pod
+
+
+async def _warm_then_scale_to_zero(http, h: Harness, watch: Watch) -> tuple[float, dict, str, dict]:
+    """Deploy, cold-start with one call, wait for the snapshot and the scale to zero."""
+    await deploy(http, h.url, warm_spec())
+    cold_s, cold, pod = await _timed_call(http, h)
+    ready = await eventually(lambda: watch.ready, 30, what="snapshot.ready.warm")
+    await eventually(lambda: "stopped" in watch.states_of(pod), 30, what=f"{pod} to scale to zero")
+    return cold_s, cold, pod, ready[0]
+
+
+async def _pod_events(h: Harness, pod: str) -> list[dict]:
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(h.redis_url, decode_responses=True)
+    try:
+        return await events.read(r, pod)
+    finally:
+        await r.aclose()
+
+
+async def test_a_later_pod_is_restored_from_the_first_warm_workers_snapshot(snap_platform, http, r):
+    h = snap_platform
+    watch = await Watch().start(h.nats.url)
+    try:
+        cold_s, cold, first_pod, ready = await _warm_then_scale_to_zero(http, h, watch)
+        assert ready["pod"] == first_pod and ready["tiers"] == ["local", "shared"]
+
+        restore_s, warm, second_pod = await _timed_call(http, h)
+        assert second_pod != first_pod
+        assert warm["loaded_at"] == cold["loaded_at"], "a restored worker keeps the state it was snapshotted with"
+        assert "restoring" in watch.states_of(second_pod)
+        assert "starting" not in watch.states_of(second_pod)
+        record = await r.hgetall(K.pod(second_pod))
+        assert record["snapshot"] == ready["snapshot"] and record["restored_from"] == ready["snapshot"]
+        assert [e["event"] for e in await _pod_events(h, second_pod)] == ["restored"]
+        print(f"\nthrough the platform: cold start {cold_s * 1000:.0f} ms, restore {restore_s * 1000:.0f} ms "
+              f"(snapshot {ready['size_bytes'] / 2**20:.1f} MiB, dump {ready['dump_s']:.2f}s)")
+    finally:
+        await watch.nc.close()
+
+
+async def test_a_corrupt_image_falls_back_to_a_cold_start_that_answers(snap_platform, http, r):
+    h = snap_platform
+    watch = await Watch().start(h.nats.url)
+    try:
+        _, cold, _, ready = await _warm_then_scale_to_zero(http, h, watch)
+        archives = [*h.snapshot_dir.glob("local/warm/*.tar.zst"), *h.shared_dir.glob("warm/*.tar.zst")]
+        assert len(archives) == 2
+        for path in archives:
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            path.write_bytes(bytes(data))
+
+        _, answer, pod = await _timed_call(http, h)
+        assert answer["loaded_at"] != cold["loaded_at"], "the answer must come from a fresh cold start"
+        assert watch.states_of(pod)[:2] == ["restoring", "starting"] or \
+            watch.states_of(pod)[:3] == ["pending", "restoring", "starting"]
+        failed = [e for e in await _pod_events(h, pod) if e["event"] == "restore_failed"]
+        assert failed and "sha256" in failed[0]["detail"], failed
+        assert await r.zscore(K.snapshot_index("warm"), ready["snapshot"]) is None, \
+            "a corrupt snapshot is dropped, so the next pod does not try it again"
+    finally:
+        await watch.nc.close()
+
+
+async def test_a_dead_snapshotter_means_a_cold_start_and_no_broken_worker(snap_platform, http):
+    h = snap_platform
+    watch = await Watch().start(h.nats.url)
+    try:
+        _, cold, _, _ = await _warm_then_scale_to_zero(http, h, watch)
+        h.kill("snapshotter", signal.SIGKILL)
+
+        _, answer, pod = await _timed_call(http, h)
+        assert answer["loaded_at"] != cold["loaded_at"]
+        failed = [e for e in await _pod_events(h, pod) if e["event"] == "restore_failed"]
+        assert failed and "no snapshotter answers" in failed[0]["detail"], failed
+        assert "restoring" in watch.states_of(pod) and "starting" in watch.states_of(pod)
+        assert _worker_roots(h) == 1, "exactly one worker runs: the cold-started one"
+    finally:
+        await watch.nc.close()
+
+
+def _worker_roots(h: Harness) -> int:
+    """Worker processes of this node: inits of their own PID namespace carrying its THAW_NODE."""
+    count = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0") if proc.name.isdigit() else []
+            status = (proc / "status").read_text() if env else ""
+        except OSError:
+            continue
+        nspid = next((ln.split()[1:] for ln in status.splitlines() if ln.startswith("NSpid:")), [])
+        if f"THAW_NODE={h.node}".encode() in env and len(nspid) > 1 and nspid[-1] == "1":
+            count += 1
+    return count
+
+
+__all__ = ["asyncio"]
