@@ -1,4 +1,4 @@
-"""The `thaw` command: up, deploy, invoke, ls, keys."""
+"""The `thaw` command: up, deploy, invoke, ls, snapshots, keys."""
 
 import argparse
 import asyncio
@@ -90,6 +90,44 @@ def cmd_ls(args) -> None:
             print(f"    gpu{g['index']} {g['model']:<14} [{bar:<20}] {used}/{total} MiB used, {total - used} free")
 
 
+SNAPSHOT_HEADER = ("FUNCTION", "SNAPSHOT", "RUNTIME", "SIZE", "RAW", "TIERS", "NODE", "AGE")
+
+
+def cmd_snapshots(args) -> None:
+    """One row per snapshot: size (compressed and raw), tiers holding it, node, age. From the
+    gateway's GET /v1/snapshots (your functions only), or with --redis straight from the index."""
+    from snapshotter.listing import human_age, human_bytes
+
+    if args.redis:
+        snaps = asyncio.run(_snapshots_from_redis(args.redis))
+    else:
+        snaps = _gateway(args).json("GET", "/v1/snapshots")["snapshots"]
+    if args.fn:
+        snaps = [s for s in snaps if s["fn"] == args.fn]
+    now = time.time() * 1000
+    rows = [(s["fn"], s["id"], s["runtime"], human_bytes(s["size_bytes"]), human_bytes(s["raw_bytes"]),
+             ",".join(s["tiers"]) or "-", s["node"], human_age((now - s["created_ms"]) / 1000)) for s in snaps]
+    if not rows:
+        print("no snapshots (a function is snapshotted once its first worker is warm, on nodes with CRIU)")
+        return
+    widths = [max(len(r[i]) for r in [SNAPSHOT_HEADER, *rows]) for i in range(len(SNAPSHOT_HEADER))]
+    for r in [SNAPSHOT_HEADER, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+async def _snapshots_from_redis(url: str) -> list[dict]:
+    from dataclasses import asdict
+
+    from thaw_core.store.client import connect_redis
+    from thaw_core.store.snapshots import SnapshotCatalog
+
+    r = connect_redis(url)
+    try:
+        return [asdict(s) for s in await SnapshotCatalog(r).all()]
+    finally:
+        await r.aclose()
+
+
 def cmd_keys(args) -> None:
     from thaw_core.store.apikeys import ApiKeys
     from thaw_core.store.client import connect_redis
@@ -135,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     inv.set_defaults(func=cmd_invoke)
     ls = sub.add_parser("ls", help="functions, pods and nodes with per-GPU vRAM")
     ls.set_defaults(func=cmd_ls)
+    snaps = sub.add_parser("snapshots", help="snapshots per function: size, tiers, age")
+    snaps.add_argument("fn", nargs="?", default="", help="only this function")
+    snaps.add_argument("--redis", default="", help="read the index from this Redis instead of the gateway")
+    snaps.set_defaults(func=cmd_snapshots)
     keys = sub.add_parser("keys", help="create an API key for a tenant")
     keys.add_argument("--tenant", default="default")
     keys.add_argument("--redis", required=True)

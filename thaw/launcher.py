@@ -1,8 +1,12 @@
 """`thaw up`: the whole platform on one machine, each component its own process.
 
-Order: nats-server, valkey-server, placement, agent, gateway. Ctrl-C stops them in reverse.
-State lives under `--state-dir` (default `.thaw/`): JetStream store, Redis append-only file,
-worker logs, and the API key printed at first start.
+Order: nats-server, valkey-server, placement, agent, snapshotter, gateway. Ctrl-C stops them in
+reverse. State lives under `--state-dir` (default `.thaw/`): JetStream store, Redis append-only
+file, worker logs, snapshots (`snapshotter/` is the node-local tier, `snapshots-shared/` stands
+for the cluster-shared tier), and the API key printed at first start.
+
+The snapshotter starts only when CRIU is usable here (`criu check` passes, which needs root and
+CRIU 4.x); otherwise `thaw up` says why and every pod cold-starts.
 """
 
 import os
@@ -84,6 +88,10 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
             agent_args += ["--config", str(config)]
         platform.procs["agent"] = start_component("agent", agent_args, logs)
         say("node agent started")
+        snapshotter_args = _snapshotter_args(state_dir, config, common)
+        if snapshotter_args:
+            platform.procs["snapshotter"] = start_component("snapshotter", snapshotter_args, logs)
+            say("snapshotter started: warm workers are snapshotted once, later pods restore from them")
         platform.procs["gateway"] = start_component("gateway", ["-m", "gateway", *common, "--port", str(http_port)], logs)
         wait_http_ok(f"{platform.gateway_url}/healthz", 30, platform.procs["gateway"], "gateway")
         say(f"gateway ready at {platform.gateway_url}")
@@ -91,6 +99,25 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
         platform.stop()
         raise
     return platform
+
+
+def _snapshotter_args(state_dir: Path, config: Path | None, common: list[str]) -> list[str] | None:
+    """Arguments for this node's snapshotter, or None (said why) when CRIU is not usable."""
+    import asyncio
+
+    from agents.config import load_agent_settings
+    from snapshotter.criu import find_criu
+    from snapshotter.errors import CriuMissing
+
+    try:
+        criu = asyncio.run(find_criu())
+    except CriuMissing as exc:
+        say(f"snapshots off, every pod cold-starts: {exc}")
+        return None
+    say(f"CRIU {criu.version} passes `criu check`")
+    node = load_agent_settings(config, "", "", state_dir).node  # the name the agent uses
+    return ["-m", "snapshotter", *common, "--node", node, "--state-dir", str(state_dir / "snapshotter"),
+            "--shared-dir", str(state_dir / "snapshots-shared")]
 
 
 def ensure_api_key(state_dir: Path, redis_url: str) -> str:

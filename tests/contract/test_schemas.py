@@ -12,7 +12,7 @@ from bus_schemas.functions_events import FunctionDeleted, FunctionDeployed, Func
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.nodes import NodeCapacity, NodeHeartbeat
 from bus_schemas.pods import PlacementMessage, PodAssigned, PodStateChanged, PodStop
-from bus_schemas.snapshots import SnapshotReady, SnapshotRequested
+from bus_schemas.snapshots import SnapshotReady, SnapshotRequested, SnapshotRestore, SnapshotRestored
 from bus_schemas.version import SCHEMA_VERSION
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -21,6 +21,7 @@ TYPES = {
     "pod_assigned": PlacementMessage, "pod_stop": PlacementMessage, "pod_state_changed": PodStateChanged,
     "node_capacity": NodeCapacity, "node_heartbeat": NodeHeartbeat, "lease_requested": LeaseRequested,
     "snapshot_requested": SnapshotRequested, "snapshot_ready": SnapshotReady,
+    "snapshot_restore": SnapshotRestore, "snapshot_restored": SnapshotRestored,
 }
 EXPECTED = {"fn_deployed": FunctionDeployed, "fn_deleted": FunctionDeleted, "pod_assigned": PodAssigned,
             "pod_stop": PodStop}

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -130,6 +131,9 @@ async def test_a_later_pod_is_restored_from_the_first_warm_workers_snapshot(snap
         record = await r.hgetall(K.pod(second_pod))
         assert record["snapshot"] == ready["snapshot"] and record["restored_from"] == ready["snapshot"]
         assert [e["event"] for e in await _pod_events(h, second_pod)] == ["restored"]
+        listing = subprocess.run([sys.executable, "-m", "thaw.cli", "snapshots", "--redis", h.redis_url],
+                                 capture_output=True, text=True, timeout=30)
+        assert ready["snapshot"] in listing.stdout and "local,shared" in listing.stdout, listing
         print(f"\nthrough the platform: cold start {cold_s * 1000:.0f} ms, restore {restore_s * 1000:.0f} ms "
               f"(snapshot {ready['size_bytes'] / 2**20:.1f} MiB, dump {ready['dump_s']:.2f}s)")
     finally:
