@@ -11,8 +11,16 @@ class GatewayMetrics:
                              ["fn", "edge", "status"], registry=self.registry)
         self.waiting = Gauge("thaw_gateway_waiting_calls", "Calls waiting for a worker slot", ["fn"],
                              registry=self.registry)
+        self._children: dict[tuple[str, str, int], object] = {}
         self.slots = Gauge("thaw_gateway_leased_slots", "Worker slots this gateway holds", ["fn"],
                            registry=self.registry)
+
+    def count_call(self, fn: str, edge: str, status: int) -> None:
+        key = (fn, edge, status)
+        child = self._children.get(key)
+        if child is None:  # labels() is a locked dict lookup; cache the child on the hot path
+            child = self._children[key] = self.calls.labels(fn, edge, str(status))
+        child.inc()
 
     def observe_pools(self, pools: dict) -> None:
         for fn, pool in pools.items():

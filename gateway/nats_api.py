@@ -65,7 +65,7 @@ class NatsApi:
             body = encode(ApiError(500, "internal", "the gateway failed; see its log").body())
             await self._respond(msg, body, {H.STATUS: "500", H.CONTENT_TYPE: "application/json"})
         finally:
-            self.metrics.calls.labels(fn, "nats", str(status)).inc()
+            self.metrics.count_call(fn, "nats", status)
 
     async def _respond(self, msg: Msg, body: bytes, headers: dict[str, str]) -> None:
         try:

@@ -3,7 +3,6 @@
 import asyncio
 import logging
 
-from aiohttp import web
 
 from bus_schemas import subjects
 from bus_schemas.codec import DecodeError, decode
@@ -18,6 +17,7 @@ from thaw_core.store.pods import Pods
 from gateway.auth import KeyCache
 from gateway.dispatcher import Dispatcher
 from gateway.http_api import HttpApi
+from gateway.http_server import HttpServer
 from gateway.metrics import GatewayMetrics
 from gateway.nats_api import NatsApi
 from gateway.settings import GatewaySettings
@@ -39,10 +39,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
     dispatcher = Dispatcher(settings, js, r, specs, upstream)
     metrics = GatewayMetrics()
     api = HttpApi(dispatcher, keys, functions, specs, Pods(r), Nodes(r), js, settings.max_body_bytes, metrics)
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024)
-    await site.start()
+    http_server = HttpServer(api, settings.host, settings.port)
+    await http_server.start()
     subs = [await NatsApi(nc, dispatcher, keys, settings.max_body_bytes, metrics).start(),
             await nc.subscribe("pod.state.*", cb=_pod_events(dispatcher)),
             await nc.subscribe("fn.>", cb=_fn_events(specs))]
@@ -57,7 +55,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
         for sub in subs:
             await sub.unsubscribe()
         await dispatcher.release_all()
-        await runner.cleanup()
+        await http_server.stop()
         upstream.close()
         await nc.close()
         await r.aclose()

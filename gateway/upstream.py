@@ -77,6 +77,11 @@ class _Conn(asyncio.Protocol):
             self.waiter.set_result(self.response)
 
 
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 class Upstream:
     """One idle-connection pool per worker endpoint."""
 
@@ -103,16 +108,20 @@ class Upstream:
         host = endpoint[7:] if endpoint.startswith("http://") else endpoint
         head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
-        conn.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = conn.waiter = loop.create_future()
         conn.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             conn.transport.write(body)
+        # A timer instead of asyncio.wait_for, which costs a task per call on the hot path.
+        timer = loop.call_later(timeout_s, _expire, waiter)
         try:
-            response = await asyncio.wait_for(conn.waiter, timeout_s)
+            response = await waiter
         except BaseException:
             conn.transport.close()
             raise
         finally:
+            timer.cancel()
             conn.waiter = None
         self._give_back(endpoint, conn)
         return response.status, response.content_type, b"".join(response.chunks)
