@@ -3,7 +3,6 @@
 Both edges, HTTP and `infer.request.<fn>`, call `Dispatcher.invoke`, so they behave alike.
 """
 
-import asyncio
 import logging
 import secrets
 import socket

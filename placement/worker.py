@@ -9,13 +9,10 @@ digest, reachable, a live snapshotter there); the node is chosen first, by resou
 script refuses any commit that would over-commit, and every housekeeping step is a CAS.
 """
 
-import asyncio
 import logging
 import secrets
 
-import msgspec
-
-from bus_schemas import streams, subjects
+from bus_schemas import subjects
 from bus_schemas.functions import FunctionSpec, spec_digest
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.nodes import NodeCapacity, NodeHeartbeat
