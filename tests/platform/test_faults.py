@@ -59,8 +59,8 @@ async def test_agent_restarted_after_its_worker_died_cleans_up_and_frees_vram(pl
     await deploy(http, platform.url, echo_spec())
     await invoke(http, platform.url, "echo", b"x")
     [pod] = await pods_of(http, platform.url)
-    async with http.get(pod["endpoint"] + "/stats") as resp:
-        worker_pid = (await resp.json())["pid"]
+    # The host's pid of the worker: the worker's own getpid() is 1 inside its PID namespace.
+    worker_pid = int(pod["runtime_ref"].split(":")[0])
 
     platform.kill("agent")
     os.kill(worker_pid, signal.SIGKILL)
