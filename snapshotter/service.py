@@ -3,6 +3,7 @@
 - consumes `snapshot.requested.>` (durable consumer `snapshotter-<node>`, acting on requests
   for its node) and publishes `snapshot.ready.<fn>` (see dumps.py);
 - answers core request/reply `snapshot.restore.<node>` (see restores.py);
+- at start-up, stops restored workers a predecessor left unowned (see orphans.py);
 - keeps `redis_keys.snapshotter(node)` alive (TTL `presence_ttl_s`) while it runs, so
   placement offers this node's snapshots only while something here can restore them, and the
   agent reports `criu` in its NodeCapacity.snapshot_support.
@@ -20,11 +21,13 @@ from bus_schemas.codec import DecodeError, decode, encode
 from bus_schemas.snapshots import SnapshotRequested, SnapshotRestore, SnapshotRestored
 from thaw_core import bus, telemetry
 from thaw_core.store.client import connect_redis
+from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import announce_snapshotter, withdraw_snapshotter
 from thaw_core.subscriber import make_broker, subscribe
 
 from snapshotter.criu import find_criu
 from snapshotter.dumps import Dumps
+from snapshotter.orphans import stop_orphans
 from snapshotter.restores import Restores
 from snapshotter.settings import SnapshotterSettings
 
@@ -40,6 +43,8 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     nc = await bus.connect(settings.nats_url, f"snapshotter-{settings.node}")
     js = nc.jetstream()
     await bus.ensure_streams(js)
+    if killed := await stop_orphans(settings.node, Pods(r)):
+        log.warning("stopped %d restored worker(s) left by a snapshotter that died mid-restore", killed)
     lock = asyncio.Lock()
     dumps, restores = Dumps(settings, criu, js, r, lock), Restores(settings, criu, r, lock)
     broker = make_broker(settings.nats_url, f"snapshotter-{settings.node}")

@@ -197,3 +197,19 @@ def _worker_roots(h: Harness) -> int:
 
 
 __all__ = ["asyncio"]
+
+
+async def test_a_restarted_snapshotter_stops_restored_workers_nobody_owns(platform: Harness):
+    # What a snapshotter killed mid-restore can leave: a namespace-init worker of this node whose
+    # parent is not unshare (CRIU detached it) and that no live pod names.
+    env = {"PATH": os.environ["PATH"], "THAW_NODE": platform.node, "THAW_POD": "ghost-pod"}
+    unshare = subprocess.Popen(["unshare", "--pid", "--fork", "setsid", sys.executable, "-c",
+                                "import time; time.sleep(120)"], env=env, stdin=subprocess.DEVNULL)
+    children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children")
+    orphan = int((await eventually(lambda: children.read_text().split(), 10, what="unshare's child"))[0])
+    unshare.kill()
+    unshare.wait()
+    assert _worker_roots(platform) == 1
+
+    platform.start("snapshotter")
+    await eventually(lambda: _worker_roots(platform) == 0, 20, what=f"orphan worker {orphan} to be stopped")
