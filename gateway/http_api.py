@@ -22,6 +22,7 @@ from thaw_core.clock import now_ms
 from thaw_core.store.functions import FunctionOwnedElsewhere, Functions
 from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Pods
+from thaw_core.store.snapshots import SnapshotCatalog
 
 from gateway import errors
 from gateway.auth import KeyCache
@@ -50,9 +51,10 @@ def error_response(err: ApiError) -> Response:
 
 class HttpApi:
     def __init__(self, dispatcher: Dispatcher, keys: KeyCache, functions: Functions, specs, pods: Pods,
-                 nodes: Nodes, js, max_body_bytes: int, metrics: GatewayMetrics):
+                 nodes: Nodes, js, max_body_bytes: int, metrics: GatewayMetrics,
+                 snapshots: SnapshotCatalog | None = None):
         self.d, self.keys, self.functions, self.specs = dispatcher, keys, functions, specs
-        self.pods, self.nodes, self.js = pods, nodes, js
+        self.pods, self.nodes, self.js, self.snapshots = pods, nodes, js, snapshots
         self.max_body_bytes, self.metrics = max_body_bytes, metrics
         self._openapi = encode(openapi_document())
 
@@ -84,7 +86,7 @@ class HttpApi:
             _allow(method, "GET", "DELETE")
             return await (self.get_function(scope, parts[2]) if method == "GET" else self.delete_function(scope, parts[2]))
         simple = {"/healthz": self.healthz, "/metrics": self.metrics_text, "/openapi.json": self.openapi,
-                  "/v1/pods": self.list_pods, "/v1/nodes": self.list_nodes}
+                  "/v1/pods": self.list_pods, "/v1/nodes": self.list_nodes, "/v1/snapshots": self.list_snapshots}
         if path in simple:
             _allow(method, "GET")
             return await simple[path](scope)
@@ -199,6 +201,13 @@ class HttpApi:
         tenant = await self._tenant(scope)
         mine = {s.name for s in await self.functions.all() if s.tenant == tenant}
         return json_response({"pods": [asdict(p) for p in await self.pods.live() if p.fn in mine]})
+
+    async def list_snapshots(self, scope) -> Response:
+        """Snapshots of the caller's functions (size, tiers, node, created_ms), read from Redis."""
+        tenant = await self._tenant(scope)
+        mine = {s.name for s in await self.functions.all() if s.tenant == tenant}
+        found = await self.snapshots.all() if self.snapshots is not None else []
+        return json_response({"snapshots": [asdict(s) for s in found if s.fn in mine]})
 
     async def list_nodes(self, scope) -> Response:
         await self._tenant(scope)

@@ -53,6 +53,8 @@ def openapi_document() -> dict:
                                                       **_errors(400, 401, 404, 429, 503)}}},
             "/v1/pods": {"get": {"responses": {"200": {"description": "your live pods"}}}},
             "/v1/nodes": {"get": {"responses": {"200": {"description": "nodes with per-GPU vRAM"}}}},
+            "/v1/snapshots": {"get": {"responses": {"200": {"description": "snapshots of your functions: "
+                                                                           "size, tiers, node, created_ms"}}}},
             "/metrics": {"get": {"summary": "Prometheus text, your functions' samples only",
                                  "responses": {"200": {"description": "Prometheus text"}, **_errors(401)}}},
         },

@@ -13,6 +13,7 @@ from thaw_core.store.client import connect_redis
 from thaw_core.store.functions import Functions
 from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Pods
+from thaw_core.store.snapshots import SnapshotCatalog
 
 from gateway.auth import KeyCache
 from gateway.dispatcher import Dispatcher
@@ -38,7 +39,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
     upstream = Upstream()
     dispatcher = Dispatcher(settings, js, r, specs, upstream)
     metrics = GatewayMetrics()
-    api = HttpApi(dispatcher, keys, functions, specs, Pods(r), Nodes(r), js, settings.max_body_bytes, metrics)
+    api = HttpApi(dispatcher, keys, functions, specs, Pods(r), Nodes(r), js, settings.max_body_bytes, metrics,
+                  SnapshotCatalog(r))
     http_server = HttpServer(api, settings.host, settings.port)
     await http_server.start()
     subs = [await NatsApi(nc, dispatcher, keys, settings.max_body_bytes, metrics).start(),

@@ -131,7 +131,11 @@ async def test_a_later_pod_is_restored_from_the_first_warm_workers_snapshot(snap
         record = await r.hgetall(K.pod(second_pod))
         assert record["snapshot"] == ready["snapshot"] and record["restored_from"] == ready["snapshot"]
         assert [e["event"] for e in await _pod_events(h, second_pod)] == ["restored"]
-        listing = subprocess.run([sys.executable, "-m", "thaw.cli", "snapshots", "--redis", h.redis_url],
+        async with http.get(h.url + "/v1/snapshots") as resp:
+            listed = (await resp.json())["snapshots"]
+        assert [(s["id"], s["tiers"]) for s in listed] == [(ready["snapshot"], ["local", "shared"])]
+        key = http.headers["Authorization"].split()[1]
+        listing = subprocess.run([sys.executable, "-m", "thaw.cli", "--url", h.url, "--key", key, "snapshots"],
                                  capture_output=True, text=True, timeout=30)
         assert ready["snapshot"] in listing.stdout and "local,shared" in listing.stdout, listing
         print(f"\nthrough the platform: cold start {cold_s * 1000:.0f} ms, restore {restore_s * 1000:.0f} ms "
