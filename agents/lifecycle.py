@@ -202,6 +202,9 @@ class Lifecycle:
         """Fail pods whose process died, or that failed three health probes in a row."""
         for pod, worker in list(self.workers.items()):
             if not await self._runtime.is_alive(worker.handle):
+                record = await self._pods.get(pod)
+                if record is not None and record.state in (PodState.STARTING, PodState.RESTORING):
+                    continue  # its start watcher decides: fail a cold start, fall back from a restore
                 await self.fail(pod, worker.fn, "worker process exited")
                 continue
             record = await self._pods.get(pod)
