@@ -126,6 +126,12 @@ def group_verdict(group: Group, request: PodRequest) -> tuple[str, str] | None:
     memo = group.memo
     if key in memo:
         return memo[key]
+    verdict = memo[key] = fresh_verdict(group, request)
+    return verdict
+
+
+def fresh_verdict(group: Group, request: PodRequest) -> tuple[str, str] | None:
+    """`group_verdict` without its memo (for callers that ask once per group)."""
     verdict = None
     node = group.members[0]
     if node.cpu_free < request.cpu_milli:
@@ -136,7 +142,6 @@ def group_verdict(group: Group, request: PodRequest) -> tuple[str, str] | None:
         verdict = ("gpu-model", reason)
     elif not gpu_choices(group, request):
         verdict = _texts(request)[2]
-    memo[key] = verdict
     return verdict
 
 

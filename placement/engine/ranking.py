@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from placement.engine.filters import group_verdict
+from placement.engine.filters import fresh_verdict
 from placement.engine.index import CapacityIndex, Group
 from placement.engine.model import PodRequest
 
@@ -97,7 +97,7 @@ def best_group(index: CapacityIndex, policy: str, request: PodRequest,
 def _push(ranking: Ranking, groups, score: GroupScore, request: PodRequest) -> None:
     heap, rejected = ranking.heap, ranking.rejected
     for group in groups:
-        verdict = group_verdict(group, request)
+        verdict = fresh_verdict(group, request)
         found = score(group) if verdict is None else None
         if found is None:
             if group not in rejected:

@@ -86,3 +86,18 @@ def test_releasing_everything_restores_the_snapshot_exactly(fleet, seq, policy):
     for decision, request in reversed(held):
         ix.release(decision, request)
     assert ix.nodes() == before
+
+
+@settings(max_examples=40, deadline=None)
+@given(fleet=fleets, seq=st.lists(requests, min_size=1, max_size=25))
+def test_thaw_reasons_match_a_full_examination_of_the_fleet(fleet, seq):
+    from placement.engine.filters import unplaceable_reasons
+    from placement.engine import Unplaceable
+    ix = CapacityIndex(fleet)
+    for request in seq:
+        decision = decide(ix, request, "thaw")
+        if isinstance(decision, Placed):
+            ix.reserve(decision, request)
+        else:
+            assert isinstance(decision, Unplaceable)
+            assert decision.reasons == unplaceable_reasons(ix, request)
