@@ -16,8 +16,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def run_up(args) -> None:
     state_dir = Path(args.state_dir).resolve()
+    # Ctrl-C and `kill -INT` must stop the platform even when started as a background job,
+    # which inherits SIGINT ignored; SIGTERM stops it the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     platform = up(state_dir, args.config, args.port)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         key = ensure_api_key(state_dir, platform.redis.url)
         say(f"API key (also in {state_dir / 'credentials'}): {key}")
