@@ -5,7 +5,8 @@ GPU index, same free CPU and memory - form a *group*.  Every question a filter o
 has the same answer for every member of a group, so it is asked once per group and remembered
 (`Group.memo`), and a decision ranks groups, not nodes.  Groups are immutable states: when a
 node's capacity changes it leaves its group for another (made on demand, and appended to
-`created`, which lets per-request-shape rankings catch up incrementally, see `ranking.py`).
+`created`; every change of membership to `touched`: these logs let per-request-shape
+rankings catch up incrementally, see `ranking.py`, which also trims them).
 `reserve` and `release` cost O(log n) plus a short list shift.
 
 The index is the only mutable object in the engine.  Decisions read it and may fill its memo
@@ -113,14 +114,6 @@ class Group:
                 return i
         return -1
 
-    def fitting(self, cpu_milli: int, memory_mib: int) -> Iterator[Node]:
-        """Members with enough free CPU and memory, fewest free CPU first."""
-        at = bisect.bisect_left(self.keys, (cpu_milli, -1, -1))
-        keys, members = self.keys, self.members
-        for i in range(at, len(keys)):
-            if keys[i][1] >= memory_mib:
-                yield members[i]
-
 
 def _longest_free_run(layout: Layout, milli_free: tuple[int, ...],
                       vram_free: tuple[int, ...]) -> int:
@@ -154,6 +147,7 @@ class CapacityIndex:
         self.created: list[Group] = []
         self.created_offset = 0
         self.touched: list[Group] = []
+        self.touched_offset = 0
         self.version = 0
         for view in nodes:
             self._add(view)
@@ -186,11 +180,14 @@ class CapacityIndex:
         """True while `group` is a current group of this index (it has members)."""
         return group.alive
 
-    def compact_created(self, upto: int) -> int:
-        """Forget `created[:upto]` (every reader is past it); returns the new offset."""
-        del self.created[:upto]
-        self.created_offset += upto
-        return self.created_offset
+    def forget_logs(self, created_upto: int, touched_upto: int) -> None:
+        """Drop log entries before these absolute positions (every reader is past them)."""
+        cut = max(0, created_upto - self.created_offset)
+        del self.created[:cut]
+        self.created_offset += cut
+        cut = max(0, touched_upto - self.touched_offset)
+        del self.touched[:cut]
+        self.touched_offset += cut
 
     def _leave(self, node: Node) -> None:
         group = node.group

@@ -28,6 +28,26 @@ GroupScore = Callable[[Group], "tuple[tuple, tuple[int, ...]] | None"]
 """(key, GPUs) for the best placement on a group that passed every filter, or None."""
 
 _MAX_RANKINGS = 4096
+_LOG_LIMIT = 100_000
+
+
+def _trim_logs(index: CapacityIndex) -> None:
+    """Drop log entries every ranking has read; rankings that lag by more than the limit
+    (request shapes not seen for a long while) are dropped and rebuilt when next needed."""
+    head_created = index.created_offset + len(index.created)
+    head_touched = index.touched_offset + len(index.touched)
+    low_created, low_touched = head_created, head_touched
+    for key, rankings in index.memo.items():
+        if not (isinstance(key, tuple) and key[0] == "rankings"):
+            continue
+        for request, ranking in list(rankings.items()):
+            if (head_created - ranking.synced > _LOG_LIMIT // 2
+                    or head_touched - ranking.touched_synced > _LOG_LIMIT // 2):
+                del rankings[request]
+            else:
+                low_created = min(low_created, ranking.synced)
+                low_touched = min(low_touched, ranking.touched_synced)
+    index.forget_logs(low_created, low_touched)
 
 
 @dataclass(slots=True)
@@ -52,7 +72,7 @@ def rejections(index: CapacityIndex, policy: str, request: PodRequest
     if ranking is None:
         return None
     rejected, counts = ranking.rejected, ranking.counts
-    for group in index.touched[ranking.touched_synced:]:
+    for group in index.touched[ranking.touched_synced - index.touched_offset:]:
         entry = rejected.get(group)
         if entry is not None:
             size = len(group.members) if group.alive else 0
@@ -60,7 +80,7 @@ def rejections(index: CapacityIndex, policy: str, request: PodRequest
             entry[1] = size
             if not group.alive:
                 del rejected[group]
-    ranking.touched_synced = len(index.touched)
+    ranking.touched_synced = index.touched_offset + len(index.touched)
     return +counts
 
 
@@ -73,12 +93,15 @@ def best_group(index: CapacityIndex, policy: str, request: PodRequest,
         if len(rankings) >= _MAX_RANKINGS:
             rankings.clear()
         ranking = rankings[request] = Ranking(synced=index.created_offset,
-                                              touched_synced=len(index.touched))
+                                              touched_synced=index.touched_offset
+                                              + len(index.touched))
         _push(ranking, index.groups(), score, request)
     else:
         start = ranking.synced - index.created_offset
         _push(ranking, (g for g in index.created[start:] if g.alive), score, request)
     ranking.synced = index.created_offset + len(index.created)
+    if len(index.created) + len(index.touched) > _LOG_LIMIT:
+        _trim_logs(index)
     heap = ranking.heap
     if len(heap) > 4 * len(index) + 64:
         heap[:] = [entry for entry in heap if entry[3].alive]

@@ -2,13 +2,11 @@
 
 A scoring policy supplies `score(group, node, gpus) -> (node_key, gpu_key)` (lower is
 better; comparable keys): a node is judged by the `node_key` of its best GPU choice, and the
-GPU choice on a node by the whole pair (the first one on ties).  It also says how many members of each group to look at:
-- `"all"`: every fitting member, but members with the same free CPU and memory share one
-  score, so each distinct (CPU, memory) pair is scored once;
-- `"ends"`: the fitting member with the least free CPU and the one with the most - the two
-  a packing or a spreading criterion can prefer - which bounds the work per group.
-Ties on the best key go to the lowest node ordinal, or to a uniformly random tied node when
-an `rng` is given (as the Kubernetes scheduler does).
+GPU choice on a node by the whole pair (the first one on ties).  Members of a group share
+one state, so each group is scored once and its members are tied.
+Ties on the best key go to the lowest node ordinal (the paper's simulator takes the smallest
+node name, which is the same on the trace), or to a uniformly random tied node when an `rng`
+is given.
 """
 from __future__ import annotations
 
@@ -32,17 +30,11 @@ def feasible_groups(index: CapacityIndex, request: PodRequest
                 yield group, choices
 
 
-def _runs(group: Group, request: PodRequest, per_group: str) -> Iterator[list[Node]]:
+def _runs(group: Group, request: PodRequest) -> Iterator[list[Node]]:
     """Fitting members, as runs of nodes with equal free CPU and memory."""
     members, keys = group.members, group.keys
     start = group.first_fitting(request.cpu_milli, request.memory_mib)
     if start < 0:
-        return
-    if per_group == "ends":
-        yield [members[start]]
-        last = len(members) - 1
-        if last != start and keys[last][1] >= request.memory_mib:
-            yield [members[last]]
         return
     i, n, mem = start, len(members), request.memory_mib
     while i < n:
@@ -56,12 +48,12 @@ def _runs(group: Group, request: PodRequest, per_group: str) -> Iterator[list[No
 
 
 def best_placement(index: CapacityIndex, request: PodRequest, score: ScoreFn,
-                   per_group: str = "all", rng: random.Random | None = None) -> Placed | None:
+                   rng: random.Random | None = None) -> Placed | None:
     """The fitting (node, GPUs) with the lowest score, or None if nothing fits."""
     best_key: object = None
     tied: list[tuple[Node, tuple[int, ...]]] = []
     for group, choices in feasible_groups(index, request):
-        for run in _runs(group, request, per_group):
+        for run in _runs(group, request):
             node = run[0]
             key, gpus = _best_choice(group, node, choices, score)
             key = key[0]

@@ -101,3 +101,17 @@ def test_thaw_reasons_match_a_full_examination_of_the_fleet(fleet, seq):
         else:
             assert isinstance(decision, Unplaceable)
             assert decision.reasons == unplaceable_reasons(ix, request)
+
+
+def test_logs_are_trimmed_and_rankings_stay_correct(monkeypatch):
+    from placement.engine import ranking
+    monkeypatch.setattr(ranking, "_LOG_LIMIT", 20)
+    ix = CapacityIndex([node(f"n{i}", 2, cpu=64_000, mem=1 << 20) for i in range(4)])
+    share, cpu_only = PodRequest(1000, 1024, 1, gpu_milli=100), PodRequest(500, 512, 0)
+    for _ in range(100):
+        for request in (share, cpu_only):
+            decision = decide(ix, request, "thaw")
+            if isinstance(decision, Placed):
+                ix.reserve(decision, request)
+    assert len(ix.created) + len(ix.touched) <= 40
+    assert sum(g.milli_used for v in ix.nodes() for g in v.gpus) == 8000  # 80 shares fit

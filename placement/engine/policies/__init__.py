@@ -2,8 +2,8 @@
 
 Every policy returns the `Placed` it prefers among nodes that pass all filters, or None when
 none does; `decide` turns None into `Unplaceable` with the filters' reasons.  An optional
-`rng` makes ties random (the trace replay uses it, as the Kubernetes scheduler does); without
-it ties go to the node listed first, so decisions are reproducible.
+`rng` makes ties random; without it ties go to the node listed first (as the FGD paper's
+simulator does), so decisions are reproducible.
 
 | name | idea | module |
 | --- | --- | --- |

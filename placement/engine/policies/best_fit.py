@@ -21,7 +21,7 @@ def choose(index: CapacityIndex, request: PodRequest,
     """Best-fit placement; ties (same whole percent) broken by `rng` or node order."""
     score = partial(_score, request=request, max_cpu=index.max_cpu_milli,
                     max_gpu=index.max_gpu_milli)
-    return best_placement(index, request, score, "all", rng)
+    return best_placement(index, request, score, rng)
 
 
 def _score(group, node, gpus, *, request, max_cpu, max_gpu):

@@ -24,4 +24,4 @@ def choose(index: CapacityIndex, request: PodRequest,
 
     def score(group, node, gpus):
         return scores.fgd(table, group, node, gpus, request)
-    return best_placement(index, request, score, "all", rng)
+    return best_placement(index, request, score, rng)

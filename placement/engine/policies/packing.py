@@ -19,4 +19,4 @@ def choose(index: CapacityIndex, request: PodRequest,
     """Packing placement; ties broken by `rng` or node order."""
     def score(group, node, gpus):
         return scores.gpu_packing(group, node, gpus, request)
-    return best_placement(index, request, score, "all", rng)
+    return best_placement(index, request, score, rng)
