@@ -11,6 +11,7 @@ measured in the same run, because absolute numbers on a shared 2-core machine ar
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -31,15 +32,36 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))]
 
 
-async def http_caller(url: str, headers: dict):
-    session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0))
+async def http_caller(url: str, headers: dict, client: str):
+    """A keep-alive HTTP client. "lean" (default) is the raw httptools client the gateway itself
+    uses, so the load generator's own cost stays small beside the servers it measures; "aiohttp"
+    is a general client costing more per call than the echo worker does."""
+    if client == "aiohttp":
+        session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0))
+
+        async def call() -> None:
+            async with session.post(url, data=BODY) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"{url} answered {resp.status}")
+        return call, session.close
+    from urllib.parse import urlsplit
+
+    from gateway.upstream import Upstream
+
+    parts = urlsplit(url)
+    endpoint, path = f"http://{parts.netloc}", parts.path or "/"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    client_ = Upstream()
 
     async def call() -> None:
-        async with session.post(url, data=BODY) as resp:
-            await resp.read()
-            if resp.status != 200:
-                raise RuntimeError(f"{url} answered {resp.status}")
-    return call, session.close
+        status, _, _ = await client_.post(endpoint, path, BODY, "application/json", 10, extra)
+        if status != 200:
+            raise RuntimeError(f"{url} answered {status}")
+
+    async def close() -> None:
+        client_.close()
+    return call, close
 
 
 async def nats_caller(nats_url: str, key: str):
@@ -78,14 +100,24 @@ async def throughput(call, in_flight: int, seconds: float) -> tuple[float, list[
     return len(lat) / (time.perf_counter() - started), lat
 
 
-async def measure(args, endpoint: str, gateway_url: str, nats_url: str, key: str) -> dict:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_all(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_s(pid) for name, pid in pids.items()}
+
+
+async def measure(args, endpoint: str, gateway_url: str, nats_url: str, key: str, pids: dict[str, int]) -> dict:
     """Rounds alternate the paths (direct, gateway-http, gateway-nats, direct, ...) so load that
     changes over time on a shared machine falls on every path alike; each figure is the median
     over rounds."""
     auth = {"Authorization": f"Bearer {key}"}
     callers = {
-        "direct": await http_caller(endpoint + "/", {}),
-        "gateway-http": await http_caller(f"{gateway_url}/v1/functions/echo/invoke", auth),
+        "direct": await http_caller(endpoint + "/", {}, args.client),
+        "gateway-http": await http_caller(f"{gateway_url}/v1/functions/echo/invoke", auth, args.client),
         "gateway-nats": await nats_caller(nats_url, key),
     }
     rounds: dict[str, list[dict]] = {name: [] for name in callers}
@@ -95,15 +127,22 @@ async def measure(args, endpoint: str, gateway_url: str, nats_url: str, key: str
             for name in order:
                 call = callers[name][0]
                 lat = await latency(call, args.latency_calls)
+                before = cpu_all(pids)
                 rps, loaded = await throughput(call, args.in_flight, args.seconds)
+                used = {k: v - before[k] for k, v in cpu_all(pids).items()}
+                cpu_us = {f"{k}_us_per_call": 1e6 * v / len(loaded) for k, v in used.items()}
                 rounds[name].append({"p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99), "rps": rps,
-                                     "loaded_p50_ms": statistics.median(loaded), "loaded_p99_ms": pct(loaded, 0.99)})
+                                     "loaded_p50_ms": statistics.median(loaded), "loaded_p99_ms": pct(loaded, 0.99),
+                                     **cpu_us})
                 print(f"  round {i + 1}/{args.rounds} {name}: {rps:,.0f} req/s, p50 {rounds[name][-1]['p50_ms']:.3f} ms",
                       flush=True)
     finally:
         for _, close in callers.values():
             await close()
     return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rounds.items()}
+
+
+
 
 
 def report(results: dict) -> None:
@@ -115,6 +154,12 @@ def report(results: dict) -> None:
     for name, r in results.items():
         print(f"{name:<14}{r['rps']:>10,.0f}{r['rps'] / direct['rps']:>10.2f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
               f"{r['p50_ms'] - direct['p50_ms']:>9.3f}{r['loaded_p50_ms']:>12.2f}{r['loaded_p99_ms']:>12.2f}")
+    print()
+    print("CPU time per call (us), same phases: what each process spends on one call")
+    print(f"{'path':<14}{'loadgen':>9}{'gateway':>9}{'worker':>9}{'nats-srv':>9}")
+    for name, r in results.items():
+        print(f"{name:<14}{r['loadgen_us_per_call']:>9.0f}{r['gateway_us_per_call']:>9.0f}"
+              f"{r['worker_us_per_call']:>9.0f}{r['nats_us_per_call']:>9.0f}")
     gw = results["gateway-http"]
     print()
     print(f"targets: gateway throughput >= 0.70x direct: {gw['rps'] / direct['rps']:.2f}x "
@@ -129,6 +174,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="rounds, alternating the order of the paths")
     p.add_argument("--in-flight", type=int, default=64)
     p.add_argument("--latency-calls", type=int, default=1000, help="calls one at a time, per path and round")
+    p.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
+                   help="HTTP load generator: lean (raw httptools keep-alive client) or aiohttp")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="thaw-bench-") as tmp:
@@ -144,10 +191,13 @@ def main() -> None:
             status, _, _ = gw.call("POST", "/v1/functions/echo/invoke", BODY)
             assert status == 200, status
             [pod] = gw.json("GET", "/v1/pods")["pods"]
-            print(f"[bench] echo worker warm at {pod['endpoint']}; {args.rounds} rounds x 3 paths, "
+            pids = {"loadgen": os.getpid(), "gateway": platform.procs["gateway"].pid,
+                    "worker": int(pod["runtime_ref"].split(":")[0]), "nats": platform.nats.process.pid}
+            print(f"[bench] echo worker warm at {pod['endpoint']}; {args.client} HTTP client; "
+                  f"{args.rounds} rounds x 3 paths, "
                   f"{args.latency_calls} calls one at a time then {args.seconds:g}s with {args.in_flight} in flight",
                   flush=True)
-            results = asyncio.run(measure(args, pod["endpoint"], platform.gateway_url, platform.nats.url, key))
+            results = asyncio.run(measure(args, pod["endpoint"], platform.gateway_url, platform.nats.url, key, pids))
         finally:
             platform.stop()
     report(results)

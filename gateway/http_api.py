@@ -92,12 +92,12 @@ class HttpApi:
             return await simple[path](scope)
         raise ApiError(404, "not_found", f"no such path {path!r}; see GET /openapi.json")
 
-    async def _tenant(self, scope) -> str:
-        return await self.keys.tenant(scope.headers.get("authorization"))
+    async def _tenant(self, scope, headers=None) -> str:
+        return await self.keys.tenant((headers or scope.headers).get("authorization"))
 
-    async def _body(self, scope, proto) -> bytes:
+    async def _body(self, scope, proto, headers=None) -> bytes:
         """The request body, refused with 413 past max_body_bytes (without reading it all)."""
-        declared = scope.headers.get("content-length")
+        declared = (headers or scope.headers).get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             raise self._too_large()
         if declared is not None:
@@ -129,10 +129,11 @@ class HttpApi:
         return 200, JSON, self._openapi
 
     async def invoke(self, scope, proto, fn: str) -> Response:
-        tenant = await self._tenant(scope)
-        body = await self._body(scope, proto)
+        headers = scope.headers  # built from Rust on each access: read it once on the hot path
+        tenant = await self._tenant(scope, headers)
+        body = await self._body(scope, proto, headers)
         try:
-            reply = await self.d.invoke(tenant, fn, body, scope.headers.get("content-type", "application/octet-stream"))
+            reply = await self.d.invoke(tenant, fn, body, headers.get("content-type", "application/octet-stream"))
         except ApiError as err:
             self.metrics.count_call(fn, "http", err.status)
             raise

@@ -90,23 +90,23 @@ class Upstream:
         self._max_idle = max_idle_per_worker
 
     async def post(self, endpoint: str, path: str, body: bytes, content_type: str,
-                   timeout_s: float) -> tuple[int, str, bytes]:
+                   timeout_s: float, extra_headers: str = "") -> tuple[int, str, bytes]:
         """(status, content type, body) of POST endpoint+path. Raises UpstreamUnreachable,
-        UpstreamBroken or TimeoutError."""
+        UpstreamBroken or TimeoutError. `extra_headers` are "Name: value\\r\\n" lines."""
         conn, reused = await self._conn(endpoint)
         try:
-            return await self._send(conn, endpoint, path, body, content_type, timeout_s)
+            return await self._send(conn, endpoint, path, body, content_type, timeout_s, extra_headers)
         except UpstreamBroken:
             if not reused:
                 raise
             # A kept-alive connection the worker had closed: the call never reached it.
             conn, _ = await self._conn(endpoint, fresh=True)
-            return await self._send(conn, endpoint, path, body, content_type, timeout_s)
+            return await self._send(conn, endpoint, path, body, content_type, timeout_s, extra_headers)
 
     async def _send(self, conn: _Conn, endpoint: str, path: str, body: bytes, content_type: str,
-                    timeout_s: float) -> tuple[int, str, bytes]:
+                    timeout_s: float, extra_headers: str) -> tuple[int, str, bytes]:
         host = endpoint[7:] if endpoint.startswith("http://") else endpoint
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{extra_headers}"
                 f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
         loop = asyncio.get_running_loop()
         waiter = conn.waiter = loop.create_future()
