@@ -90,9 +90,9 @@ def _diff(ours, theirs):
     return f"{ours - theirs:+7.2f}" if theirs is not None else "      -"
 
 
-def print_curves(rows, out=sys.stdout) -> None:
-    """Mean allocation % at every 10th arrived level, per (trace, policy)."""
-    levels = list(range(10, 131, 10))
+def print_curves(rows, top: int, out=sys.stdout) -> None:
+    """Mean allocation % at every 10th arrived level up to `top`, per (trace, policy)."""
+    levels = list(range(10, top + 1, 10))
     print("\nGPU allocation % by arrived workload % (mean over seeds)", file=out)
     print(f"{'trace':<12} {'policy':<9} " + " ".join(f"{lv:>6}" for lv in levels), file=out)
     for trace, policy, results in rows:
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({(r.placed + r.failed) / r.decide_s:.0f} decisions/s)",
                   file=sys.stderr, flush=True)
     print_allocation_table(rows, paper, int(args.arrival))
-    print_curves(rows)
+    print_curves(rows, int(args.arrival))
     if args.csv:
         write_csv(args.csv, rows, seeds, args.arrival)
         print(f"\nwrote {args.csv}")
