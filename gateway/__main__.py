@@ -2,7 +2,7 @@
 
 import argparse
 
-from thaw_core.process import run_until_signalled
+from thaw_core.process import run_until_signalled, tune_gc_for_throughput
 from thaw_core.telemetry import setup_logging, setup_tracing
 
 from gateway.service import run_gateway
@@ -22,6 +22,7 @@ def main() -> None:
     setup_tracing("gateway")
     settings = GatewaySettings(nats_url=a.nats, redis_url=a.redis, host=a.host, port=a.port,
                                lease_ttl_s=a.lease_ttl, lease_hold_s=a.lease_hold)
+    tune_gc_for_throughput()
     run_until_signalled(lambda stop: run_gateway(settings, stop))
 
 

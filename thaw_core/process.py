@@ -1,6 +1,7 @@
 """Run a service's main coroutine until SIGTERM or SIGINT, then let it shut down cleanly."""
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -19,3 +20,13 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
         asyncio.run(runner())
     else:
         uvloop.run(runner())
+
+
+def tune_gc_for_throughput() -> None:
+    """For hot-path services: move everything loaded at start-up out of the collector's view and
+    collect the young generation less often. Each call allocates many short-lived objects; with
+    the default threshold (700) the collector ran thousands of times a second and re-scanned
+    the start-up heap. Measured on the gateway, side by side: ~20% less CPU per call."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
