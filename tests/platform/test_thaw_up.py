@@ -62,3 +62,8 @@ def test_thaw_up_serves_and_ctrl_c_stops_everything(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        # On a failure above, the components (each in its own session) would outlive the test.
+        for pid in subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+        for pid in processes_with_env(f"THAW_NODE={node}".encode()):
+            os.kill(pid, signal.SIGKILL)
