@@ -63,7 +63,9 @@ def test_thaw_up_serves_and_ctrl_c_stops_everything(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         # On a failure above, the components (each in its own session) would outlive the test.
-        for pid in subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split():
-            os.kill(int(pid), signal.SIGKILL)
-        for pid in processes_with_env(f"THAW_NODE={node}".encode()):
-            os.kill(pid, signal.SIGKILL)
+        stray = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+        for pid in [int(p) for p in stray] + processes_with_env(f"THAW_NODE={node}".encode()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
