@@ -22,7 +22,7 @@ from gateway.errors import ApiError
 from gateway.pool import FnPool
 from gateway.settings import GatewaySettings
 from gateway.specs import SpecCache
-from gateway.upstream import Upstream, UpstreamBroken, UpstreamUnreachable
+from gateway.upstream import StreamedBody, Upstream, UpstreamBroken, UpstreamUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class Reply:
     body: bytes
     content_type: str
     pod: str
+    stream: StreamedBody | None = None  # set when the worker streams its answer
 
 
 class Dispatcher:
@@ -51,15 +52,22 @@ class Dispatcher:
         return pool
 
     async def invoke(self, tenant: str, fn: str, body: bytes, content_type: str, path: str | None = None) -> Reply:
+        """Call a worker of `fn`. A streamed answer (Reply.stream) keeps its worker slot until the
+        stream ends or is abandoned."""
         spec = await self._specs.get(fn)
         if spec is None or spec.tenant != tenant:
             raise errors.unknown_function(fn)
         pool = self.pool(fn)
         for _ in range(3):
             slot = await pool.checkout(spec)
+            give_back = True
             try:
                 status, ctype, data = await self._upstream.post(slot.endpoint, path or spec.invoke_path, body,
                                                                 content_type, self.s.request_timeout_s)
+                if isinstance(data, StreamedBody):
+                    give_back = False
+                    data.on_close(lambda slot=slot: pool.checkin(slot))
+                    return Reply(status, b"", ctype, slot.pod, stream=data)
                 return Reply(status, data, ctype, slot.pod)
             except UpstreamUnreachable as exc:
                 # Not served (the worker is gone): drop its slots and try another worker.
@@ -74,7 +82,8 @@ class Dispatcher:
                 raise ApiError(504, "worker_timeout", f"{fn}: the worker did not answer within "
                                                       f"{self.s.request_timeout_s:g}s") from None
             finally:
-                pool.checkin(slot)
+                if give_back:
+                    pool.checkin(slot)
         raise ApiError(502, "worker_unreachable", f"{fn}: workers kept failing to accept the call; retry later")
 
     async def _ask_for_pods(self, fn: str, want_pods: int) -> None:

@@ -30,6 +30,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.errors import ApiError
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
+from gateway.upstream import StreamedBody
 
 log = logging.getLogger(__name__)
 JSON = [("content-type", "application/json")]
@@ -68,7 +69,10 @@ class HttpApi:
         except Exception:
             log.exception("%s %s failed", scope.method, scope.path)
             status, headers, body = error_response(ApiError(500, "internal", "the gateway failed; see its log"))
-        proto.response_bytes(status, headers, body)
+        if isinstance(body, StreamedBody):
+            await _pass_stream(proto, status, headers, body)
+        else:
+            proto.response_bytes(status, headers, body)
 
     async def _route(self, scope, proto) -> Response:
         method, path = scope.method, scope.path
@@ -138,7 +142,7 @@ class HttpApi:
             self.metrics.count_call(fn, "http", err.status)
             raise
         self.metrics.count_call(fn, "http", reply.status)
-        return reply.status, [("content-type", reply.content_type), ("thaw-pod", reply.pod)], reply.body
+        return reply.status, [("content-type", reply.content_type), ("thaw-pod", reply.pod)], reply.stream or reply.body
 
     async def openai(self, scope, proto) -> Response:
         """OpenAI-compatible paths: the `model` field names the function; the body goes as is."""
@@ -152,7 +156,7 @@ class HttpApi:
             raise ApiError(400, "invalid_field", "`model` must name a deployed function", field="$.model")
         reply = await self.d.invoke(tenant, model, body, "application/json", path=scope.path)
         self.metrics.count_call(model, "http", reply.status)
-        return reply.status, [("content-type", reply.content_type), ("thaw-pod", reply.pod)], reply.body
+        return reply.status, [("content-type", reply.content_type), ("thaw-pod", reply.pod)], reply.stream or reply.body
 
     async def deploy(self, scope, proto) -> Response:
         tenant = await self._tenant(scope)
@@ -213,6 +217,18 @@ class HttpApi:
     async def list_nodes(self, scope) -> Response:
         await self._tenant(scope)
         return json_response({"nodes": [asdict(n) for n in await self.nodes.all()]})
+
+
+async def _pass_stream(proto, status: int, headers: list, body: StreamedBody) -> None:
+    """Forward a streamed answer chunk by chunk; a worker or client that breaks off ends it."""
+    transport = proto.response_stream(status, headers)
+    try:
+        async for chunk in body:
+            await transport.send_bytes(chunk)
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        log.info("stream ended early: %s", exc)
+    finally:
+        body.close()
 
 
 def _allow(method: str, *allowed: str) -> None:

@@ -24,6 +24,13 @@ from gateway.metrics import GatewayMetrics
 log = logging.getLogger(__name__)
 
 
+async def _gathered(stream, fn: str) -> bytes:
+    try:
+        return b"".join([chunk async for chunk in stream])
+    except (ConnectionError, TimeoutError) as exc:
+        raise ApiError(502, "worker_failed", f"{fn}: the worker broke off its streamed answer ({exc})") from None
+
+
 class NatsApi:
     def __init__(self, nc: Client, dispatcher: Dispatcher, keys: KeyCache, max_body_bytes: int,
                  metrics: GatewayMetrics):
@@ -52,7 +59,9 @@ class NatsApi:
             tenant = await self.keys.tenant(headers.get(H.AUTHORIZATION))
             reply = await self.d.invoke(tenant, fn, msg.data, headers.get(H.CONTENT_TYPE, "application/octet-stream"))
             status = reply.status
-            await self._respond(msg, reply.body, {H.STATUS: str(reply.status), H.CONTENT_TYPE: reply.content_type,
+            # A bus reply is one message: a streamed answer is gathered whole.
+            body = await _gathered(reply.stream, fn=last_token(msg.subject)) if reply.stream else reply.body
+            await self._respond(msg, body, {H.STATUS: str(reply.status), H.CONTENT_TYPE: reply.content_type,
                                                   H.POD: reply.pod})
         except ApiError as err:
             status = err.status

@@ -23,13 +23,54 @@ class UpstreamBroken(ConnectionError):
 
 
 class _Response:
-    __slots__ = ("status", "content_type", "chunks", "_header")
+    __slots__ = ("status", "content_type", "chunks", "chunked", "stream")
 
     def __init__(self) -> None:
         self.status = 0
         self.content_type = "application/octet-stream"
         self.chunks: list[bytes] = []
-        self._header = b""
+        self.chunked = False
+        self.stream: asyncio.Queue | None = None  # set for responses passed through as they come
+
+
+class StreamedBody:
+    """A worker's answer that is passed on chunk by chunk (server-sent events, chunked bodies).
+
+    Iterate it to get the chunks; `on_close` callbacks run once the answer ended or was
+    abandoned, so the caller can give its worker slot back only then."""
+
+    def __init__(self, queue: asyncio.Queue, idle_timeout_s: float, done) -> None:
+        self._queue, self._idle_timeout_s, self._done = queue, idle_timeout_s, done
+        self._on_close: list = []
+        self._closed = False
+
+    def on_close(self, callback) -> None:
+        self._on_close.append(callback)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            item = await asyncio.wait_for(self._queue.get(), self._idle_timeout_s)
+        except BaseException:
+            self.close(complete=False)
+            raise
+        if item is None:
+            self.close(complete=True)
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            self.close(complete=False)
+            raise item
+        return item
+
+    def close(self, complete: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._done(complete)
+        for callback in self._on_close:
+            callback()
 
 
 class _Conn(asyncio.Protocol):
@@ -46,8 +87,11 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        broken = UpstreamBroken(f"worker closed the connection ({exc or 'EOF'})")
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(UpstreamBroken(f"worker closed the connection ({exc or 'EOF'})"))
+            self.waiter.set_exception(broken)
+        elif self.response is not None and self.response.stream is not None:
+            self.response.stream.put_nowait(broken)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -62,18 +106,32 @@ class _Conn(asyncio.Protocol):
         self.response = _Response()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"content-type":
+        name = name.lower()
+        if name == b"content-type":
             self.response.content_type = value.decode("latin-1")
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            self.response.chunked = True
 
     def on_headers_complete(self) -> None:
-        self.response.status = self.parser.get_status_code()
+        response = self.response
+        response.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()
+        if response.chunked or response.content_type.startswith("text/event-stream"):
+            # Pass it on as it comes: a streamed answer (tokens, events) must not wait for its end.
+            response.stream = asyncio.Queue()
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(response)
 
     def on_body(self, body: bytes) -> None:
-        self.response.chunks.append(body)
+        if self.response.stream is not None:
+            self.response.stream.put_nowait(body)
+        else:
+            self.response.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
+        if self.response.stream is not None:
+            self.response.stream.put_nowait(None)
+        elif self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(self.response)
 
 
@@ -90,9 +148,10 @@ class Upstream:
         self._max_idle = max_idle_per_worker
 
     async def post(self, endpoint: str, path: str, body: bytes, content_type: str,
-                   timeout_s: float, extra_headers: str = "") -> tuple[int, str, bytes]:
-        """(status, content type, body) of POST endpoint+path. Raises UpstreamUnreachable,
-        UpstreamBroken or TimeoutError. `extra_headers` are "Name: value\\r\\n" lines."""
+                   timeout_s: float, extra_headers: str = "") -> tuple[int, str, "bytes | StreamedBody"]:
+        """(status, content type, body) of POST endpoint+path; the body is a StreamedBody when the
+        worker streams (chunked or text/event-stream). Raises UpstreamUnreachable, UpstreamBroken
+        or TimeoutError. `extra_headers` are "Name: value\\r\\n" lines."""
         conn, reused = await self._conn(endpoint)
         try:
             return await self._send(conn, endpoint, path, body, content_type, timeout_s, extra_headers)
@@ -104,7 +163,7 @@ class Upstream:
             return await self._send(conn, endpoint, path, body, content_type, timeout_s, extra_headers)
 
     async def _send(self, conn: _Conn, endpoint: str, path: str, body: bytes, content_type: str,
-                    timeout_s: float, extra_headers: str) -> tuple[int, str, bytes]:
+                    timeout_s: float, extra_headers: str) -> tuple[int, str, "bytes | StreamedBody"]:
         host = endpoint[7:] if endpoint.startswith("http://") else endpoint
         head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{extra_headers}"
                 f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
@@ -123,6 +182,13 @@ class Upstream:
         finally:
             timer.cancel()
             conn.waiter = None
+        if response.stream is not None:
+            def done(complete: bool) -> None:
+                if complete:
+                    self._give_back(endpoint, conn)
+                else:  # abandoned mid-answer: the rest would confuse the next call
+                    conn.transport.close()
+            return response.status, response.content_type, StreamedBody(response.stream, timeout_s, done)
         self._give_back(endpoint, conn)
         return response.status, response.content_type, b"".join(response.chunks)
 

@@ -30,6 +30,21 @@ async def echo(request: web.Request) -> web.Response:
         in_flight -= 1
 
 
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: `ECHO_STREAM_EVENTS` events `ECHO_STREAM_GAP_S` apart, then [DONE],
+    in the shape OpenAI-style streaming clients read."""
+    body = (await request.read()).decode(errors="replace")
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    for i in range(int(os.environ.get("ECHO_STREAM_EVENTS", "3"))):
+        if i:
+            await asyncio.sleep(float(os.environ.get("ECHO_STREAM_GAP_S", "0.1")))
+        await resp.write(f"data: {i} {body}\n\n".encode())
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
 async def stats(request: web.Request) -> web.Response:
     return web.json_response({"in_flight": in_flight, "max_in_flight": max_in_flight, "served": served,
                               "pod": os.environ.get("THAW_POD", ""), "pid": os.getpid(),
@@ -44,6 +59,8 @@ async def healthz(request: web.Request) -> web.Response:
 def main() -> None:
     app = web.Application(client_max_size=8 << 20)
     app.router.add_post("/", echo)
+    app.router.add_post("/stream", stream)
+    app.router.add_post("/v1/chat/completions", stream)
     app.router.add_get("/stats", stats)
     app.router.add_get("/healthz", healthz)
     web.run_app(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")), access_log=None,

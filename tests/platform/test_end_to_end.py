@@ -1,6 +1,7 @@
 """The whole path on real processes: deploy, cold start, warm reuse, scale to zero, cold again."""
 
 import json
+import time
 
 import nats
 
@@ -79,3 +80,33 @@ async def test_metrics_count_calls_by_edge_and_status_and_openapi_describes_the_
     assert doc["openapi"].startswith("3.")
     assert "/v1/functions/{name}/invoke" in doc["paths"]
     assert "max_pods" in doc["components"]["schemas"]["Scaling"]["properties"]
+
+
+async def test_a_streamed_answer_is_passed_on_as_it_comes(platform, http, api_key):
+    spec = echo_spec()
+    spec["invoke_path"] = "/stream"
+    spec["env"] = {"ECHO_STREAM_EVENTS": "3", "ECHO_STREAM_GAP_S": "0.6"}
+    await deploy(http, platform.url, spec)
+    assert (await invoke(http, platform.url, "echo", b"warm up"))[0] == 200
+
+    arrivals, text = [], b""
+    async with http.post(platform.url + "/v1/functions/echo/invoke", data=b"hi") as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+        async for chunk in resp.content.iter_any():
+            arrivals.append(time.monotonic())
+            text += chunk
+    assert text == b"data: 0 hi\n\ndata: 1 hi\n\ndata: 2 hi\n\ndata: [DONE]\n\n"
+    assert arrivals[-1] - arrivals[0] > 0.9, "the first event must arrive before the worker has finished"
+
+    chat = json.dumps({"model": "echo", "stream": True}).encode()
+    async with http.post(platform.url + "/v1/chat/completions", data=chat) as resp:
+        assert resp.status == 200
+        assert (await resp.read()).endswith(b"data: [DONE]\n\n")
+    nc = await nats.connect(platform.nats.url)
+    try:
+        msg = await nc.request("infer.request.echo", b"bus", timeout=20, headers={"Authorization": f"Bearer {api_key}"})
+        assert msg.data.endswith(b"data: [DONE]\n\n") and b"data: 2 bus" in msg.data, "the bus gets it whole"
+    finally:
+        await nc.close()
+    # The slot went back once the stream ended: a normal call still gets a worker.
+    assert (await invoke(http, platform.url, "echo", b"after"))[0] == 200
