@@ -2,6 +2,7 @@
 
 import json
 import urllib.error
+from email.message import Message
 import urllib.request
 
 
@@ -16,14 +17,15 @@ class Gateway:
         self.url, self.key, self.timeout_s = url.rstrip("/"), key, timeout_s
 
     def call(self, method: str, path: str, body: bytes | None = None,
-             content_type: str = "application/json") -> tuple[int, bytes, dict]:
+             content_type: str = "application/json") -> tuple[int, bytes, Message]:
+        """(status, body, headers); headers look up case-insensitively."""
         req = urllib.request.Request(self.url + path, data=body, method=method,
                                      headers={"Authorization": f"Bearer {self.key}", "Content-Type": content_type})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return resp.status, resp.read(), dict(resp.headers)
+                return resp.status, resp.read(), resp.headers
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read(), dict(exc.headers)
+            return exc.code, exc.read(), exc.headers
         except urllib.error.URLError as exc:
             raise GatewayError(0, f"cannot reach the gateway at {self.url} ({exc.reason}); is `thaw up` running?") from None
 
