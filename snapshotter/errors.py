@@ -31,15 +31,20 @@ class CriuMissing(SnapshotError):
 
 
 @dataclass
-class CriuFailed(SnapshotError):
-    """`criu dump` or `criu restore` exited non-zero. `log_tail` holds its last error lines."""
+class _ToolLog:
+    """What a failed CRIU or podman run left behind: its exit code, log file and last errors."""
 
     exit_code: int = 0
     log_path: str = ""
     log_tail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.what}: {self.why} (criu exit {self.exit_code}, log {self.log_path})\n{self.log_tail}"
+        return f"{self.what}: {self.why} (exit {self.exit_code}, log {self.log_path})\n{self.log_tail}"
+
+
+@dataclass
+class CriuFailed(_ToolLog, SnapshotError):
+    """`criu dump` or `criu restore` exited non-zero. `log_tail` holds its last error lines."""
 
 
 @dataclass
@@ -67,12 +72,5 @@ class SnapshotIncompatible(SnapshotUnusable):
 
 
 @dataclass
-class RestoreFailed(SnapshotUnusable):
+class RestoreFailed(_ToolLog, SnapshotUnusable):
     """`criu restore` (or podman's restore) exited non-zero; `log_tail` holds its error lines."""
-
-    exit_code: int = 0
-    log_path: str = ""
-    log_tail: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.what}: {self.why} (exit {self.exit_code}, log {self.log_path})\n{self.log_tail}"
