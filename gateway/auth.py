@@ -1,10 +1,9 @@
 """API-key check with a short in-process cache, so the warm path needs no Redis round trip."""
 
-import time
-
 from thaw_core.store.apikeys import ApiKeys
 
 from gateway.errors import unauthorized
+from gateway.ttl_cache import TtlCache
 
 
 def bearer(header: str | None) -> str:
@@ -15,23 +14,19 @@ def bearer(header: str | None) -> str:
 
 class KeyCache:
     def __init__(self, keys: ApiKeys, ttl_s: float):
-        self._keys, self._ttl = keys, ttl_s
-        self._cache: dict[str, tuple[str | None, float]] = {}
+        # Unknown keys are cached briefly only, so a new key works at once.
+        self._cache: TtlCache[str, str | None] = TtlCache(keys.tenant_of, lambda t: ttl_s if t else 1.0)
+
+    def peek(self, authorization: str | None) -> str | None:
+        """The tenant if the key is cached as valid, else None (then call `tenant`)."""
+        return self._cache.peek(bearer(authorization))
 
     async def tenant(self, authorization: str | None) -> str:
         """The tenant of the caller's key; raises a 401 ApiError for a missing or unknown key."""
         key = bearer(authorization)
         if not key:
             raise unauthorized()
-        hit = self._cache.get(key)
-        now = time.monotonic()
-        if hit is None or hit[1] < now:
-            tenant = await self._keys.tenant_of(key)
-            # Unknown keys are cached briefly only, so a new key works at once.
-            hit = (tenant, now + (self._ttl if tenant else 1.0))
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = hit
-        if hit[0] is None:
+        tenant = await self._cache.get(key)
+        if tenant is None:
             raise unauthorized()
-        return hit[0]
+        return tenant
