@@ -15,14 +15,14 @@ from bus_schemas import subjects
 from bus_schemas.leases import LeaseRequested
 from thaw_core import bus
 from thaw_core.clock import now_ms
-from thaw_core.store.leases import Leases
+from thaw_core.store.leases import Leases, Slot
 
 from gateway import errors
 from gateway.errors import ApiError
 from gateway.pool import FnPool
 from gateway.settings import GatewaySettings
 from gateway.specs import SpecCache
-from gateway.upstream import StreamedBody, Upstream, UpstreamBroken, UpstreamUnreachable
+from gateway.upstream import Call, StreamedBody, Upstream, UpstreamBroken, UpstreamUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,15 @@ class Reply:
     content_type: str
     pod: str
     stream: StreamedBody | None = None  # set when the worker streams its answer
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A warm call started by `Dispatcher.start_now`; `call.future` is done when it answered."""
+    fn: str
+    pool: FnPool
+    slot: Slot
+    call: Call
 
 
 class Dispatcher:
@@ -60,31 +69,69 @@ class Dispatcher:
         pool = self.pool(fn)
         for _ in range(3):
             slot = await pool.checkout(spec)
-            give_back = True
             try:
-                status, ctype, data = await self._upstream.post(slot.endpoint, path or spec.invoke_path, body,
-                                                                content_type, self.s.request_timeout_s)
-                if isinstance(data, StreamedBody):
-                    give_back = False
-                    data.on_close(lambda slot=slot: pool.checkin(slot))
-                    return Reply(status, b"", ctype, slot.pod, stream=data)
-                return Reply(status, data, ctype, slot.pod)
-            except UpstreamUnreachable as exc:
-                # Not served (the worker is gone): drop its slots and try another worker.
-                log.info("worker %s unreachable (%s); retrying on another", slot.pod, exc)
-                pool.drop(slot)
-                self._upstream.forget(slot.endpoint)
-            except UpstreamBroken as exc:
-                pool.drop(slot)
-                raise ApiError(502, "worker_failed", f"{fn}: the worker broke off the call ({exc}); "
-                                                     "it may have been processed, retry only if that is safe") from None
-            except TimeoutError:
-                raise ApiError(504, "worker_timeout", f"{fn}: the worker did not answer within "
-                                                      f"{self.s.request_timeout_s:g}s") from None
-            finally:
-                if give_back:
-                    pool.checkin(slot)
+                outcome = await self._upstream.post(slot.endpoint, path or spec.invoke_path, body, content_type,
+                                                    self.s.request_timeout_s)
+            except (UpstreamUnreachable, UpstreamBroken, TimeoutError) as exc:
+                outcome = exc
+            except BaseException:
+                pool.checkin(slot)
+                raise
+            reply = self._reply(fn, pool, slot, outcome)
+            if reply is not None:
+                return reply
         raise ApiError(502, "worker_unreachable", f"{fn}: workers kept failing to accept the call; retry later")
+
+    def start_now(self, tenant: str, fn: str, body: bytes, content_type: str) -> Pending | None:
+        """Start a warm call without suspending, when all it needs is at hand: the function's spec
+        cached, a free slot, an idle connection to that slot's worker. None: use `invoke`."""
+        spec = self._specs.peek(fn)
+        pool = self.pools.get(fn)
+        if spec is None or spec.tenant != tenant or pool is None:
+            return None
+        slot = pool.take()
+        if slot is None:
+            return None
+        call = self._upstream.start(slot.endpoint, spec.invoke_path, body, content_type, self.s.request_timeout_s)
+        if call is None:
+            pool.checkin(slot)
+            return None
+        return Pending(fn, pool, slot, call)
+
+    def finish_now(self, pending: Pending) -> Reply | None:
+        """The reply of a started call whose future is done; None when the call never reached the
+        worker (then `invoke` it). Raises ApiError like `invoke`."""
+        try:
+            outcome = self._upstream.outcome(pending.call)
+        except (UpstreamBroken, TimeoutError) as exc:
+            outcome = exc
+        if pending.call.retryable:
+            pending.pool.checkin(pending.slot)
+            return None
+        return self._reply(pending.fn, pending.pool, pending.slot, outcome)
+
+    def _reply(self, fn: str, pool: FnPool, slot: Slot, outcome) -> Reply | None:
+        """What a call's outcome means for the caller (None: retry on another worker). Gives the
+        slot back, or, for a streamed answer, once the stream ends."""
+        if isinstance(outcome, tuple):
+            status, ctype, data = outcome
+            if isinstance(data, StreamedBody):
+                data.on_close(lambda: pool.checkin(slot))
+                return Reply(status, b"", ctype, slot.pod, stream=data)
+            pool.checkin(slot)
+            return Reply(status, data, ctype, slot.pod)
+        if isinstance(outcome, UpstreamUnreachable):
+            # Not served (the worker is gone): drop its slots and try another worker.
+            log.info("worker %s unreachable (%s); retrying on another", slot.pod, outcome)
+            pool.drop(slot)
+            self._upstream.forget(slot.endpoint)
+            return None
+        if isinstance(outcome, UpstreamBroken):
+            pool.drop(slot)
+            raise ApiError(502, "worker_failed", f"{fn}: the worker broke off the call ({outcome}); "
+                                                 "it may have been processed, retry only if that is safe")
+        pool.checkin(slot)
+        raise ApiError(504, "worker_timeout", f"{fn}: the worker did not answer within {self.s.request_timeout_s:g}s")
 
     async def _ask_for_pods(self, fn: str, want_pods: int) -> None:
         msg = LeaseRequested(fn=fn, want_pods=want_pods, gateway=self.holder, at_ms=now_ms())

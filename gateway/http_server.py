@@ -1,56 +1,59 @@
-"""Serve the RSGI app with granian, inside the gateway's own event loop.
+"""Serve the HTTP bridge on the gateway's own event loop (uvloop), one `HttpConnection` per client.
 
-Granian's embedded server runs the app's callbacks as tasks on the running loop, so HTTP
-handlers share the loop (and the lease pools, NATS and Redis connections) with the rest of the
-gateway.
+Why not granian or uvicorn: on this project's 2-core machines the warm path is a CPU budget
+shared by the load, the gateway and the worker. Measured side by side on the echo benchmark,
+granian's embedded server (Rust threads handing each request to the Python loop) cost the
+gateway 110-150 us of CPU per forwarded call and uvicorn's ASGI layers about as much; a plain
+asyncio protocol with httptools costs a fraction of that, because a call then runs as one task on
+the loop that also holds the lease pools and the worker connections. `bench/warm_path.py` is the
+measurement; rerun it before changing this choice.
 """
 
 import asyncio
 import logging
 
-from granian.constants import HTTPModes, Interfaces
-from granian.server.embed import Server
+from gateway.http_connection import HttpConnection
 
 log = logging.getLogger(__name__)
+_IDLE_TIMEOUT_S = 75.0  # keep-alive connections with no request this long are closed
+_SWEEP_EVERY_S = 5.0
 
 
 class HttpServer:
-    def __init__(self, app, host: str, port: int):
-        self._server = Server(app, address=host, port=port, interface=Interfaces.RSGI, http=HTTPModes.http1,
-                              websockets=False, backlog=1024, log_enabled=False, runtime_threads=1)
-        self._host, self._port = host, port
-        self._task: asyncio.Task | None = None
+    def __init__(self, app, host: str, port: int, backlog: int = 1024):
+        self._app, self._host, self._port, self._backlog = app, host, port, backlog
+        self._server: asyncio.Server | None = None
+        self._connections: set[HttpConnection] = set()
+        self._sweeper: asyncio.Task | None = None
 
-    async def start(self, timeout_s: float = 10.0) -> None:
-        """Start serving; returns once the port accepts connections."""
-        self._task = asyncio.create_task(self._server.serve())
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while asyncio.get_running_loop().time() < deadline:
-            if self._task.done():
-                self._task.result()  # raises what made it stop
-                raise RuntimeError("the HTTP server stopped during start-up")
-            if await _accepts(self._host, self._port):
-                return
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"the HTTP server did not listen on {self._host}:{self._port} within {timeout_s}s")
+    async def start(self) -> None:
+        """Listen; returns once the port accepts connections."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HttpConnection(self._app, self._connections),
+                                                self._host, self._port, backlog=self._backlog, reuse_address=True)
+        self._sweeper = asyncio.create_task(self._close_idle_connections())
 
-    async def stop(self) -> None:
-        if self._task is None:
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop accepting, let calls in flight finish (up to grace_s), then close every connection."""
+        if self._server is None:
             return
-        self._server.stop()
-        try:
-            await asyncio.wait_for(self._task, 10)
-        except (TimeoutError, asyncio.CancelledError):
-            self._task.cancel()
+        self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self._connections):
+            conn.close_when_idle()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while self._connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self._connections):
+            conn.transport.abort()
+        self._server = None
 
-
-async def _accepts(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection(host, port)
-    except OSError:
-        return False
-    writer.close()
-    return True
-
-
-
+    async def _close_idle_connections(self) -> None:
+        """One sweep every few seconds instead of a timer per request: the hot path stays free."""
+        while True:
+            await asyncio.sleep(_SWEEP_EVERY_S)
+            now = asyncio.get_running_loop().time()
+            for conn in list(self._connections):
+                if not conn.answering and now - conn.idle_since > _IDLE_TIMEOUT_S:
+                    conn.transport.close()

@@ -39,12 +39,19 @@ class FnPool:
     def in_flight(self) -> int:
         return len(self.held) - len(self.free)
 
-    async def checkout(self, spec: FunctionSpec) -> Slot:
-        """A slot to call a worker with. Raises ApiError 429 when the queue is full, 503 at the deadline."""
+    def take(self) -> Slot | None:
+        """A free slot, if there is one now."""
         while self.free:
             slot = self.free.popleft()
             if slot.member in self.held:
                 return slot
+        return None
+
+    async def checkout(self, spec: FunctionSpec) -> Slot:
+        """A slot to call a worker with. Raises ApiError 429 when the queue is full, 503 at the deadline."""
+        slot = self.take()
+        if slot is not None:
+            return slot
         if len(self.waiters) >= spec.scaling.max_queue:
             raise errors.overloaded(self.fn, len(self.waiters))
         fut = asyncio.get_running_loop().create_future()

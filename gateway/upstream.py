@@ -140,70 +140,107 @@ def _expire(waiter: asyncio.Future) -> None:
         waiter.set_exception(TimeoutError())
 
 
+class Call:
+    """One request written to a worker; `future` resolves with its response (or the error)."""
+
+    __slots__ = ("endpoint", "conn", "future", "timer", "reused", "timeout_s")
+
+    def __init__(self, endpoint: str, conn: _Conn, future: asyncio.Future, timer: asyncio.TimerHandle,
+                 reused: bool, timeout_s: float):
+        self.endpoint, self.conn, self.future, self.timer = endpoint, conn, future, timer
+        self.reused, self.timeout_s = reused, timeout_s
+
+    @property
+    def retryable(self) -> bool:
+        """Broken on a kept-alive connection the worker had closed: the call never reached it."""
+        return self.reused and isinstance(self.future.exception(), UpstreamBroken)
+
+
 class Upstream:
-    """One idle-connection pool per worker endpoint."""
+    """One idle-connection pool per worker endpoint.
+
+    `start` writes a call on a kept-alive connection without suspending, and `outcome` reads its
+    result once `Call.future` is done; the gateway's warm path uses the two directly, from
+    callbacks. `post` is the same call as one coroutine, connecting when it must."""
 
     def __init__(self, max_idle_per_worker: int = 512):
         self._idle: dict[str, deque[_Conn]] = {}
         self._max_idle = max_idle_per_worker
 
-    async def post(self, endpoint: str, path: str, body: bytes, content_type: str,
-                   timeout_s: float, extra_headers: str = "") -> tuple[int, str, "bytes | StreamedBody"]:
-        """(status, content type, body) of POST endpoint+path; the body is a StreamedBody when the
-        worker streams (chunked or text/event-stream). Raises UpstreamUnreachable, UpstreamBroken
-        or TimeoutError. `extra_headers` are "Name: value\\r\\n" lines."""
-        conn, reused = await self._conn(endpoint)
-        try:
-            return await self._send(conn, endpoint, path, body, content_type, timeout_s, extra_headers)
-        except UpstreamBroken:
-            if not reused:
-                raise
-            # A kept-alive connection the worker had closed: the call never reached it.
-            conn, _ = await self._conn(endpoint, fresh=True)
-            return await self._send(conn, endpoint, path, body, content_type, timeout_s, extra_headers)
-
-    async def _send(self, conn: _Conn, endpoint: str, path: str, body: bytes, content_type: str,
-                    timeout_s: float, extra_headers: str) -> tuple[int, str, "bytes | StreamedBody"]:
+    def start(self, endpoint: str, path: str, body: bytes, content_type: str, timeout_s: float,
+              extra_headers: str = "", conn: _Conn | None = None) -> Call | None:
+        """Write the call on `conn`, or on an idle kept-alive connection; None when there is none."""
+        reused = conn is None
+        if conn is None:
+            conn = self._idle_conn(endpoint)
+            if conn is None:
+                return None
         host = endpoint[7:] if endpoint.startswith("http://") else endpoint
         head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{extra_headers}"
                 f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
         loop = asyncio.get_running_loop()
-        waiter = conn.waiter = loop.create_future()
-        conn.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
+        future = conn.waiter = loop.create_future()
+        if len(body) < 65536:
+            conn.transport.write(head + body)
+        else:
+            conn.transport.write(head)
             conn.transport.write(body)
         # A timer instead of asyncio.wait_for, which costs a task per call on the hot path.
-        timer = loop.call_later(timeout_s, _expire, waiter)
-        try:
-            response = await waiter
-        except BaseException:
+        return Call(endpoint, conn, future, loop.call_later(timeout_s, _expire, future), reused, timeout_s)
+
+    def outcome(self, call: Call) -> tuple[int, str, "bytes | StreamedBody"]:
+        """(status, content type, body) of a done call; the body is a StreamedBody when the worker
+        streams (chunked or text/event-stream). Raises the call's UpstreamBroken or TimeoutError."""
+        call.timer.cancel()
+        conn = call.conn
+        conn.waiter = None
+        if call.future.cancelled() or call.future.exception() is not None:
             conn.transport.close()
-            raise
-        finally:
-            timer.cancel()
-            conn.waiter = None
+            if call.future.cancelled():
+                raise asyncio.CancelledError()
+            raise call.future.exception()
+        response = call.future.result()
         if response.stream is not None:
             def done(complete: bool) -> None:
                 if complete:
-                    self._give_back(endpoint, conn)
+                    self._give_back(call.endpoint, conn)
                 else:  # abandoned mid-answer: the rest would confuse the next call
                     conn.transport.close()
-            return response.status, response.content_type, StreamedBody(response.stream, timeout_s, done)
-        self._give_back(endpoint, conn)
+            return response.status, response.content_type, StreamedBody(response.stream, call.timeout_s, done)
+        self._give_back(call.endpoint, conn)
         return response.status, response.content_type, b"".join(response.chunks)
 
-    async def _conn(self, endpoint: str, fresh: bool = False) -> tuple[_Conn, bool]:
+    async def post(self, endpoint: str, path: str, body: bytes, content_type: str,
+                   timeout_s: float, extra_headers: str = "") -> tuple[int, str, "bytes | StreamedBody"]:
+        """POST endpoint+path and wait for the answer (see `outcome`). Raises UpstreamUnreachable,
+        UpstreamBroken or TimeoutError. `extra_headers` are "Name: value\\r\\n" lines."""
+        call = self.start(endpoint, path, body, content_type, timeout_s, extra_headers)
+        if call is not None:
+            await _settled(call)
+            if not call.retryable:
+                return self.outcome(call)
+            call.timer.cancel()
+            call.conn.transport.close()
+        conn = await self._connect(endpoint)
+        call = self.start(endpoint, path, body, content_type, timeout_s, extra_headers, conn=conn)
+        await _settled(call)
+        return self.outcome(call)
+
+    def _idle_conn(self, endpoint: str) -> _Conn | None:
         idle = self._idle.get(endpoint)
-        while idle and not fresh:
+        while idle:
             conn = idle.pop()
             if not conn.closed:
-                return conn, True
+                return conn
+        return None
+
+    async def _connect(self, endpoint: str) -> _Conn:
         url = urlsplit(endpoint)
         try:
             _, conn = await asyncio.get_running_loop().create_connection(_Conn, url.hostname, url.port)
         except OSError as exc:
             raise UpstreamUnreachable(f"cannot connect to {endpoint}: {exc.strerror or exc}") from None
-        return conn, False
+        return conn
 
     def _give_back(self, endpoint: str, conn: _Conn) -> None:
         if conn.closed or not conn.keep_alive:
@@ -222,3 +259,17 @@ class Upstream:
     def close(self) -> None:
         for endpoint in list(self._idle):
             self.forget(endpoint)
+
+
+async def _settled(call: Call) -> None:
+    """Wait for the call to be done without raising its error (`Upstream.outcome` does that); a
+    waiter that is cancelled abandons the call and its connection."""
+    try:
+        await call.future
+    except asyncio.CancelledError:
+        call.timer.cancel()
+        call.conn.waiter = None
+        call.conn.transport.close()
+        raise
+    except Exception:
+        pass
