@@ -24,9 +24,14 @@ log = logging.getLogger(__name__)
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _HELD_BODY_BYTES = 1 << 20  # unread body kept per connection before reading pauses
+_HEAD_MAX_BYTES = 64 * 1024
 _PIPELINED_MAX = 16  # requests parsed ahead of their answer before reading pauses
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JSON = [("content-type", "application/json")]
+
+
+class _HeadTooLarge(Exception):
+    pass
 
 
 class Request:
@@ -191,9 +196,11 @@ class HttpConnection(asyncio.Protocol):
         self.closing = False  # the server is stopping: answer what is in flight, then close
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._head_bytes = 0
         self._current: Request | None = None  # being parsed
         self._queue: deque[Request] = deque()  # parsed, waiting for the one before to be answered
         self._answering = False  # the head of the queue is being answered
+        self._refusal: tuple[int, str] | None = None  # a bad request behind those being answered
         self._reading_paused = False
         self._writable: asyncio.Future | None = None
         self.idle_since = self._loop.time()
@@ -218,6 +225,10 @@ class HttpConnection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._refuse(501, "upgrades (websockets) are not served here")
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _HeadTooLarge):
+                raise
+            self._refuse(431, f"the request line and headers are over {_HEAD_MAX_BYTES} bytes; send less")
         except httptools.HttpParserError as exc:
             self._refuse(400, f"malformed HTTP request: {exc}")
 
@@ -233,11 +244,14 @@ class HttpConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
+        self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
@@ -264,6 +278,12 @@ class HttpConnection(asyncio.Protocol):
         if not self._answering:
             self._answer_next()
 
+    def _count_head(self, n: int) -> None:
+        # llhttp sets no bound of its own on a request's head
+        self._head_bytes += n
+        if self._head_bytes > _HEAD_MAX_BYTES:
+            raise _HeadTooLarge()
+
     # -- answering, one request at a time, in order
     def _answer_next(self) -> None:
         request = self._queue[0]
@@ -282,6 +302,9 @@ class HttpConnection(asyncio.Protocol):
             request.response_bytes(500, _JSON, _error_body("internal", "the gateway failed; see its log"))
         self._answering = False
         self._queue.popleft()
+        if self._refusal is not None and not self._queue:
+            self._refuse(*self._refusal)
+            return
         if len(self._queue) <= _PIPELINED_MAX and request.body_complete:
             self.resume_reading()
         if request.writer is not None and not request.writer.ended:
@@ -307,13 +330,21 @@ class HttpConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self._reading_paused and not self.lost:
+        if self._reading_paused and not self.lost and self._refusal is None:
             self._reading_paused = False
             self.transport.resume_reading()
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer a request that cannot be parsed, and close: the stream can't be resynchronised."""
-        body = _error_body("bad_request" if status == 400 else "not_implemented", message)
+        """Answer a request that cannot be parsed, and close: the stream can't be resynchronised.
+        Requests before it are answered first."""
+        self.pause_reading()
+        if self._current is not None and self._queue and self._queue[-1] is self._current:
+            self._queue.pop()  # it never parsed whole: not a request to answer
+        self._current = None
+        if self._answering:
+            self._refusal = (status, message)
+            return
+        body = _error_body({400: "bad_request", 431: "headers_too_large"}.get(status, "not_implemented"), message)
         self.write(_head(status, _JSON, True) + f"content-length: {len(body)}\r\n\r\n".encode() + body)
         self.transport.close()
 

@@ -224,3 +224,25 @@ async def test_stop_lets_a_call_in_flight_finish_then_closes(server):
     status, headers, body = await read_response(reader)
     assert (status, body, headers["connection"]) == (200, b"finally", "close")
     await stopping
+
+
+async def test_headers_past_the_bound_get_431_and_the_connection_closes(server):
+    _, port, _ = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: t\r\n" + b"X-Filler: %s\r\n" % (b"a" * 1000) * 100)
+    status, headers, body = await read_response(reader)
+    assert (status, headers["connection"]) == (431, "close")
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
+    assert await reader.read() == b""
+
+
+async def test_a_bad_request_behind_a_call_in_flight_waits_for_that_answer(server):
+    app, port, _ = server
+    app.release.clear()
+    reader, writer = await connect(port)
+    writer.write(post("/slow", b"") + b"NOT HTTP\r\n\r\n")
+    await asyncio.sleep(0.05)
+    app.release.set()
+    assert (await read_response(reader))[:1] == (200,)
+    assert (await read_response(reader))[0] == 400
+    assert await reader.read() == b""
