@@ -6,7 +6,6 @@ Both edges, HTTP and `infer.request.<fn>`, call `Dispatcher.invoke`, so they beh
 import logging
 import secrets
 import socket
-from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
@@ -27,22 +26,24 @@ from gateway.upstream import Call, StreamedBody, Upstream, UpstreamBroken, Upstr
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
 class Reply:
-    status: int
-    body: bytes
-    content_type: str
-    pod: str
-    stream: StreamedBody | None = None  # set when the worker streams its answer
+    """A worker's answer. (Plain slotted classes here and below: built on every call, and a frozen
+    dataclass's __init__ costs several times as much.)"""
+
+    __slots__ = ("status", "body", "content_type", "pod", "stream")
+
+    def __init__(self, status: int, body: bytes, content_type: str, pod: str, stream: StreamedBody | None = None):
+        self.status, self.body, self.content_type, self.pod = status, body, content_type, pod
+        self.stream = stream  # set when the worker streams its answer
 
 
-@dataclass(frozen=True, slots=True)
 class Pending:
     """A warm call started by `Dispatcher.start_now`; `call.future` is done when it answered."""
-    fn: str
-    pool: FnPool
-    slot: Slot
-    call: Call
+
+    __slots__ = ("fn", "pool", "slot", "call")
+
+    def __init__(self, fn: str, pool: FnPool, slot: Slot, call: Call):
+        self.fn, self.pool, self.slot, self.call = fn, pool, slot, call
 
 
 class Dispatcher:

@@ -135,19 +135,14 @@ class _Conn(asyncio.Protocol):
             self.waiter.set_result(self.response)
 
 
-def _expire(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 class Call:
     """One request written to a worker; `future` resolves with its response (or the error)."""
 
-    __slots__ = ("endpoint", "conn", "future", "timer", "reused", "timeout_s")
+    __slots__ = ("endpoint", "conn", "future", "deadline", "reused", "timeout_s")
 
-    def __init__(self, endpoint: str, conn: _Conn, future: asyncio.Future, timer: asyncio.TimerHandle,
+    def __init__(self, endpoint: str, conn: _Conn, future: asyncio.Future, deadline: float,
                  reused: bool, timeout_s: float):
-        self.endpoint, self.conn, self.future, self.timer = endpoint, conn, future, timer
+        self.endpoint, self.conn, self.future, self.deadline = endpoint, conn, future, deadline
         self.reused, self.timeout_s = reused, timeout_s
 
     @property
@@ -166,6 +161,9 @@ class Upstream:
     def __init__(self, max_idle_per_worker: int = 512):
         self._idle: dict[str, deque[_Conn]] = {}
         self._max_idle = max_idle_per_worker
+        # Calls in flight, for one sweep that times them out: a timer per call cost more.
+        self._in_flight: set[Call] = set()
+        self._sweeper: asyncio.Task | None = None
 
     def start(self, endpoint: str, path: str, body: bytes, content_type: str, timeout_s: float,
               extra_headers: str = "", conn: _Conn | None = None) -> Call | None:
@@ -185,13 +183,16 @@ class Upstream:
         else:
             conn.transport.write(head)
             conn.transport.write(body)
-        # A timer instead of asyncio.wait_for, which costs a task per call on the hot path.
-        return Call(endpoint, conn, future, loop.call_later(timeout_s, _expire, future), reused, timeout_s)
+        call = Call(endpoint, conn, future, loop.time() + timeout_s, reused, timeout_s)
+        self._in_flight.add(call)
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._time_out_overdue_calls())
+        return call
 
     def outcome(self, call: Call) -> tuple[int, str, "bytes | StreamedBody"]:
         """(status, content type, body) of a done call; the body is a StreamedBody when the worker
         streams (chunked or text/event-stream). Raises the call's UpstreamBroken or TimeoutError."""
-        call.timer.cancel()
+        self._in_flight.discard(call)
         conn = call.conn
         conn.waiter = None
         if call.future.cancelled() or call.future.exception() is not None:
@@ -216,15 +217,38 @@ class Upstream:
         UpstreamBroken or TimeoutError. `extra_headers` are "Name: value\\r\\n" lines."""
         call = self.start(endpoint, path, body, content_type, timeout_s, extra_headers)
         if call is not None:
-            await _settled(call)
+            await self._settled(call)
             if not call.retryable:
                 return self.outcome(call)
-            call.timer.cancel()
+            self._in_flight.discard(call)
             call.conn.transport.close()
         conn = await self._connect(endpoint)
         call = self.start(endpoint, path, body, content_type, timeout_s, extra_headers, conn=conn)
-        await _settled(call)
+        await self._settled(call)
         return self.outcome(call)
+
+    async def _settled(self, call: Call) -> None:
+        """Wait for the call to be done without raising its error (`outcome` does that); a waiter
+        that is cancelled abandons the call and its connection."""
+        try:
+            await call.future
+        except asyncio.CancelledError:
+            self._in_flight.discard(call)
+            call.conn.waiter = None
+            call.conn.transport.close()
+            raise
+        except Exception:
+            pass
+
+    async def _time_out_overdue_calls(self, every_s: float = 0.25) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every_s)
+            now = loop.time()
+            for call in [c for c in self._in_flight if c.deadline <= now]:
+                self._in_flight.discard(call)
+                if not call.future.done():
+                    call.future.set_exception(TimeoutError())
 
     def _idle_conn(self, endpoint: str) -> _Conn | None:
         idle = self._idle.get(endpoint)
@@ -259,17 +283,6 @@ class Upstream:
     def close(self) -> None:
         for endpoint in list(self._idle):
             self.forget(endpoint)
-
-
-async def _settled(call: Call) -> None:
-    """Wait for the call to be done without raising its error (`Upstream.outcome` does that); a
-    waiter that is cancelled abandons the call and its connection."""
-    try:
-        await call.future
-    except asyncio.CancelledError:
-        call.timer.cancel()
-        call.conn.waiter = None
-        call.conn.transport.close()
-        raise
-    except Exception:
-        pass
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
