@@ -59,11 +59,13 @@ class Request:
         self._held += len(chunk)
         if self._held > _HELD_BODY_BYTES:
             self.conn.pause_reading()
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def finish(self) -> None:
         self._complete = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -248,10 +250,15 @@ class HttpConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count_head(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > _HEAD_MAX_BYTES:
+            raise _HeadTooLarge()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value))
+        # llhttp sets no bound of its own on a request's head
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > _HEAD_MAX_BYTES:
+            raise _HeadTooLarge()
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
@@ -277,12 +284,6 @@ class HttpConnection(asyncio.Protocol):
         self._current = None
         if not self._answering:
             self._answer_next()
-
-    def _count_head(self, n: int) -> None:
-        # llhttp sets no bound of its own on a request's head
-        self._head_bytes += n
-        if self._head_bytes > _HEAD_MAX_BYTES:
-            raise _HeadTooLarge()
 
     # -- answering, one request at a time, in order
     def _answer_next(self) -> None:

@@ -106,10 +106,10 @@ class _Conn(asyncio.Protocol):
         self.response = _Response()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name == b"content-type":
+        size = len(name)  # most headers are neither: skip them without lower-casing
+        if size == 12 and name.lower() == b"content-type":
             self.response.content_type = value.decode("latin-1")
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+        elif size == 17 and name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
             self.response.chunked = True
 
     def on_headers_complete(self) -> None:
