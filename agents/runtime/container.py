@@ -1,9 +1,10 @@
 """Container runtime: each worker is a container, driven through the Docker-compatible API
 (aiodocker) of a Docker or Podman socket. Podman with runc is what checkpoint/restore needs.
 
-A container is named ``thaw-<pod>``, so `running` finds this node's workers after an agent
-restart and a repeated `start` finds the one it already made (labels record pod, fn and node
-for operators, but a restored copy inherits its source's labels, so names are what we trust).
+A container is named ``thaw-<pod>`` (thaw_core.podman.names), so `running` finds this node's
+workers after an agent restart and a repeated `start` finds the one it already made (labels
+record pod, fn and node for operators, but a restored copy inherits its source's labels, so
+names are what we trust). Standby containers the snapshotter keeps are not workers.
 Its port is published on 127.0.0.1:<launch.port> only. Host directories from the settings
 (the node's model cache) are bind-mounted read-only at the same path: weights are mapped from
 the host page cache, shared by every worker and absent from every checkpoint.
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import aiodocker
 
+from thaw_core.podman.names import POD_PREFIX, container_name, pod_of
+from thaw_core.podman.service import ensure_service
+
 from agents.runtime.base import WorkerHandle, WorkerLaunch
-from agents.runtime.podman_service import ensure_service
 
 LABEL_POD, LABEL_FN, LABEL_NODE, LABEL_PORT = "thaw.pod", "thaw.fn", "thaw.node", "thaw.port"
 DEFAULT_SOCKET = Path("/run/thaw/podman.sock")
@@ -27,10 +30,6 @@ class ContainerSettings:
     node: str = ""
     mounts: tuple[Path, ...] = ()  # host dirs bind-mounted read-only at the same path
     start_service: bool = True  # start `podman system service` on `socket` if none answers
-
-
-def container_name(pod: str) -> str:
-    return f"thaw-{pod}"
 
 
 def create_config(launch: WorkerLaunch, settings: ContainerSettings) -> dict:
@@ -129,11 +128,10 @@ class ContainerRuntime:
         from the name and the port from the published binding, not from labels: a container
         restored from another pod's checkpoint keeps that pod's labels."""
         docker = await self._api()
-        found = await docker.containers.list(filters={"name": ["thaw-"]})
+        found = await docker.containers.list(filters={"name": [POD_PREFIX]})
         out = []
         for c in found:
-            names = [n.lstrip("/") for n in c._container.get("Names") or []]
-            pod = next((n[len("thaw-"):] for n in names if n.startswith("thaw-")), None)
+            pod = next((p for n in c._container.get("Names") or [] if (p := pod_of(n))), None)
             ports = [p.get("PublicPort") or p.get("host_port") for p in c._container.get("Ports") or []]
             port = next((p for p in ports if p), 0)
             if pod:
