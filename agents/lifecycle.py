@@ -62,7 +62,7 @@ class Lifecycle:
         and this node can, else cold-start it. A repeat, or a pod no longer pending, is a no-op."""
         if a.pod in self.workers:
             return
-        restore = bool(a.snapshot) and self._snapshots is not None and self._runtime.name == "process"
+        restore = bool(a.snapshot) and self._snapshots is not None and self._snapshots.runtime == self._runtime.name
         first = PodState.RESTORING if restore else PodState.STARTING
         applied, found = await self._pods.transition(a.pod, {PodState.PENDING}, first, now_ms())
         if not applied:
@@ -205,6 +205,8 @@ class Lifecycle:
                 record = await self._pods.get(pod)
                 if record is not None and record.state in (PodState.STARTING, PodState.RESTORING):
                     continue  # its start watcher decides: fail a cold start, fall back from a restore
+                if record is not None and record.state == PodState.DRAINING:
+                    continue  # being stopped: a container is gone before `stop` returns
                 await self.fail(pod, worker.fn, "worker process exited")
                 continue
             record = await self._pods.get(pod)

@@ -83,13 +83,14 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
 
 
 def _snapshot_client(settings: AgentSettings, runtime, nc, js, r) -> SnapshotClient | None:
-    """Snapshots need the process runtime with PID namespaces (what CRIU restores side by side);
-    container checkpoints through the snapshotter are not wired yet."""
-    if not settings.request_snapshots or not getattr(runtime, "pid_namespace", False):
+    """Snapshots need workers a restored copy cannot collide with: containers (a namespace set
+    per copy), or processes in their own PID namespace (what CRIU restores side by side)."""
+    isolated = runtime.name == "container" or getattr(runtime, "pid_namespace", False)
+    if not settings.request_snapshots or not isolated:
         log.info("node %s: no snapshots (runtime %s%s)", settings.node, runtime.name,
                  "" if settings.request_snapshots else ", request_snapshots = false")
         return None
-    return SnapshotClient(settings.node, nc, js, r, settings.restore_timeout_s)
+    return SnapshotClient(settings.node, nc, js, r, settings.restore_timeout_s, runtime.name)
 
 
 async def _publish_capacity(js, capacity: NodeCapacity) -> None:

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from bus_schemas import subjects
 from bus_schemas.codec import DecodeError, decode, encode
-from bus_schemas.functions import FunctionSpec, spec_digest
+from bus_schemas.functions import FunctionSpec, runtime_of, spec_digest
 from bus_schemas.pods import PodAssigned
 from bus_schemas.snapshots import SnapshotRequested, SnapshotRestore, SnapshotRestored
 from thaw_core import bus, telemetry
@@ -41,16 +41,17 @@ class RestoreUnavailable(Exception):
 
 
 class SnapshotClient:
-    def __init__(self, node: str, nc: Client, js: JetStreamContext, r: Redis, restore_timeout_s: float):
-        self.node = node
+    def __init__(self, node: str, nc: Client, js: JetStreamContext, r: Redis, restore_timeout_s: float,
+                 runtime: str = "process"):
+        self.node, self.runtime = node, runtime  # the agent's runtime: what it restores into
         self._nc, self._js, self._r = nc, js, r
         self._catalog = SnapshotCatalog(r)
         self._timeout = restore_timeout_s
 
     async def restore(self, a: PodAssigned) -> tuple[WorkerHandle, float]:
         """Restore `a.snapshot` as the worker of `a.pod`: (handle, seconds the snapshotter took).
-        The handle's endpoint is the snapshot's port, not one picked for this pod.
-        Raises RestoreUnavailable."""
+        The handle's endpoint is where the restored worker answers (a process keeps the
+        snapshot's port; a container gets a free host port). Raises RestoreUnavailable."""
         req = SnapshotRestore(pod=a.pod, fn=a.spec.name, snapshot=a.snapshot)
         try:
             msg = await self._nc.request(subjects.snapshot_restore(self.node), encode(req), timeout=self._timeout,
@@ -67,17 +68,20 @@ class SnapshotClient:
             raise RestoreUnavailable(a.snapshot, f"unreadable reply from the snapshotter: {exc}") from None
         if not reply.ok:
             raise RestoreUnavailable(a.snapshot, reply.error or "the snapshotter gave no reason")
-        return WorkerHandle(pod=a.pod, runtime="process", ref=reply.runtime_ref, endpoint=reply.endpoint), reply.restore_s
+        handle = WorkerHandle(pod=a.pod, runtime=self.runtime, ref=reply.runtime_ref, endpoint=reply.endpoint)
+        return handle, reply.restore_s
 
     async def request_if_missing(self, spec: FunctionSpec, pod: str) -> bool:
         """Ask for a snapshot of warm `pod` unless the function has a usable one or none can be
         taken here. True when a request was published (repeats are de-duplicated by the bus)."""
-        if not spec.snapshot or not spec.command:
+        runtime = runtime_of(spec)
+        if not spec.snapshot or runtime != self.runtime:
             return False
-        if "criu" not in await self._catalog.capabilities(self.node):
+        offered = await self._catalog.capabilities(self.node)
+        if "criu" not in offered or (runtime == "container" and "container" not in offered):
             return False
         digest = spec_digest(spec)
-        if await self._catalog.usable(spec.name, digest, self.node) is not None:
+        if await self._catalog.usable(spec.name, digest, self.node, runtime) is not None:
             return False
         msg = SnapshotRequested(fn=spec.name, pod=pod, node=self.node, at_ms=now_ms(), spec_digest=digest)
         await bus.publish(self._js, subjects.snapshot_requested(spec.name), msg, msg_id=f"snapreq:{spec.name}:{pod}")

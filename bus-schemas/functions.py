@@ -55,10 +55,15 @@ class FunctionSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     scaling: Scaling = Scaling()
     placement_policy: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "thaw"
     tenant: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "default"
-    # Snapshot a warm worker once and restore later pods from it (process runtime, on nodes
-    # whose snapshotter runs). False for workers whose state must not be copied.
+    # Snapshot a warm worker once and restore later pods from it (on nodes whose snapshotter
+    # runs, either runtime). False for workers whose state must not be copied.
     snapshot: bool = True
     v: int = SCHEMA_VERSION
+
+
+def runtime_of(spec: FunctionSpec) -> str:
+    """The worker runtime a spec needs: "process" for a `command`, "container" for an `image`."""
+    return "container" if spec.image else "process"
 
 
 class SpecError(ValueError):

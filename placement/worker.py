@@ -13,7 +13,7 @@ import logging
 import secrets
 
 from bus_schemas import subjects
-from bus_schemas.functions import FunctionSpec, spec_digest
+from bus_schemas.functions import FunctionSpec, runtime_of, spec_digest
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.nodes import NodeCapacity, NodeHeartbeat
 from bus_schemas.pods import GpuSlice, PodAssigned, PodState, PodStateChanged, PodStop
@@ -96,9 +96,9 @@ class PlacementWorker:
 
     async def _snapshot_for(self, spec: FunctionSpec, node: str) -> str:
         """The snapshot a new pod of `spec` on `node` restores from, "" for a cold start."""
-        if not spec.snapshot or not spec.command:
+        if not spec.snapshot:
             return ""
-        found = await self.snapshots.usable(spec.name, spec_digest(spec), node)
+        found = await self.snapshots.usable(spec.name, spec_digest(spec), node, runtime_of(spec))
         return found.id if found else ""
 
     def _reservation(self, pod: str, spec: FunctionSpec, p: Placed, snapshot: str = "") -> Reservation:

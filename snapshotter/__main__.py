@@ -1,7 +1,9 @@
-"""`python -m snapshotter --nats URL --redis URL --node NAME --state-dir DIR [--shared-dir DIR]`
+"""`python -m snapshotter --nats URL --redis URL --node NAME --state-dir DIR [--shared-dir DIR]
+[--runtime container --podman-socket PATH --standby N]`
 
 Runs one node's snapshotter (see snapshotter/service.py). Needs root and CRIU 4.x
-(`sudo infra/install-criu.sh`); exits with that hint when CRIU is not usable.
+(`sudo infra/install-criu.sh`), and podman for `--runtime container`
+(`sudo infra/install-podman.sh`); exits with that hint when either is not usable.
 """
 
 import argparse
@@ -10,6 +12,8 @@ from pathlib import Path
 
 from thaw_core.process import run_until_signalled
 from thaw_core.telemetry import setup_logging, setup_tracing
+
+from thaw_core.podman.service import PodmanUnavailable
 
 from snapshotter.errors import CriuMissing
 from snapshotter.retention import RetentionPolicy
@@ -28,18 +32,26 @@ def main() -> None:
     p.add_argument("--keep", type=int, default=3, help="snapshots kept per function")
     p.add_argument("--max-age-s", type=int, default=7 * 24 * 3600, help="older snapshots are deleted "
                    "(the newest is always kept)")
+    p.add_argument("--runtime", choices=("process", "container"), default="process",
+                   help="the runtime of this node's agent (what its workers are)")
+    p.add_argument("--podman-socket", type=Path, default=Path("/run/thaw/podman.sock"),
+                   help="podman API socket (container runtime; the agent's container_socket)")
+    p.add_argument("--standby", type=int, default=1, help="staged containers kept per container "
+                   "snapshot, so a restore skips podman's import (0: always import)")
     a = p.parse_args()
     try:
         retention = RetentionPolicy(keep_count=a.keep, max_age_s=a.max_age_s)
     except ValueError as exc:
         p.error(str(exc))
     settings = SnapshotterSettings(node=a.node, nats_url=a.nats, redis_url=a.redis, state_dir=a.state_dir,
-                                   shared_dir=a.shared_dir, criu_path=a.criu, retention=retention)
+                                   shared_dir=a.shared_dir, criu_path=a.criu, retention=retention,
+                                   runtime=a.runtime, podman_socket=a.podman_socket,
+                                   standby_per_snapshot=a.standby)
     setup_logging(f"snapshotter-{settings.node}")
     setup_tracing(f"snapshotter-{settings.node}")
     try:
         run_until_signalled(lambda stop: run_snapshotter(settings, stop))
-    except CriuMissing as exc:
+    except (CriuMissing, PodmanUnavailable) as exc:
         sys.exit(f"snapshotter: {exc}")
 
 

@@ -2,12 +2,17 @@
 
 Every failure is an answer with `ok = false` and a reason (the agent then cold-starts the pod
 and records the reason in its events); nothing here leaves a half-restored worker running.
-Contract of a successful answer: the worker process runs (`runtime_ref` "pid:starttime", the
-init of a fresh PID namespace) and listens on the snapshot's port (`endpoint`), which for the
-process runtime is the port of the worker it was taken from. So:
+Contract of a successful answer: the worker runs and answers on `endpoint`.
 
-- the port must be free: "snapshot port busy" otherwise (e.g. the original still serves);
-  containers, with a network namespace per copy, would not have this limit;
+- process snapshots: `runtime_ref` is "pid:starttime" of the init of a fresh PID namespace,
+  listening on the snapshot's port, which is the port of the worker it was taken from;
+- container snapshots (container_restores.py): `runtime_ref` is the id of container
+  ``thaw-<pod>``, with its own network namespace, published on a free host port.
+
+So:
+
+- for a process snapshot the port must be free: "snapshot port busy" otherwise (e.g. the
+  original still serves); containers, with a network namespace per copy, have no such limit;
 - a corrupt or vanished image is removed from the index (and the tiers), so the next pod does
   not try it again and the next warm pod asks for a fresh snapshot;
 - if the pod stopped restoring while CRIU ran (the agent gave up waiting, or placement stopped
@@ -26,10 +31,11 @@ from bus_schemas.snapshots import SnapshotRestore, SnapshotRestored
 
 from snapshotter import criu as criu_mod
 from snapshotter import procs
+from snapshotter.container_restores import ContainerRestores
 from snapshotter.criu import Criu
 from snapshotter.errors import SnapshotCorrupt, SnapshotMissing, SnapshotUnusable
 from snapshotter.index import SnapshotIndex
-from snapshotter.manifest import HostFacts
+from snapshotter.manifest import HostFacts, Manifest
 from snapshotter.materialize import evict, materialize
 from snapshotter.settings import SnapshotterSettings
 
@@ -37,32 +43,55 @@ log = logging.getLogger(__name__)
 
 
 class Restores:
-    def __init__(self, settings: SnapshotterSettings, criu: Criu, r: Redis, lock: asyncio.Lock):
+    def __init__(self, settings: SnapshotterSettings, criu: Criu, r: Redis, lock: asyncio.Lock,
+                 containers: ContainerRestores | None = None):
         self.s, self.criu, self._r = settings, criu, r
         self.store, self.index = settings.store(), SnapshotIndex(r)
         self.host = HostFacts.local(criu.version)
         self._lock = lock
+        self.containers = containers  # None: this node restores process snapshots only
 
     async def restore(self, req: SnapshotRestore) -> SnapshotRestored:
         started = time.monotonic()
         try:
-            pid, endpoint = await self._restore(req)
+            ref, endpoint = await self._restore(req)
         except SnapshotUnusable as exc:
             log.warning("restore of %s for pod %s refused: %s", req.snapshot, req.pod, exc)
             return SnapshotRestored(ok=False, error=str(exc).strip())
-        ref = procs.ref_of(pid)
-        if ref is None:
-            return SnapshotRestored(ok=False, error=f"restored worker (pid {pid}) exited at once")
         took = time.monotonic() - started
-        log.info("restored %s as pod %s (pid %d, %s) in %.3fs", req.snapshot, req.pod, pid, endpoint, took)
+        log.info("restored %s as pod %s (%s, %s) in %.3fs", req.snapshot, req.pod, ref, endpoint, took)
         return SnapshotRestored(ok=True, runtime_ref=ref, endpoint=endpoint, restore_s=round(took, 4))
 
-    async def _restore(self, req: SnapshotRestore) -> tuple[int, str]:
+    async def _restore(self, req: SnapshotRestore) -> tuple[str, str]:
         indexed = await self.index.get(req.snapshot)
         if indexed is None or indexed.manifest.fn != req.fn:
             raise SnapshotMissing("restore snapshot", f"not in the index for function {req.fn} "
                                   "(deleted by retention?)", snapshot=req.snapshot)
         m = indexed.manifest
+        if m.runtime == "container" and self.containers is not None:
+            return await self._restore_container(req, m)
+        pid, endpoint = await self._restore_process(req, m)
+        ref = procs.ref_of(pid)
+        if ref is None:
+            raise SnapshotUnusable("restore snapshot", f"restored worker (pid {pid}) exited at once", snapshot=m.id)
+        return ref, endpoint
+
+    async def _restore_container(self, req: SnapshotRestore, m: Manifest) -> tuple[str, str]:
+        async with self._lock:
+            try:
+                restored, how = await self.containers.restore(req.pod, m)
+            except (SnapshotCorrupt, SnapshotMissing):
+                await self._forget(m.fn, m.id)
+                raise
+        log.info("container %s of pod %s restored from %s (%s)", restored.id[:12], req.pod, m.id, how)
+        state = await self._r.hget(K.pod(req.pod), "state")
+        if state != PodState.RESTORING.value:
+            await self.containers.podman.remove(restored.id)
+            raise SnapshotUnusable("restore snapshot", f"pod {req.pod} is {state or 'gone'}, no longer restoring; "
+                                   "the restored worker was stopped", snapshot=m.id)
+        return restored.id, restored.endpoint
+
+    async def _restore_process(self, req: SnapshotRestore, m: Manifest) -> tuple[int, str]:
         async with self._lock:  # one restore at a time: the port check and the bind stay together
             if procs.port_in_use(m.port):
                 raise SnapshotUnusable("restore snapshot", f"snapshot port busy: 127.0.0.1:{m.port} is in use "

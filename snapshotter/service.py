@@ -4,9 +4,11 @@
   for its node) and publishes `snapshot.ready.<fn>` (see dumps.py);
 - answers core request/reply `snapshot.restore.<node>` (see restores.py);
 - at start-up, stops restored workers a predecessor left unowned (see orphans.py);
+- with `runtime = "container"`, checkpoints and restores the agent's containers through the
+  podman API (containers.py, container_restores.py) and keeps staged standbys (standby.py);
 - keeps `redis_keys.snapshotter(node)` alive (TTL `presence_ttl_s`) while it runs, so
   placement offers this node's snapshots only while something here can restore them, and the
-  agent reports `criu` in its NodeCapacity.snapshot_support.
+  agent reports its capabilities (`criu`, plus `container`) in NodeCapacity.snapshot_support.
 One CRIU operation runs at a time per node (a lock shared by dumps and restores).
 """
 
@@ -23,13 +25,18 @@ from thaw_core import bus, telemetry
 from thaw_core.store.client import connect_redis
 from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import announce_snapshotter, withdraw_snapshotter
+from thaw_core.podman.checkpoints import PodmanCheckpoints
+from thaw_core.podman.service import ensure_service
 from thaw_core.subscriber import make_broker, subscribe
 
+from snapshotter.container_restores import ContainerRestores
 from snapshotter.criu import find_criu
 from snapshotter.dumps import Dumps
 from snapshotter.orphans import stop_orphans
 from snapshotter.restores import Restores
+from snapshotter.manifest import HostFacts
 from snapshotter.settings import SnapshotterSettings
+from snapshotter.standby import StandbyPool
 
 log = logging.getLogger(__name__)
 QUEUE_GROUP = "snapshotter"  # two snapshotters on one node share its restores
@@ -46,7 +53,9 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     if killed := await stop_orphans(settings.node, Pods(r)):
         log.warning("stopped %d restored worker(s) left by a snapshotter that died mid-restore", killed)
     lock = asyncio.Lock()
-    dumps, restores = Dumps(settings, criu, js, r, lock), Restores(settings, criu, r, lock)
+    containers = await _containers(settings, criu.version, lock)
+    dumps = Dumps(settings, criu, js, r, lock, containers)
+    restores = Restores(settings, criu, r, lock, containers)
     broker = make_broker(settings.nats_url, f"snapshotter-{settings.node}")
     # NEW: a node's first snapshotter does not replay a week of other pods' requests.
     subscribe(broker, streams.snapshotter_requests(settings.node), SnapshotRequested, dumps.on_requested,
@@ -70,9 +79,23 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
             await withdraw_snapshotter(r, settings.node)
         await sub.unsubscribe()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if containers is not None:
+            await containers.close()
         await broker.stop()
         await nc.close()
         await r.aclose()
+
+
+async def _containers(settings: SnapshotterSettings, criu_version: str,
+                      lock: asyncio.Lock) -> ContainerRestores | None:
+    """The container side, on a node whose agent runs containers; PodmanUnavailable says how
+    to install podman when it is missing."""
+    if settings.runtime != "container":
+        return None
+    await ensure_service(settings.podman_socket)
+    podman = PodmanCheckpoints(settings.podman_socket)
+    return ContainerRestores(podman, settings.store(), HostFacts.local(criu_version), settings.cache_dir,
+                             StandbyPool(podman, settings.standby_per_snapshot), lock)
 
 
 async def _answer(restores: Restores, msg) -> None:
@@ -93,7 +116,7 @@ async def _answer(restores: Restores, msg) -> None:
 async def _stay_present(r, settings: SnapshotterSettings) -> None:
     while True:
         try:
-            await announce_snapshotter(r, settings.node, ("criu",), settings.presence_ttl_s)
+            await announce_snapshotter(r, settings.node, settings.capabilities(), settings.presence_ttl_s)
         except Exception:
             log.warning("could not refresh presence in Redis; retrying")
         await asyncio.sleep(settings.presence_ttl_s / 3)

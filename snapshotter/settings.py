@@ -17,6 +17,15 @@ class SnapshotterSettings:
     criu_path: str | None = None  # default: /usr/local/sbin/criu, then PATH
     presence_ttl_s: float = 5.0  # placement stops choosing this node's snapshots this long after a crash
     retention: RetentionPolicy = RetentionPolicy()
+    # "process": CRIU on local-process workers; "container": podman checkpoints of the agent's
+    # container workers, through the podman API on `podman_socket` (the agent's runtime decides).
+    runtime: str = "process"
+    podman_socket: Path = Path("/run/thaw/podman.sock")
+    standby_per_snapshot: int = 1  # staged containers kept per container snapshot (0: always import)
+
+    def capabilities(self) -> tuple[str, ...]:
+        """What this snapshotter announces: ("criu",) or ("criu", "container")."""
+        return ("criu", "container") if self.runtime == "container" else ("criu",)
 
     def store(self) -> TieredStore:
         tiers = [Tier("local", self.state_dir / "local")]

@@ -115,9 +115,11 @@ def _snapshotter_args(state_dir: Path, config: Path | None, common: list[str]) -
         say(f"snapshots off, every pod cold-starts: {exc}")
         return None
     say(f"CRIU {criu.version} passes `criu check`")
-    node = load_agent_settings(config, "", "", state_dir).node  # the name the agent uses
-    return ["-m", "snapshotter", *common, "--node", node, "--state-dir", str(state_dir / "snapshotter"),
-            "--shared-dir", str(state_dir / "snapshots-shared")]
+    agent = load_agent_settings(config, "", "", state_dir)  # the node name and runtime the agent uses
+    container = [] if agent.runtime != "container" else [
+        "--runtime", "container", "--podman-socket", str(agent.container_socket)]
+    return ["-m", "snapshotter", *common, "--node", agent.node, "--state-dir", str(state_dir / "snapshotter"),
+            "--shared-dir", str(state_dir / "snapshots-shared"), *container]
 
 
 def ensure_api_key(state_dir: Path, redis_url: str) -> str:

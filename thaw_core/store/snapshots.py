@@ -74,7 +74,8 @@ class SnapshotCatalog:
         `node`, and `node` must have a live snapshotter. None means cold start; the agent still
         falls back to a cold start if the restore itself fails.
         """
-        if "criu" not in await self.capabilities(node):
+        offered = await self.capabilities(node)
+        if "criu" not in offered or (runtime == "container" and "container" not in offered):
             return None
         for s in await self.for_function(fn):
             if s.spec_digest == spec_digest and s.runtime == runtime and s.reachable_from(node):
@@ -82,7 +83,8 @@ class SnapshotCatalog:
         return None
 
     async def capabilities(self, node: str) -> tuple[str, ...]:
-        """What the live snapshotter on `node` offers, e.g. ("criu",); () when none runs."""
+        """What the live snapshotter on `node` offers: ("criu",) for process workers,
+        ("criu", "container") for container workers; () when none runs."""
         raw = await self._r.get(K.snapshotter(node))
         return tuple(c for c in (raw or "").split(",") if c)
 
