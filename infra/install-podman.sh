@@ -9,6 +9,11 @@
 #   restored copies of one checkpoint can listen on "the same" port side by side.
 # - default ulimits no higher than this machine's hard limits, or every `podman run` fails.
 # - cgroupfs and a file events logger: there is no systemd here.
+# - /etc/criu/runc.conf with `tcp-close`: runc hands this file to CRIU on every checkpoint and
+#   restore. A warm worker usually holds keep-alive connections from the gateway when it is
+#   checkpointed; podman 4.3 has no --tcp-close, and without it CRIU refuses to restore a
+#   "Connected TCP socket in image". Restored copies get those connections closed instead (their
+#   peers are gone), the same as the process runtime's `criu restore --tcp-close`.
 #
 # Settings go to /etc/containers/containers.conf.d/50-thaw.conf (a drop-in: the rest of the
 # system's containers.conf is left alone). Idempotent; a second run only re-checks.
@@ -58,6 +63,13 @@ if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then
   step "writing $conf"
   mkdir -p "$conf_dir"
   printf '%s\n' "$want" >"$conf"
+fi
+
+criu_conf=/etc/criu/runc.conf
+if ! grep -qx 'tcp-close' "$criu_conf" 2>/dev/null; then
+  step "adding tcp-close to $criu_conf"
+  mkdir -p /etc/criu
+  printf 'tcp-close\n' >>"$criu_conf"
 fi
 
 runtime="$(podman info --format '{{.Host.OCIRuntime.Name}}' 2>/dev/null)" \
