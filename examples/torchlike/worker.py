@@ -23,9 +23,9 @@ HTTP API (stdlib http.server, one thread per connection):
   weights, plus warm state (``served`` counter, ``loaded_at``, ``pid``) so a test can tell a
   restored worker from a cold one.
 
-Environment: PORT (required), THAW_MODEL_DIR (weights cache, default ~/.cache/thaw/models),
-THAW_MODEL_MIB (default 1024), THAW_IMPORT_FUNCS (import-time work, default 9000 functions),
-THAW_BIND (default 127.0.0.1; containers use 0.0.0.0).
+Environment: PORT (required), MODEL_DIR (weights cache, default ~/.cache/thaw/models),
+MODEL_MIB (default 1024), IMPORT_FUNCS (import-time work, default 9000 functions), BIND
+(default 127.0.0.1; containers use 0.0.0.0); each may also be given as THAW_<NAME>.
 Logs go to stdout; whoever starts the worker must open the log file O_APPEND (CRIU refuses to
 restore a process whose non-append log file changed size since the dump).
 """
@@ -167,12 +167,18 @@ def make_handler(model: Model) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def setting(name: str, default: str) -> str:
+    """NAME from the environment, else THAW_NAME, else `default`. A deployed function sets the
+    plain names (the platform reserves THAW_* for itself); benchmarks and images use THAW_*."""
+    return os.environ.get(name) or os.environ.get(f"THAW_{name}") or default
+
+
 def main() -> None:
     port = int(os.environ["PORT"])
-    bind = os.environ.get("THAW_BIND", "127.0.0.1")
-    model_dir = Path(os.environ.get("THAW_MODEL_DIR") or Path.home() / ".cache/thaw/models")
-    size_mib = int(os.environ.get("THAW_MODEL_MIB", "1024"))
-    n_funcs = int(os.environ.get("THAW_IMPORT_FUNCS", "9000"))
+    bind = setting("BIND", "127.0.0.1")
+    model_dir = Path(setting("MODEL_DIR", "") or Path.home() / ".cache/thaw/models")
+    size_mib = int(setting("MODEL_MIB", "1024"))
+    n_funcs = int(setting("IMPORT_FUNCS", "9000"))
 
     # A worker may run as PID 1 of its own namespace, where SIGTERM is ignored by default.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -38,6 +38,10 @@ class Harness:
     http_port: int = field(default_factory=free_port)
     node: str = field(default_factory=lambda: f"node-{os.urandom(3).hex()}")
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # The container runtime on this node (agent and snapshotter), when `container_socket` is set.
+    container_socket: Path | None = None
+    container_mounts: tuple[Path, ...] = ()
+    standby: int = 1  # the snapshotter's staged containers per snapshot
 
     @property
     def url(self) -> str:
@@ -51,12 +55,24 @@ class Harness:
             return ["-m", "placement", *common, "--name", name, "--node-timeout", "4"]
         if name == "agent":
             config = self.root / "node.toml"
-            config.write_text(NODE_CONFIG.replace("{node}", self.node))
+            config.write_text(self._node_config())
             return ["-m", "agents", *common, "--state-dir", str(self.root / "agent"), "--config", str(config)]
         if name == "snapshotter":
+            extra = [] if self.container_socket is None else [
+                "--runtime", "container", "--podman-socket", str(self.container_socket), "--standby", str(self.standby)]
             return ["-m", "snapshotter", *common, "--node", self.node, "--state-dir", str(self.snapshot_dir),
-                    "--shared-dir", str(self.shared_dir)]
+                    "--shared-dir", str(self.shared_dir), *extra]
         raise ValueError(name)
+
+    def _node_config(self) -> str:
+        config = NODE_CONFIG.replace("{node}", self.node)
+        if self.container_socket is None:
+            return config
+        mounts = ", ".join(f'"{m}"' for m in self.container_mounts)
+        keys = (f'runtime = "container"\ncontainer_socket = "{self.container_socket}"\n'
+                f"container_mounts = [{mounts}]\n")
+        # [node] keys go before the [[node.mock_gpus]] tables, which would take them otherwise
+        return config.replace("restore_timeout_s = 10\n", "restore_timeout_s = 10\n" + keys)
 
     @property
     def snapshot_dir(self) -> Path:

@@ -84,7 +84,7 @@ PODMAN_SOCKET = Path("/run/thaw/podman-test.sock")
 @pytest.fixture(scope="session")
 def podman_socket() -> Path:
     """A podman API service for the tests (started if none answers on PODMAN_SOCKET)."""
-    from agents.runtime.podman_service import PodmanUnavailable, ensure_service
+    from thaw_core.podman.service import PodmanUnavailable, ensure_service
 
     if os.geteuid() != 0:
         pytest.fail("podman checkpoint/restore tests must run as root (rootful podman)")

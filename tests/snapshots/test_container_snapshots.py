@@ -7,12 +7,14 @@ import uuid
 
 import pytest
 
-from agents.runtime.base import WorkerLaunch
+from agents.runtime.base import WorkerHandle, WorkerLaunch
 from agents.runtime.container import ContainerRuntime, ContainerSettings
-from agents.runtime.podman_checkpoint import PodmanCheckpoints
+from thaw_core.podman.checkpoints import PodmanCheckpoints
 from conftest import free_port
 from snapshot_workers import MODEL_DIR, WORKER_IMPORT_FUNCS, WORKER_MODEL_MIB, infer, wait_answers
 from snapshotter.capture import capture_image, new_snapshot_id
+from snapshotter.containers import CHECKPOINT_FILE
+from snapshotter.standby import StandbyPool
 from snapshotter.errors import SnapshotCorrupt
 from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import HostFacts, Manifest
@@ -56,7 +58,7 @@ async def snapshot_container(runtime, podman_socket, redis, store, handle, tmp_p
     """Checkpoint (left running) into the tiered store, like the snapshotter would."""
     sid = new_snapshot_id("torchlike")
     image_dir = tmp_path / f"ckpt-{sid}"
-    ckpt = await PodmanCheckpoints(podman_socket).checkpoint(handle.ref, image_dir / "checkpoint.tar")
+    ckpt = await PodmanCheckpoints(podman_socket).checkpoint(handle.ref, image_dir / CHECKPOINT_FILE)
     assert ckpt.size_bytes > 0
     draft = Manifest(id=sid, fn="torchlike", node="test-node", runtime="container",
                      created_ms=int(time.time() * 1000), sha256="", size_bytes=0, raw_bytes=0,
@@ -68,10 +70,10 @@ async def snapshot_container(runtime, podman_socket, redis, store, handle, tmp_p
 
 async def restore_copy(runtime, podman_socket, store, m, tmp_path, criu):
     image = await materialize(store, HostFacts.local(criu.version), "container", m, tmp_path / "cache")
-    port = free_port()
-    handle = await PodmanCheckpoints(podman_socket).restore(
-        image / "checkpoint.tar", pod=f"test-{uuid.uuid4().hex[:8]}", host_port=port,
-        container_port=m.port)
+    port, pod = free_port(), f"test-{uuid.uuid4().hex[:8]}"
+    r = await PodmanCheckpoints(podman_socket).restore(image / CHECKPOINT_FILE, pod=pod, host_port=port,
+                                                       container_port=m.port)
+    handle = WorkerHandle(pod=pod, runtime="container", ref=r.id, endpoint=r.endpoint)
     runtime.started.append(handle)
     return handle, port
 
@@ -128,3 +130,26 @@ async def test_a_corrupt_container_checkpoint_falls_back_to_a_cold_start(
         await restore_copy(runtime, podman_socket, store, m, tmp_path, criu)
     cold = await start_warm(runtime, worker_image)  # the agent's fallback
     assert await runtime.is_alive(cold)
+
+
+async def test_a_staged_standby_restores_in_place_with_warm_state_and_is_used_once(
+        runtime, podman_socket, redis, store, worker_image, tmp_path, criu):
+    handle = await start_warm(runtime, worker_image)
+    m = await snapshot_container(runtime, podman_socket, redis, store, handle, tmp_path, criu)
+    await runtime.stop(handle, grace_s=0)
+    image = await materialize(store, HostFacts.local(criu.version), "container", m, tmp_path / "cache")
+    pool = StandbyPool(PodmanCheckpoints(podman_socket), per_snapshot=1)
+    try:
+        assert await pool.fill(m.id, image / CHECKPOINT_FILE, m.port) == 1
+        assert await pool.fill(m.id, image / CHECKPOINT_FILE, m.port) == 0, "already staged"
+        [staged] = await pool.staged(m.id)
+        assert not await runtime.is_alive(WorkerHandle("x", "container", staged.id, "")), "staged = stopped"
+        pod = f"test-{uuid.uuid4().hex[:8]}"
+        restored = await pool.take(m.id, f"thaw-{pod}")
+        assert restored is not None and restored.id == staged.id
+        runtime.started.append(WorkerHandle(pod, "container", restored.id, restored.endpoint))
+        assert (await asyncio.to_thread(wait_answers, restored.host_port, 10))["served"] == 3
+        assert pod in {h.pod for h in await runtime.running()}, "a taken standby is the pod's container"
+        assert await pool.staged(m.id) == [] and await pool.take(m.id, "thaw-other") is None
+    finally:
+        await pool.drop(keep=set())
