@@ -1,9 +1,8 @@
 """The HTTP bridge: invoke, function CRUD, pods and nodes, health, metrics, OpenAPI, and
 OpenAI-style paths routed by `model`.
 
-`gateway/http_server.py` serves it. Every request can go through `__rsgi__` (an RSGI-shaped
-entry: scope and protocol); a warm invoke is first offered to `answer_now`, which answers it
-from callbacks without a task. Every client mistake is a 4xx with a JSON body naming the field and the reason; no
+`gateway/http_server.py` serves it. Every request can go through `answer` (a coroutine); a warm
+invoke is first offered to `answer_now`, which answers it from callbacks without a task. Every client mistake is a 4xx with a JSON body naming the field and the reason; no
 client input produces a 500.
 """
 
@@ -60,26 +59,26 @@ class HttpApi:
         self.max_body_bytes, self.metrics = max_body_bytes, metrics
         self._openapi = encode(openapi_document())
 
-    async def __rsgi__(self, scope, proto) -> None:
-        """Answer any request (`Request` is both scope and protocol)."""
+    async def answer(self, request) -> None:
+        """Answer any request (a `gateway.http_connection.Request`)."""
         try:
-            status, headers, body = await self._route(scope, proto)
+            status, headers, body = await self._route(request)
         except ApiError as err:
             status, headers, body = error_response(err)
         except Exception:
-            log.exception("%s %s failed", scope.method, scope.path)
+            log.exception("%s %s failed", request.method, request.path)
             status, headers, body = error_response(ApiError(500, "internal", "the gateway failed; see its log"))
         if isinstance(body, StreamedBody):
-            await _pass_stream(proto, status, headers, body)
+            await _pass_stream(request, status, headers, body)
         else:
-            proto.response_bytes(status, headers, body)
+            request.response_bytes(status, headers, body)
 
     def answer_now(self, request, done: Callable[[object], None]) -> bool:
         """Answer a warm invoke from callbacks, without a task, when all it needs is at hand (the
         caller's key cached, the whole body read, a free slot with an idle connection): the common
         case on a busy gateway, where a task and its coroutines per call cost about as much CPU as
         the bytes it moves. True: `done(request)` is called once the answer is sent. False: the
-        request goes to `__rsgi__`, which answers every case."""
+        request goes to `answer`, which answers every case."""
         path = request.path
         if request.method != "POST" or not path.startswith("/v1/functions/") or not path.endswith("/invoke"):
             return False
@@ -99,7 +98,7 @@ class HttpApi:
         try:
             reply = self.d.finish_now(pending)
             if reply is None:  # never reached the worker: the general path tries another
-                _run_then(self.__rsgi__(request, request), request, done)
+                _run_then(self.answer(request), request, done)
                 return
             self.metrics.count_call(pending.fn, "http", reply.status)
             headers = [("content-type", reply.content_type), ("thaw-pod", reply.pod)]
@@ -115,40 +114,40 @@ class HttpApi:
             request.response_bytes(*error_response(ApiError(500, "internal", "the gateway failed; see its log")))
         done(request)
 
-    async def _route(self, scope, proto) -> Response:
-        method, path = scope.method, scope.path
+    async def _route(self, request) -> Response:
+        method, path = request.method, request.path
         parts = path.strip("/").split("/")
         if len(parts) == 4 and parts[:2] == ["v1", "functions"] and parts[3] == "invoke":
             _allow(method, "POST")
-            return await self.invoke(scope, proto, parts[2])
+            return await self.invoke(request, parts[2])
         if path in OPENAI_PATHS:
             _allow(method, "POST")
-            return await self.openai(scope, proto)
+            return await self.openai(request)
         if path == "/v1/functions":
             _allow(method, "GET", "POST")
-            return await (self.deploy(scope, proto) if method == "POST" else self.list_functions(scope))
+            return await (self.deploy(request) if method == "POST" else self.list_functions(request))
         if len(parts) == 3 and parts[:2] == ["v1", "functions"]:
             _allow(method, "GET", "DELETE")
-            return await (self.get_function(scope, parts[2]) if method == "GET" else self.delete_function(scope, parts[2]))
+            return await (self.get_function(request, parts[2]) if method == "GET" else self.delete_function(request, parts[2]))
         simple = {"/healthz": self.healthz, "/metrics": self.metrics_text, "/openapi.json": self.openapi,
                   "/v1/pods": self.list_pods, "/v1/nodes": self.list_nodes, "/v1/snapshots": self.list_snapshots}
         if path in simple:
             _allow(method, "GET")
-            return await simple[path](scope)
+            return await simple[path](request)
         raise ApiError(404, "not_found", f"no such path {path!r}; see GET /openapi.json")
 
-    async def _tenant(self, scope, headers=None) -> str:
-        return await self.keys.tenant((headers or scope.headers).get("authorization"))
+    async def _tenant(self, request, headers=None) -> str:
+        return await self.keys.tenant((headers or request.headers).get("authorization"))
 
-    async def _body(self, scope, proto, headers=None) -> bytes:
+    async def _body(self, request, headers=None) -> bytes:
         """The request body, refused with 413 past max_body_bytes (without reading it all)."""
-        declared = (headers or scope.headers).get("content-length")
+        declared = (headers or request.headers).get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             raise self._too_large()
         if declared is not None:
-            return await proto()
+            return await request()
         chunks, size = [], 0
-        async for chunk in proto:
+        async for chunk in request:
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise self._too_large()
@@ -159,24 +158,24 @@ class HttpApi:
         return ApiError(413, "body_too_large", f"request body is over {self.max_body_bytes} bytes; "
                                                "send less or raise the gateway's max_body_bytes")
 
-    async def healthz(self, scope) -> Response:
+    async def healthz(self, request) -> Response:
         return json_response({"status": "ok"})
 
-    async def metrics_text(self, scope) -> Response:
+    async def metrics_text(self, request) -> Response:
         """Metrics of the caller's functions only: labels name functions, which are tenant data."""
-        tenant = await self._tenant(scope)
+        tenant = await self._tenant(request)
         self.metrics.observe_pools(self.d.pools)
         mine = {s.name for s in await self.functions.all() if s.tenant == tenant}
         body, content_type = self.metrics.render(mine)
         return 200, [("content-type", content_type)], body
 
-    async def openapi(self, scope) -> Response:
+    async def openapi(self, request) -> Response:
         return 200, JSON, self._openapi
 
-    async def invoke(self, scope, proto, fn: str) -> Response:
-        headers = scope.headers  # built from Rust on each access: read it once on the hot path
-        tenant = await self._tenant(scope, headers)
-        body = await self._body(scope, proto, headers)
+    async def invoke(self, request, fn: str) -> Response:
+        headers = request.headers  # built from Rust on each access: read it once on the hot path
+        tenant = await self._tenant(request, headers)
+        body = await self._body(request, headers)
         try:
             reply = await self.d.invoke(tenant, fn, body, headers.get("content-type", "application/octet-stream"))
         except ApiError as err:
@@ -185,23 +184,23 @@ class HttpApi:
         self.metrics.count_call(fn, "http", reply.status)
         return reply.status, [("content-type", reply.content_type), ("thaw-pod", reply.pod)], reply.stream or reply.body
 
-    async def openai(self, scope, proto) -> Response:
+    async def openai(self, request) -> Response:
         """OpenAI-compatible paths: the `model` field names the function; the body goes as is."""
-        tenant = await self._tenant(scope)
-        body = await self._body(scope, proto)
+        tenant = await self._tenant(request)
+        body = await self._body(request)
         try:
             model = msgspec.json.decode(body, type=dict).get("model")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ApiError(400, "invalid_json", f"body is not a JSON object: {exc}", field="$") from None
         if not isinstance(model, str) or not model:
             raise ApiError(400, "invalid_field", "`model` must name a deployed function", field="$.model")
-        reply = await self.d.invoke(tenant, model, body, "application/json", path=scope.path)
+        reply = await self.d.invoke(tenant, model, body, "application/json", path=request.path)
         self.metrics.count_call(model, "http", reply.status)
         return reply.status, [("content-type", reply.content_type), ("thaw-pod", reply.pod)], reply.stream or reply.body
 
-    async def deploy(self, scope, proto) -> Response:
-        tenant = await self._tenant(scope)
-        spec = self._parse_spec(await self._body(scope, proto), tenant)
+    async def deploy(self, request) -> Response:
+        tenant = await self._tenant(request)
+        spec = self._parse_spec(await self._body(request), tenant)
         try:
             revision = await self.functions.put(spec)
         except FunctionOwnedElsewhere:
@@ -221,48 +220,48 @@ class HttpApi:
             raise ApiError(403, "wrong_tenant", "`tenant` must be your key's tenant or left out", field="$.tenant")
         return msgspec.structs.replace(spec, tenant=tenant)
 
-    async def list_functions(self, scope) -> Response:
-        tenant = await self._tenant(scope)
+    async def list_functions(self, request) -> Response:
+        tenant = await self._tenant(request)
         return json_response({"functions": [s for s in await self.functions.all() if s.tenant == tenant]})
 
-    async def _own_function(self, scope, name: str) -> FunctionSpec:
-        tenant = await self._tenant(scope)
+    async def _own_function(self, request, name: str) -> FunctionSpec:
+        tenant = await self._tenant(request)
         spec = await self.functions.get(name)
         if spec is None or spec.tenant != tenant:
             raise errors.unknown_function(name)
         return spec
 
-    async def get_function(self, scope, name: str) -> Response:
-        return json_response({"function": await self._own_function(scope, name)})
+    async def get_function(self, request, name: str) -> Response:
+        return json_response({"function": await self._own_function(request, name)})
 
-    async def delete_function(self, scope, name: str) -> Response:
-        await self._own_function(scope, name)
+    async def delete_function(self, request, name: str) -> Response:
+        await self._own_function(request, name)
         await self.functions.delete(name)
         self.specs.invalidate(name)
         await bus.publish(self.js, subjects.fn_deleted(name), FunctionDeleted(fn=name, at_ms=now_ms()),
                           msg_id=f"delete:{name}:{now_ms()}")
         return json_response({"deleted": name})
 
-    async def list_pods(self, scope) -> Response:
-        tenant = await self._tenant(scope)
+    async def list_pods(self, request) -> Response:
+        tenant = await self._tenant(request)
         mine = {s.name for s in await self.functions.all() if s.tenant == tenant}
         return json_response({"pods": [asdict(p) for p in await self.pods.live() if p.fn in mine]})
 
-    async def list_snapshots(self, scope) -> Response:
+    async def list_snapshots(self, request) -> Response:
         """Snapshots of the caller's functions (size, tiers, node, created_ms), read from Redis."""
-        tenant = await self._tenant(scope)
+        tenant = await self._tenant(request)
         mine = {s.name for s in await self.functions.all() if s.tenant == tenant}
         found = await self.snapshots.all() if self.snapshots is not None else []
         return json_response({"snapshots": [asdict(s) for s in found if s.fn in mine]})
 
-    async def list_nodes(self, scope) -> Response:
-        await self._tenant(scope)
+    async def list_nodes(self, request) -> Response:
+        await self._tenant(request)
         return json_response({"nodes": [asdict(n) for n in await self.nodes.all()]})
 
 
-async def _pass_stream(proto, status: int, headers: list, body: StreamedBody) -> None:
+async def _pass_stream(request, status: int, headers: list, body: StreamedBody) -> None:
     """Forward a streamed answer chunk by chunk; a worker or client that breaks off ends it."""
-    transport = proto.response_stream(status, headers)
+    transport = request.response_stream(status, headers)
     try:
         async for chunk in body:
             await transport.send_bytes(chunk)

@@ -1,9 +1,10 @@
 """One client connection of the HTTP bridge: HTTP/1.1 parsed by httptools (llhttp), answered in
 the gateway's own event loop.
 
-The app sees each request through the small RSGI-shaped surface it needs (`Request`: method,
-path, headers, the body awaited whole or chunk by chunk, and `response_bytes` or
-`response_stream` to answer). Requests on one connection are answered in order, one at a time,
+The app sees each request as a `Request`: method, path, headers, the body awaited whole or chunk
+by chunk, and `response_bytes` or `response_stream` to answer. The app has two entries:
+`answer_now(request, done)`, which may take a request whose body is all here and answer it from
+callbacks, and the coroutine `answer(request)` for every other. Requests on one connection are answered in order, one at a time,
 as HTTP/1.1 pipelining requires. A body the app has not read yet is held up to a bound, past
 which the connection stops reading (backpressure, not buffering without end). A response sent
 before its request body has all arrived closes the connection, since the rest of that body
@@ -35,11 +36,10 @@ class _HeadTooLarge(Exception):
 
 
 class Request:
-    """Scope and protocol of one request, in the shape `HttpApi.__rsgi__` reads."""
+    """One request, as the app reads and answers it."""
 
     __slots__ = ("conn", "method", "path", "query_string", "headers", "http_version", "keep_alive",
                  "_chunks", "_held", "_complete", "_consumed", "_waiter", "answered", "writer")
-    proto = "http"
 
     def __init__(self, conn: "HttpConnection", method: str, path: str, query: str, headers: dict,
                  http_version: str, keep_alive: bool):
@@ -293,7 +293,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if request.headers.get("expect", "").lower() == "100-continue" and not request.body_complete:
             self.transport.write(_CONTINUE)
-        task = self._loop.create_task(self._app.__rsgi__(request, request))
+        task = self._loop.create_task(self._app.answer(request))
         task.add_done_callback(lambda t: self._finished(request, t))
 
     def _finished(self, request: Request, task: asyncio.Task | None = None) -> None:

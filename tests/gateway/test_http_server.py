@@ -1,6 +1,6 @@
 """The gateway's HTTP/1.1 server, spoken to over real sockets with raw bytes.
 
-The app here is a small stand-in with the two entries the server calls (`__rsgi__` for every
+The app here is a small stand-in with the two entries the server calls (`answer` for every
 request, `answer_now` for the callback path); the real app is covered end to end in
 tests/platform."""
 
@@ -23,28 +23,28 @@ class App:
         self.release = asyncio.Event()
         self.release.set()
 
-    async def __rsgi__(self, scope, proto):
-        self.seen.append(scope.path)
-        if scope.path == "/echo":
-            proto.response_bytes(200, [("content-type", "text/plain")], await proto())
-        elif scope.path == "/chunks":
-            parts = [chunk async for chunk in proto]
-            proto.response_bytes(200, [], json.dumps([len(p) for p in parts]).encode())
-        elif scope.path in ("/stream", "/stream-cut"):
-            out = proto.response_stream(200, [("content-type", "text/event-stream")])
+    async def answer(self, request):
+        self.seen.append(request.path)
+        if request.path == "/echo":
+            request.response_bytes(200, [("content-type", "text/plain")], await request())
+        elif request.path == "/chunks":
+            parts = [chunk async for chunk in request]
+            request.response_bytes(200, [], json.dumps([len(p) for p in parts]).encode())
+        elif request.path in ("/stream", "/stream-cut"):
+            out = request.response_stream(200, [("content-type", "text/event-stream")])
             for i in range(3):
                 await out.send_bytes(b"data: %d\n\n" % i)
-            if scope.path == "/stream":
+            if request.path == "/stream":
                 out.end()
-        elif scope.path == "/slow":
+        elif request.path == "/slow":
             await self.release.wait()
-            proto.response_bytes(200, [], b"finally")
-        elif scope.path == "/too-large":
-            proto.response_bytes(413, [], b"no")
-        elif scope.path == "/boom":
+            request.response_bytes(200, [], b"finally")
+        elif request.path == "/too-large":
+            request.response_bytes(413, [], b"no")
+        elif request.path == "/boom":
             raise RuntimeError("a bug")
         else:
-            proto.response_bytes(404, [], b"no such path")
+            request.response_bytes(404, [], b"no such path")
 
     def answer_now(self, request, done) -> bool:
         if request.path != "/now":
