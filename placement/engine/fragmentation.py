@@ -8,6 +8,22 @@ For one expected request shape p, the free GPU milli of a node that p could *not
 The node's fragmentation is the popularity-weighted sum over the profile.  FGD (ATC'23) places
 each pod where this grows the least; Thaw's policy starts from the same measure.
 
+*Stranding* (Thaw's table, `stranding=True`): FGD asks only whether *one* pod of each shape
+still fits, so a node whose GPUs are all free but whose CPU would back only one or two more
+GPU pods counts as unfragmented.  On the trace's most common node (8 GPUs, 96 cores) the
+expected GPU pod needs ~11 cores per GPU, so a 32-core CPU-only pod there strands about two
+GPUs that FGD never sees.  With stranding, the part of a node's free GPU that the expected
+mix could use (FGD's non-fragmented part) is also counted as fragmented in the proportion its
+free CPU (or memory) falls short of what the mix needs to use *all* the free GPU:
+
+    short = max(0, 1 - cpu_free / (cpu_per_milli * gpu_free), same for memory)
+
+where `cpu_per_milli` is the mix's CPU per GPU milli over the shapes this layout can hold,
+weighted by popularity.  It is the mix's ratio, not each shape's, because a node is filled by
+the mix: per-shape ratios (fill this node with only the most CPU-hungry shape) call nearly
+every node fragmented and were worse on every trace but the CPU-heaviest one.  When one pod
+no longer fits, FGD's rule counts all of it, as before.
+
 Everything here is a pure function of (layout, free milli per GPU, free CPU, free memory); it
 is memoised in a `FragTable`, owned by whoever holds the profile.
 """
@@ -27,14 +43,18 @@ class _LayoutTerms:
 
     blind_weight: float
     shapes: tuple[tuple[int, int, int, int, float], ...]  # (milli, count, cpu, mem, weight)
+    cpu_per_milli: float = 0.0  # the usable shapes' mean CPU per GPU milli (stranding)
+    mem_per_milli: float = 0.0  # ... and memory MiB per GPU milli
 
 
 @dataclass(slots=True)
 class FragTable:
-    """Memoised fragmentation for one profile.  `use_memory`: also test memory fit."""
+    """Memoised fragmentation for one profile.  `use_memory`: also test memory fit;
+    `stranding`: also count GPU that the free CPU (and memory) cannot back (module docstring)."""
 
     profile: WorkloadProfile
     use_memory: bool = False
+    stranding: bool = False
     _terms: dict = field(default_factory=dict)
     _memo: dict = field(default_factory=dict)
     _gpu_memo: dict = field(default_factory=dict)
@@ -58,11 +78,29 @@ class FragTable:
             base, extras = self._gpu_part(layout, milli_free)
             value = base
             check_mem = self.use_memory
+            short = self._shortfall(layout, milli_free, cpu_free, mem_free) if extras else 0.0
             for cpu, mem, extra in extras:
                 if cpu > cpu_free or (check_mem and mem > mem_free):
                     value += extra
+                else:
+                    value += extra * short
             self._memo[key] = value
         return value
+
+    def _shortfall(self, layout: Layout, milli_free: tuple[int, ...], cpu_free: int,
+                   mem_free: int) -> float:
+        """The fraction of the free GPU the free CPU / memory cannot back (0 unless
+        `stranding`; 0..1)."""
+        if not self.stranding:
+            return 0.0
+        terms = self.terms(layout)
+        need = terms.cpu_per_milli * sum(milli_free)
+        short = 1.0 - cpu_free / need if need > 0 else 0.0
+        if self.use_memory:
+            need = terms.mem_per_milli * sum(milli_free)
+            if need > 0:
+                short = max(short, 1.0 - mem_free / need)
+        return short if short > 0 else 0.0
 
     def _gpu_part(self, layout: Layout, milli_free: tuple[int, ...]):
         """(fragmentation if CPU and memory fit every shape, [(cpu, mem, extra if not)])."""
@@ -107,4 +145,9 @@ def _layout_terms(profile: WorkloadProfile, layout: Layout) -> _LayoutTerms:
         else:
             milli = GPU_MILLI if pod.gpu_count > 1 else pod.gpu_milli
             shapes.append((milli, pod.gpu_count, pod.cpu_milli, pod.memory_mib, pod.weight))
-    return _LayoutTerms(blind, tuple(shapes))
+    gpu = sum(w * milli * count for milli, count, _, _, w in shapes)
+    if not gpu:
+        return _LayoutTerms(blind, tuple(shapes))
+    cpu = sum(w * c for _, _, c, _, w in shapes)
+    mem = sum(w * m for _, _, _, m, w in shapes)
+    return _LayoutTerms(blind, tuple(shapes), cpu / gpu, mem / gpu)

@@ -153,6 +153,9 @@ class CapacityIndex:
             self._add(view)
         self.max_cpu_milli = max((n.cpu_milli for n in self._order), default=1) or 1
         self.max_gpu_milli = GPU_MILLI * max((len(n.milli_free) for n in self._order), default=1) or 1
+        self.total_cpu_milli = sum(n.cpu_milli for n in self._order)
+        self.total_memory_mib = sum(n.memory_mib for n in self._order)
+        self.total_gpu_milli = GPU_MILLI * sum(len(n.milli_free) for n in self._order)
 
     def _add(self, view: NodeView) -> None:
         if view.name in self._nodes:

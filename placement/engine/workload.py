@@ -63,6 +63,16 @@ class WorkloadProfile:
                        n / covered)
             for (c, k, g, models), n in kept))
 
+    def demand_per_gpu_milli(self) -> tuple[float, float]:
+        """(CPU milli, memory MiB) the expected request asks for per GPU milli it asks for,
+        CPU-only requests included; (0, 0) when the profile asks for no GPU."""
+        gpu = sum(p.weight * p.gpu_count * p.gpu_milli for p in self.pods)
+        if not gpu:
+            return 0.0, 0.0
+        cpu = sum(p.weight * p.cpu_milli for p in self.pods)
+        mem = sum(p.weight * p.memory_mib for p in self.pods)
+        return cpu / gpu, mem / gpu
+
 
 def _order_key(shape: tuple) -> tuple:
     """Deterministic order among equally popular shapes: larger requests first."""

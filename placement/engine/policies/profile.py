@@ -12,19 +12,20 @@ from placement.engine.model import PodRequest
 from placement.engine.workload import WorkloadProfile
 
 
-def frag_table(index: CapacityIndex, request: PodRequest, use_memory: bool) -> FragTable:
+def frag_table(index: CapacityIndex, request: PodRequest, use_memory: bool,
+               stranding: bool = False) -> FragTable:
     """The memoised fragmentation table for this index's profile (see module docstring)."""
     if index.workload is not None:
-        key = ("frag", id(index.workload), use_memory)
+        key = ("frag", id(index.workload), use_memory, stranding)
         table = index.memo.get(key)
         if table is None:
-            table = index.memo[key] = FragTable(index.workload, use_memory)
+            table = index.memo[key] = FragTable(index.workload, use_memory, stranding)
         return table
     seen = sum(index.seen.values())
-    key = ("learned-frag", use_memory)
+    key = ("learned-frag", use_memory, stranding)
     cached = index.memo.get(key)
     if cached is None or seen >= 2 * max(cached[0], 1):
         requests = list(index.seen.elements()) or [request]
         profile = WorkloadProfile.from_requests(requests)
-        cached = index.memo[key] = (seen, FragTable(profile, use_memory))
+        cached = index.memo[key] = (seen, FragTable(profile, use_memory, stranding))
     return cached[1]
