@@ -85,3 +85,43 @@ def test_thaw_learns_the_workload_when_none_is_given():
     for _ in range(5):
         assert isinstance(place(ix, SHARE, "thaw"), Placed)
     assert sum(ix.seen.values()) == 5
+
+
+GPU_POD = PodRequest(10_000, 1, 1)  # one whole GPU and 10 cores
+PLENTY = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("policy", "node_name"),
+    [
+        # FGD asks only whether one more GPU pod fits on "tight" (it does), and best-fit
+        # prefers the fuller node: both put 4 cores where the GPUs need them
+        ("fgd", "tight"),
+        ("best-fit", "tight"),
+        # Thaw sees "tight" strand part of a GPU (22 cores back 2 GPUs, 18 would not)
+        ("thaw", "roomy"),
+    ],
+)
+def test_cpu_only_pods_go_where_no_gpu_needs_the_cpu(policy, node_name):
+    fleet = [node("tight", 2, cpu=22_000, mem=PLENTY), node("roomy", 8, cpu=128_000, mem=PLENTY)]
+    profile = WorkloadProfile.from_requests([GPU_POD, PodRequest(4000, 1, 0)])
+    decision = decide(CapacityIndex(fleet, workload=profile), PodRequest(4000, 1, 0), policy)
+    assert decision.node == node_name
+
+
+@pytest.mark.parametrize(
+    ("fleet_extra", "node_name"),
+    [
+        # CPU is plentiful (a CPU-rich node the request cannot use, for lack of memory): both
+        # choices strand more than the sigmoid distinguishes, so best-fit packs onto "small"
+        ([node("cpu-rich", 0, cpu=10_000_000, mem=0)], "small"),
+        # CPU is scarce (the workload asks 32 cores per GPU; the fleet has 10): every milli
+        # stranded counts, and "big" strands 5,850 milli where "small" strands 6,300
+        ([], "big"),
+    ],
+)
+def test_cpu_only_pods_strand_the_least_gpu_when_cpu_is_scarce(fleet_extra, node_name):
+    fleet = [node("small", 7, cpu=72_000, mem=PLENTY), node("big", 16, cpu=160_000, mem=PLENTY)]
+    profile = WorkloadProfile.from_requests([GPU_POD] * 9 + [PodRequest(200_000, 1, 0)])
+    index = CapacityIndex(fleet + fleet_extra, workload=profile)
+    assert decide(index, PodRequest(65_000, 1, 0), "thaw").node == node_name
