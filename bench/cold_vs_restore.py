@@ -8,13 +8,19 @@ interleaved in one run so both see the same machine load.
 - process, restore:  verify + unpack the archive from the local tier (fresh cache each run, the
                      worst case on a node) -> ``criu restore`` -> first answer
 - container, cold:   ContainerRuntime.start (podman create + start) -> same worker in a container
-- container, restore: verify + unpack from the local tier -> libpod restore (import) -> answer
+- container, restore: what the snapshotter does on a node that restored this snapshot before:
+                     rename a staged standby container (imported and stopped beforehand, see
+                     snapshotter/standby.py) and restore it in place -> answer. Staging runs
+                     between timed runs and is awaited, so it never overlaps a cold start.
+- container, import: the snapshotter's path without a standby: verify + unpack from the local
+                     tier (fresh cache each run) -> libpod restore with import -> answer
+                     (reported as its own row, same cold starts)
 
 The weights file is in the page cache for both (it is node-local and shared by every worker;
 the first cold start after boot would be slower still). Needs root, CRIU and podman:
 ``sudo infra/install-criu.sh && sudo infra/install-podman.sh``.
 
-Usage: python bench/cold_vs_restore.py [--runs 5] [--model-mib 1024] [--runtimes process,container]
+Usage: python -m bench.cold_vs_restore [--runs 5] [--model-mib 1024] [--runtimes process,container]
 """
 
 import argparse
@@ -34,14 +40,16 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from agents.runtime.base import WorkerLaunch
+from agents.runtime.base import WorkerHandle, WorkerLaunch
 from agents.runtime.container import ContainerRuntime, ContainerSettings
-from agents.runtime.podman_checkpoint import PodmanCheckpoints
 from snapshotter import criu as criu_mod
-from snapshotter.archive import pack
+from snapshotter.container_restores import ContainerRestores
+from snapshotter.containers import CHECKPOINT_FILE
 from snapshotter.manifest import HostFacts, Manifest
 from snapshotter.materialize import materialize
+from snapshotter.standby import StandbyPool
 from snapshotter.store import Tier, TieredStore
+from thaw_core.podman.checkpoints import PodmanCheckpoints
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "examples" / "torchlike" / "worker.py"
@@ -150,22 +158,44 @@ class Bench:
         port = free_port()
         handle = await rt.start(self.launch(port))
         await asyncio.to_thread(first_answer, port)
-        ckpt = await PodmanCheckpoints(SOCKET).checkpoint(handle.ref, self.work / "container-dump" / "checkpoint.tar")
+        ckpt = await PodmanCheckpoints(SOCKET).checkpoint(handle.ref, self.work / "container-dump" / CHECKPOINT_FILE)
         say(f"container: checkpointed in {ckpt.duration_s:.2f}s, {ckpt.size_bytes / 2**20:.1f} MiB")
         await rt.stop(handle, grace_s=0)
         return self.put(self.work / "container-dump", "container", criu, CONTAINER_PORT)
 
+    def restorer(self, criu, cache: Path) -> ContainerRestores:
+        podman = PodmanCheckpoints(SOCKET)
+        return ContainerRestores(podman, self.store, HostFacts.local(criu.version), cache,
+                                 StandbyPool(podman, 1), asyncio.Lock(), refill_delay_s=3600)
+
     async def container_restore(self, rt: ContainerRuntime, criu, m: Manifest) -> float:
-        cache = self.work / f"cache-{uuid.uuid4().hex[:6]}"
-        port = free_port()
+        """The snapshotter's restore with a standby staged beforehand (untimed, awaited)."""
+        restores = self.restorer(criu, self.work / "cache-standby")
+        if await restores.prepare(m) != 1:
+            raise RuntimeError("could not stage a standby container")
+        pod = f"bench-{uuid.uuid4().hex[:8]}"
         t0 = time.monotonic()
-        image = await materialize(self.store, HostFacts.local(criu.version), "container", m, cache)
-        handle = await PodmanCheckpoints(SOCKET).restore(
-            image / "checkpoint.tar", pod=f"bench-{uuid.uuid4().hex[:8]}", host_port=port,
-            container_port=m.port)
-        await asyncio.to_thread(first_answer, port)
+        restored, how = await restores.restore(pod, m)
+        await asyncio.to_thread(first_answer, restored.host_port)
         dt = time.monotonic() - t0
-        await rt.stop(handle, grace_s=0)
+        await restores.close()
+        assert how == "standby", how
+        await rt.stop(WorkerHandle(pod, "container", restored.id, restored.endpoint), grace_s=0)
+        return dt
+
+    async def container_import(self, rt: ContainerRuntime, criu, m: Manifest) -> float:
+        """The snapshotter's restore with no standby and a cold cache: fetch, verify, import."""
+        cache = self.work / f"cache-{uuid.uuid4().hex[:6]}"
+        restores = self.restorer(criu, cache)
+        restores.standby.per_snapshot = 0
+        pod = f"bench-{uuid.uuid4().hex[:8]}"
+        t0 = time.monotonic()
+        restored, how = await restores.restore(pod, m)
+        await asyncio.to_thread(first_answer, restored.host_port)
+        dt = time.monotonic() - t0
+        await restores.close()
+        assert how == "import", how
+        await rt.stop(WorkerHandle(pod, "container", restored.id, restored.endpoint), grace_s=0)
         shutil.rmtree(cache)
         return dt
 
@@ -180,14 +210,21 @@ class Bench:
         return m
 
 
-async def measure(label: str, cold, restore, runs: int) -> dict:
-    colds, restores = [], []
-    for i in range(runs):  # interleaved: both see the same machine load
+async def measure(label: str, cold, restore, runs: int, extra=None) -> dict:
+    """Interleaved cold / restore (/ extra) runs, so all see the same machine load."""
+    colds, restores, extras = [], [], []
+    for i in range(runs):
         colds.append(await cold())
         restores.append(await restore())
-        say(f"{label} run {i + 1}/{runs}: cold {colds[-1]:.3f}s, restore {restores[-1]:.3f}s")
-    return {"cold": statistics.median(colds), "restore": statistics.median(restores),
-            "colds": colds, "restores": restores}
+        if extra is not None:
+            extras.append(await extra())
+        say(f"{label} run {i + 1}/{runs}: cold {colds[-1]:.3f}s, restore {restores[-1]:.3f}s"
+            + (f", restore by import {extras[-1]:.3f}s" if extras else ""))
+    out = {"cold": statistics.median(colds), "restore": statistics.median(restores),
+           "colds": colds, "restores": restores}
+    if extras:
+        out["extra"] = {"restore": statistics.median(extras), "restores": extras}
+    return out
 
 
 async def main() -> None:
@@ -211,6 +248,7 @@ async def main() -> None:
     say(f"weights: {torchlike.ensure_weights(args.model_dir, args.model_mib)}")
 
     results: dict[str, dict] = {}
+    image_bytes = 0
     with tempfile.TemporaryDirectory(prefix="thaw-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         if "process" in runtimes:
@@ -226,19 +264,34 @@ async def main() -> None:
             try:
                 m = await bench.container_snapshot(rt, criu)
                 r = await measure("container", lambda: bench.container_cold(rt),
-                                  lambda: bench.container_restore(rt, criu, m), args.runs)
+                                  lambda: bench.container_restore(rt, criu, m), args.runs,
+                                  extra=lambda: bench.container_import(rt, criu, m))
+                extra = r.pop("extra")
                 results["container"] = {**r, "size": m.size_bytes, "raw": m.raw_bytes}
+                results["container (import, no standby)"] = {
+                    **r, **extra, "size": m.size_bytes, "raw": m.raw_bytes}
+                image_bytes = await podman_image_bytes(args.image)
             finally:
                 await rt.close()
 
     print(f"\nCold start vs restore — torchlike worker, {args.model_mib} MiB weights (mmapped), "
           f"{args.import_funcs} import-time functions, median of {args.runs}, "
           f"{os.cpu_count()} cores, kernel {platform.release()}, CRIU {criu.version}")
-    print(f"{'runtime':<10} {'cold (s)':>9} {'restore (s)':>12} {'ratio':>7} {'image zstd':>11} {'image raw':>10}")
+    print(f"{'runtime':<32} {'cold (s)':>9} {'restore (s)':>12} {'ratio':>7} {'snapshot zstd':>14} {'raw':>10}")
     for name, r in results.items():
-        print(f"{name:<10} {r['cold']:>9.3f} {r['restore']:>12.3f} {r['cold'] / r['restore']:>6.1f}x "
-              f"{r['size'] / 2**20:>8.1f} MiB {r['raw'] / 2**20:>6.1f} MiB")
+        print(f"{name:<32} {r['cold']:>9.3f} {r['restore']:>12.3f} {r['cold'] / r['restore']:>6.1f}x "
+              f"{r['size'] / 2**20:>10.1f} MiB {r['raw'] / 2**20:>6.1f} MiB")
+    if image_bytes:
+        print(f"container image {args.image}: {image_bytes / 2**20:.1f} MiB (not in the snapshot; "
+              f"weights are bind-mounted from the node)")
     print(json.dumps({k: {kk: vv for kk, vv in v.items()} for k, v in results.items()}))
+
+
+async def podman_image_bytes(image: str) -> int:
+    proc = await asyncio.create_subprocess_exec("podman", "image", "inspect", image, "--format", "{{.Size}}",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate()
+    return int(out.strip() or 0) if proc.returncode == 0 else 0
 
 
 if __name__ == "__main__":
