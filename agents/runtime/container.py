@@ -51,6 +51,11 @@ def create_config(launch: WorkerLaunch, settings: ContainerSettings) -> dict:
     }
 
 
+def _host_ports(container) -> set[int]:
+    bindings = (container["HostConfig"] or {}).get("PortBindings") or {}
+    return {int(b["HostPort"]) for bs in bindings.values() for b in bs or [] if b.get("HostPort")}
+
+
 def _handle(pod: str, container_id: str, port: str | int) -> WorkerHandle:
     return WorkerHandle(pod=pod, runtime="container", ref=container_id,
                         endpoint=f"http://127.0.0.1:{port}")
@@ -87,12 +92,13 @@ class ContainerRuntime:
 
     async def start(self, launch: WorkerLaunch) -> WorkerHandle:
         """Create and start ``thaw-<pod>``. Repeating it for a running pod returns that container;
-        a stopped leftover of the same name is replaced."""
+        a stopped leftover of the same name, or a running one published on another port (a
+        restore the agent gave up on, finishing late), is replaced."""
         docker = await self._api()
         name = container_name(launch.pod)
         try:
             existing = await docker.containers.get(name)
-            if existing["State"]["Running"]:
+            if existing["State"]["Running"] and _host_ports(existing) == {launch.port}:
                 return _handle(launch.pod, existing.id, launch.port)
             await existing.delete(force=True)
         except aiodocker.DockerError as e:

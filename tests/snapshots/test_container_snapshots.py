@@ -13,6 +13,7 @@ from thaw_core.podman.checkpoints import PodmanCheckpoints
 from conftest import free_port
 from snapshot_workers import MODEL_DIR, WORKER_IMPORT_FUNCS, WORKER_MODEL_MIB, infer, wait_answers
 from snapshotter.capture import capture_image, new_snapshot_id
+from snapshotter.container_restores import ContainerRestores
 from snapshotter.containers import CHECKPOINT_FILE
 from snapshotter.standby import StandbyPool
 from snapshotter.errors import SnapshotCorrupt
@@ -153,3 +154,34 @@ async def test_a_staged_standby_restores_in_place_with_warm_state_and_is_used_on
         assert await pool.staged(m.id) == [] and await pool.take(m.id, "thaw-other") is None
     finally:
         await pool.drop(keep=set())
+
+
+async def test_a_shared_tier_snapshot_restores_on_another_node_by_import_then_from_a_standby(
+        runtime, podman_socket, redis, worker_image, tmp_path, criu):
+    shared = Tier("shared", tmp_path / "shared")
+    taken_on = TieredStore([Tier("local", tmp_path / "node-a"), shared])
+    handle = await start_warm(runtime, worker_image)
+    m = await snapshot_container(runtime, podman_socket, redis, taken_on, handle, tmp_path, criu)
+    await runtime.stop(handle, grace_s=0)
+
+    other = TieredStore([Tier("local", tmp_path / "node-b"), shared])  # never saw the snapshot
+    podman = PodmanCheckpoints(podman_socket)
+    restores = ContainerRestores(podman, other, HostFacts.local(criu.version), tmp_path / "cache-b",
+                                 StandbyPool(podman, 1), asyncio.Lock(), refill_delay_s=3600)
+    try:
+        answers = []
+        for expected in ("import", "standby"):
+            pod = f"test-{uuid.uuid4().hex[:8]}"
+            restored, how = await restores.restore(pod, m)
+            runtime.started.append(WorkerHandle(pod, "container", restored.id, restored.endpoint))
+            assert how == expected
+            answers.append(await asyncio.to_thread(wait_answers, restored.host_port, 10))
+            if how == "import":
+                assert other.tiers_holding(m.fn, m.id) == ("local", "shared"), "promoted to node-b"
+                assert await restores.prepare(m) == 1
+        # Both copies run side by side, each carrying on from the snapshot's state.
+        assert [a["served"] for a in answers] == [3, 3]
+        assert answers[0]["loaded_at"] == answers[1]["loaded_at"]
+    finally:
+        await restores.close()
+        await restores.standby.drop(keep=set())
