@@ -26,7 +26,7 @@ class AgentSettings:
     capacity_every_s: float = 30.0
     health_every_s: float = 1.0
     stop_grace_s: float = 10.0
-    # Ask this node's snapshotter to checkpoint a function's first warm worker (process runtime,
+    # Ask this node's snapshotter to checkpoint a function's first warm worker (either runtime;
     # function spec `snapshot = true`), so later pods restore instead of cold-starting.
     request_snapshots: bool = True
     restore_timeout_s: float = 30.0  # wait this long for the snapshotter's restore, then cold-start

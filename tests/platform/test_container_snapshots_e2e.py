@@ -129,6 +129,11 @@ async def test_a_container_pod_is_restored_from_the_first_warm_containers_snapsh
         assert (await r.hgetall(K.pod(second_pod)))["restored_from"] == ready["snapshot"]
         events = await _pod_events(h, second_pod)
         assert [e["event"] for e in events] == ["restored"], events
+        log = (h.root / "snapshotter.log").read_text()
+        assert f"of pod {second_pod} restored from {ready['snapshot']} (standby)" in log, \
+            "the standby staged after the dump is what the pod was restored from"
+        await eventually(lambda: "staged 1 standby container(s)" in (h.root / "snapshotter.log").read_text()
+                         .split(f"of pod {second_pod} restored")[-1], 30, what="a standby staged again")
     finally:
         await watch.nc.close()
 
