@@ -125,3 +125,18 @@ def test_cpu_only_pods_strand_the_least_gpu_when_cpu_is_scarce(fleet_extra, node
     profile = WorkloadProfile.from_requests([GPU_POD] * 9 + [PodRequest(200_000, 1, 0)])
     index = CapacityIndex(fleet + fleet_extra, workload=profile)
     assert decide(index, PodRequest(65_000, 1, 0), "thaw").node == node_name
+
+
+@pytest.mark.parametrize(
+    ("growth_a", "growth_b", "whole_gpu_equal", "share_equal"),
+    [
+        (20, 60, True, False),     # tens of milli: they decide a share's GPU, not a whole GPU's
+        (0, 300, False, False),
+        (5000, 9000, True, True),  # the sigmoid saturates: best-fit decides between these
+    ],
+)
+def test_thaw_compares_shares_on_finer_levels_than_whole_gpus(
+        growth_a, growth_b, whole_gpu_equal, share_equal):
+    from placement.engine.policies import thaw
+    assert (thaw._level(growth_a) == thaw._level(growth_b)) is whole_gpu_equal
+    assert (thaw._share_level(growth_a) == thaw._share_level(growth_b)) is share_equal
