@@ -6,6 +6,7 @@ Both edges, HTTP and `infer.request.<fn>`, call `Dispatcher.invoke`, so they beh
 import logging
 import secrets
 import socket
+from collections.abc import Callable
 
 from nats.js import JetStreamContext
 
@@ -38,12 +39,16 @@ class Reply:
 
 
 class Pending:
-    """A warm call started by `Dispatcher.start_now`; `call.future` is done when it answered."""
+    """A warm call started by `Dispatcher.start_now`."""
 
-    __slots__ = ("fn", "pool", "slot", "call")
+    __slots__ = ("fn", "pool", "slot", "call", "_on_settled")
 
-    def __init__(self, fn: str, pool: FnPool, slot: Slot, call: Call):
-        self.fn, self.pool, self.slot, self.call = fn, pool, slot, call
+    def __init__(self, fn: str, pool: FnPool, slot: Slot, on_settled: Callable[["Pending"], None]):
+        self.fn, self.pool, self.slot, self._on_settled = fn, pool, slot, on_settled
+        self.call: Call | None = None
+
+    def settled(self, call: Call) -> None:
+        self._on_settled(self)
 
 
 class Dispatcher:
@@ -83,9 +88,11 @@ class Dispatcher:
                 return reply
         raise ApiError(502, "worker_unreachable", f"{fn}: workers kept failing to accept the call; retry later")
 
-    def start_now(self, tenant: str, fn: str, body: bytes, content_type: str) -> Pending | None:
+    def start_now(self, tenant: str, fn: str, body: bytes, content_type: str,
+                  on_settled: Callable[[Pending], None]) -> Pending | None:
         """Start a warm call without suspending, when all it needs is at hand: the function's spec
-        cached, a free slot, an idle connection to that slot's worker. None: use `invoke`."""
+        cached, a free slot, an idle connection to that slot's worker. `on_settled(pending)` runs
+        once the worker answered (or failed); then read it with `finish_now`. None: use `invoke`."""
         spec = self._specs.peek(fn)
         pool = self.pools.get(fn)
         if spec is None or spec.tenant != tenant or pool is None:
@@ -93,15 +100,18 @@ class Dispatcher:
         slot = pool.take()
         if slot is None:
             return None
-        call = self._upstream.start(slot.endpoint, spec.invoke_path, body, content_type, self.s.request_timeout_s)
+        pending = Pending(fn, pool, slot, on_settled)
+        call = self._upstream.start(slot.endpoint, spec.invoke_path, body, content_type, self.s.request_timeout_s,
+                                    callback=pending.settled)
         if call is None:
             pool.checkin(slot)
             return None
-        return Pending(fn, pool, slot, call)
+        pending.call = call
+        return pending
 
     def finish_now(self, pending: Pending) -> Reply | None:
-        """The reply of a started call whose future is done; None when the call never reached the
-        worker (then `invoke` it). Raises ApiError like `invoke`."""
+        """The reply of a settled call; None when the call never reached the worker (then `invoke`
+        it). Raises ApiError like `invoke`."""
         try:
             outcome = self._upstream.outcome(pending.call)
         except (UpstreamBroken, TimeoutError) as exc:

@@ -2,8 +2,9 @@
 OpenAI-style paths routed by `model`.
 
 `gateway/http_server.py` serves it. Every request can go through `answer` (a coroutine); a warm
-invoke is first offered to `answer_now`, which answers it from callbacks without a task. Every client mistake is a 4xx with a JSON body naming the field and the reason; no
-client input produces a 500.
+invoke is first offered to `answer_now`, which answers it from callbacks without a task. Every
+client mistake is a 4xx with a JSON body naming the field and the reason; no client input
+produces a 500.
 """
 
 import asyncio
@@ -88,11 +89,9 @@ class HttpApi:
         body = request.body_now()
         if tenant is None or body is None or "/" in fn or len(body) > self.max_body_bytes:
             return False
-        pending = self.d.start_now(tenant, fn, body, headers.get("content-type", "application/octet-stream"))
-        if pending is None:
-            return False
-        pending.call.future.add_done_callback(lambda _: self._answer_started(request, pending, done))
-        return True
+        pending = self.d.start_now(tenant, fn, body, headers.get("content-type", "application/octet-stream"),
+                                   lambda settled: self._answer_started(request, settled, done))
+        return pending is not None
 
     def _answer_started(self, request, pending: Pending, done) -> None:
         try:
@@ -128,7 +127,8 @@ class HttpApi:
             return await (self.deploy(request) if method == "POST" else self.list_functions(request))
         if len(parts) == 3 and parts[:2] == ["v1", "functions"]:
             _allow(method, "GET", "DELETE")
-            return await (self.get_function(request, parts[2]) if method == "GET" else self.delete_function(request, parts[2]))
+            name = parts[2]
+            return await (self.get_function(request, name) if method == "GET" else self.delete_function(request, name))
         simple = {"/healthz": self.healthz, "/metrics": self.metrics_text, "/openapi.json": self.openapi,
                   "/v1/pods": self.list_pods, "/v1/nodes": self.list_nodes, "/v1/snapshots": self.list_snapshots}
         if path in simple:

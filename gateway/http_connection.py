@@ -4,11 +4,11 @@ the gateway's own event loop.
 The app sees each request as a `Request`: method, path, headers, the body awaited whole or chunk
 by chunk, and `response_bytes` or `response_stream` to answer. The app has two entries:
 `answer_now(request, done)`, which may take a request whose body is all here and answer it from
-callbacks, and the coroutine `answer(request)` for every other. Requests on one connection are answered in order, one at a time,
-as HTTP/1.1 pipelining requires. A body the app has not read yet is held up to a bound, past
-which the connection stops reading (backpressure, not buffering without end). A response sent
-before its request body has all arrived closes the connection, since the rest of that body
-cannot be told apart from a next request.
+callbacks, and the coroutine `answer(request)` for every other. Requests on one connection are
+answered in order, one at a time, as HTTP/1.1 pipelining requires. A body the app has not read
+yet is held up to a bound, past which the connection stops reading (backpressure, not buffering
+without end). A response sent before its request body has all arrived closes the connection,
+since the rest of that body cannot be told apart from a next request.
 """
 
 import asyncio

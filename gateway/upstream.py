@@ -8,10 +8,14 @@ reached the worker, so the caller may safely retry it on another worker.
 """
 
 import asyncio
+import logging
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
+
+log = logging.getLogger(__name__)
 
 
 class UpstreamUnreachable(ConnectionError):
@@ -76,7 +80,7 @@ class StreamedBody:
 class _Conn(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future | None = None
+        self.call: Call | None = None  # the call waiting for this connection's next response
         self.response: _Response | None = None
         self.keep_alive = True
         self.closed = False
@@ -88,8 +92,8 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         broken = UpstreamBroken(f"worker closed the connection ({exc or 'EOF'})")
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(broken)
+        if self.call is not None and not self.call.done:
+            self.call.settle(error=broken)
         elif self.response is not None and self.response.stream is not None:
             self.response.stream.put_nowait(broken)
 
@@ -98,8 +102,8 @@ class _Conn(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self.keep_alive = False
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_exception(UpstreamBroken(f"worker sent a malformed response: {exc}"))
+            if self.call is not None and not self.call.done:
+                self.call.settle(error=UpstreamBroken(f"worker sent a malformed response: {exc}"))
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -119,8 +123,8 @@ class _Conn(asyncio.Protocol):
         if response.chunked or response.content_type.startswith("text/event-stream"):
             # Pass it on as it comes: a streamed answer (tokens, events) must not wait for its end.
             response.stream = asyncio.Queue()
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(response)
+            if self.call is not None and not self.call.done:
+                self.call.settle(response)
 
     def on_body(self, body: bytes) -> None:
         if self.response.stream is not None:
@@ -129,34 +133,52 @@ class _Conn(asyncio.Protocol):
             self.response.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        # Settling may run the caller's callback, which may start the next call on this very
+        # connection: nothing here touches the connection's call afterwards.
         if self.response.stream is not None:
             self.response.stream.put_nowait(None)
-        elif self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(self.response)
+        elif self.call is not None and not self.call.done:
+            self.call.settle(self.response)
 
 
 class Call:
-    """One request written to a worker; `future` resolves with its response (or the error)."""
+    """One request written to a worker. It is settled once, with the response or an error, and
+    then runs its callback (the warm path, from callbacks) or resolves its future (`post`)."""
 
-    __slots__ = ("endpoint", "conn", "future", "deadline", "reused", "timeout_s")
+    __slots__ = ("endpoint", "conn", "deadline", "reused", "timeout_s", "done", "response", "error",
+                 "_callback", "future")
 
-    def __init__(self, endpoint: str, conn: _Conn, future: asyncio.Future, deadline: float,
-                 reused: bool, timeout_s: float):
-        self.endpoint, self.conn, self.future, self.deadline = endpoint, conn, future, deadline
+    def __init__(self, endpoint: str, conn: _Conn, deadline: float, reused: bool, timeout_s: float,
+                 callback: Callable[["Call"], None] | None):
+        self.endpoint, self.conn, self.deadline = endpoint, conn, deadline
         self.reused, self.timeout_s = reused, timeout_s
+        self.done = False
+        self.response: _Response | None = None
+        self.error: BaseException | None = None
+        self._callback = callback
+        self.future = None if callback is not None else asyncio.get_running_loop().create_future()  # for post
+
+    def settle(self, response: _Response | None = None, error: BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.done, self.response, self.error = True, response, error
+        if self._callback is not None:
+            self._callback(self)
+        elif not self.future.done():
+            self.future.set_result(None)
 
     @property
     def retryable(self) -> bool:
         """Broken on a kept-alive connection the worker had closed: the call never reached it."""
-        return self.reused and isinstance(self.future.exception(), UpstreamBroken)
+        return self.reused and isinstance(self.error, UpstreamBroken)
 
 
 class Upstream:
     """One idle-connection pool per worker endpoint.
 
-    `start` writes a call on a kept-alive connection without suspending, and `outcome` reads its
-    result once `Call.future` is done; the gateway's warm path uses the two directly, from
-    callbacks. `post` is the same call as one coroutine, connecting when it must."""
+    `start` writes a call on a kept-alive connection without suspending and `outcome` reads its
+    result once settled: the gateway's warm path uses the two from callbacks. `post` is the same
+    call as one coroutine, connecting when it must."""
 
     def __init__(self, max_idle_per_worker: int = 512):
         self._idle: dict[str, deque[_Conn]] = {}
@@ -166,8 +188,10 @@ class Upstream:
         self._sweeper: asyncio.Task | None = None
 
     def start(self, endpoint: str, path: str, body: bytes, content_type: str, timeout_s: float,
-              extra_headers: str = "", conn: _Conn | None = None) -> Call | None:
-        """Write the call on `conn`, or on an idle kept-alive connection; None when there is none."""
+              extra_headers: str = "", conn: _Conn | None = None,
+              callback: Callable[[Call], None] | None = None) -> Call | None:
+        """Write the call on `conn`, or on an idle kept-alive connection; None when there is none.
+        `callback(call)` runs once it is settled (without it, `post` awaits it)."""
         reused = conn is None
         if conn is None:
             conn = self._idle_conn(endpoint)
@@ -177,30 +201,29 @@ class Upstream:
         head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{extra_headers}"
                 f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
         loop = asyncio.get_running_loop()
-        future = conn.waiter = loop.create_future()
+        call = conn.call = Call(endpoint, conn, loop.time() + timeout_s, reused, timeout_s, callback)
         if len(body) < 65536:
             conn.transport.write(head + body)
         else:
             conn.transport.write(head)
             conn.transport.write(body)
-        call = Call(endpoint, conn, future, loop.time() + timeout_s, reused, timeout_s)
         self._in_flight.add(call)
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._time_out_overdue_calls())
         return call
 
     def outcome(self, call: Call) -> tuple[int, str, "bytes | StreamedBody"]:
-        """(status, content type, body) of a done call; the body is a StreamedBody when the worker
-        streams (chunked or text/event-stream). Raises the call's UpstreamBroken or TimeoutError."""
+        """(status, content type, body) of a settled call; the body is a StreamedBody when the
+        worker streams (chunked or text/event-stream). Raises the call's UpstreamBroken or
+        TimeoutError."""
         self._in_flight.discard(call)
         conn = call.conn
-        conn.waiter = None
-        if call.future.cancelled() or call.future.exception() is not None:
+        if conn.call is call:
+            conn.call = None
+        if call.error is not None:
             conn.transport.close()
-            if call.future.cancelled():
-                raise asyncio.CancelledError()
-            raise call.future.exception()
-        response = call.future.result()
+            raise call.error
+        response = call.response
         if response.stream is not None:
             def done(complete: bool) -> None:
                 if complete:
@@ -228,17 +251,15 @@ class Upstream:
         return self.outcome(call)
 
     async def _settled(self, call: Call) -> None:
-        """Wait for the call to be done without raising its error (`outcome` does that); a waiter
-        that is cancelled abandons the call and its connection."""
+        """Wait for the call to be settled; a waiter that is cancelled abandons the call and its
+        connection."""
         try:
             await call.future
         except asyncio.CancelledError:
             self._in_flight.discard(call)
-            call.conn.waiter = None
+            call.conn.call = None
             call.conn.transport.close()
             raise
-        except Exception:
-            pass
 
     async def _time_out_overdue_calls(self, every_s: float = 0.25) -> None:
         loop = asyncio.get_running_loop()
@@ -247,8 +268,10 @@ class Upstream:
             now = loop.time()
             for call in [c for c in self._in_flight if c.deadline <= now]:
                 self._in_flight.discard(call)
-                if not call.future.done():
-                    call.future.set_exception(TimeoutError())
+                try:
+                    call.settle(error=TimeoutError())
+                except Exception:  # a caller's callback failed: it must not stop the sweep
+                    log.exception("a timed-out call's callback failed")
 
     def _idle_conn(self, endpoint: str) -> _Conn | None:
         idle = self._idle.get(endpoint)
