@@ -21,7 +21,8 @@ free CPU (or memory) falls short of what the mix needs to use *all* the free GPU
 where `cpu_per_milli` is the mix's CPU per GPU milli over the shapes this layout can hold,
 weighted by popularity.  It is the mix's ratio, not each shape's, because a node is filled by
 the mix: per-shape ratios (fill this node with only the most CPU-hungry shape) call nearly
-every node fragmented and were worse on every trace but the CPU-heaviest one.  When one pod
+every node fragmented; on the tuning seeds they won on the CPU-heaviest trace and lost up to
+0.6 points on the multi-GPU ones.  When one pod
 no longer fits, FGD's rule counts all of it, as before.
 
 Everything here is a pure function of (layout, free milli per GPU, free CPU, free memory); it
