@@ -21,7 +21,8 @@ def main() -> None:
     settings = load_agent_settings(a.config, a.nats, a.redis, a.state_dir, a.node)
     setup_logging(f"agent-{settings.node}")
     setup_tracing(f"agent-{settings.node}")
-    run_until_signalled(lambda stop: run_agent(settings, stop))
+    # Its workers get stop_grace_s to end; the agent's own clean-up a little more.
+    run_until_signalled(lambda stop: run_agent(settings, stop), grace_s=settings.stop_grace_s + 5)
 
 
 if __name__ == "__main__":

@@ -187,6 +187,11 @@ class Lifecycle:
         self._records.remove(pod)
 
     async def stop_all(self, reason: str) -> None:
+        """On shutdown the workers stop first and their records after, so a Redis or NATS that is
+        gone cannot keep a worker running past its agent (the next agent's reconcile puts the
+        records right)."""
+        handles = [worker.handle for worker in self.workers.values()]
+        await asyncio.gather(*(self._runtime.stop(h, self._grace) for h in handles), return_exceptions=True)
         await asyncio.gather(*(self.stop(pod, reason) for pod in list(self.workers)), return_exceptions=True)
 
     async def fail(self, pod: str, fn: str, reason: str) -> None:

@@ -17,6 +17,7 @@ from thaw_core.store.functions import Functions
 from thaw_core.store.ledger import Ledger
 from thaw_core.store.pods import Pods
 from thaw_core.subscriber import make_broker, subscribe
+from thaw_core.shutdown import run_steps
 
 from agents import gpus
 from agents.lifecycle import Lifecycle
@@ -74,12 +75,12 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            await broker.stop()
-            if settings.stop_workers_on_exit:
-                await lifecycle.stop_all("agent shut down")
-            await lifecycle.close()
-            await nc.close()
-            await r.aclose()
+            async def stop_workers() -> None:
+                if settings.stop_workers_on_exit:
+                    await lifecycle.stop_all("agent shut down")
+            await run_steps(("stop consumers", broker.stop), ("stop workers", stop_workers),
+                            ("close the runtime", lifecycle.close), ("close NATS", nc.close),
+                            ("close Redis", r.aclose))
 
 
 def _snapshot_client(settings: AgentSettings, runtime, nc, js, r) -> SnapshotClient | None:

@@ -14,6 +14,7 @@ from thaw_core.store.functions import Functions
 from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import SnapshotCatalog
+from thaw_core.shutdown import run_steps
 
 from gateway.auth import KeyCache
 from gateway.dispatcher import Dispatcher
@@ -54,13 +55,10 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
         await stop.wait()
     finally:
         renewer.cancel()
-        for sub in subs:
-            await sub.unsubscribe()
-        await dispatcher.release_all()
-        await http_server.stop()
-        upstream.close()
-        await nc.close()
-        await r.aclose()
+        await run_steps(*[(f"unsubscribe from {sub.subject}", sub.unsubscribe) for sub in subs],
+                        ("give leased slots back", dispatcher.release_all), ("stop HTTP", http_server.stop),
+                        ("close worker connections", upstream.close), ("close NATS", nc.close),
+                        ("close Redis", r.aclose))
 
 
 def _pod_events(dispatcher: Dispatcher):

@@ -11,6 +11,7 @@ from bus_schemas.nodes import NodeCapacity
 from thaw_core import bus
 from thaw_core.store.client import connect_redis
 from thaw_core.subscriber import make_broker, subscribe
+from thaw_core.shutdown import run_steps
 
 from placement.settings import PlacementSettings
 from placement.worker import PlacementWorker
@@ -45,7 +46,5 @@ async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> Non
             except TimeoutError:
                 pass
     finally:
-        await sub.unsubscribe()
-        await broker.stop()
-        await nc.close()
-        await r.aclose()
+        await run_steps(("unsubscribe from heartbeats", sub.unsubscribe), ("stop consumers", broker.stop),
+                        ("close NATS", nc.close), ("close Redis", r.aclose))

@@ -28,6 +28,7 @@ from thaw_core.store.snapshots import announce_snapshotter, withdraw_snapshotter
 from thaw_core.podman.checkpoints import PodmanCheckpoints
 from thaw_core.podman.service import ensure_service
 from thaw_core.subscriber import make_broker, subscribe
+from thaw_core.shutdown import run_steps
 
 from snapshotter.container_restores import ContainerRestores
 from snapshotter.criu import find_criu
@@ -75,15 +76,11 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     finally:
         presence.cancel()
         await asyncio.gather(presence, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await withdraw_snapshotter(r, settings.node)
-        await sub.unsubscribe()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if containers is not None:
-            await containers.close()
-        await broker.stop()
-        await nc.close()
-        await r.aclose()
+        await run_steps(("withdraw presence", lambda: withdraw_snapshotter(r, settings.node)),
+                        ("unsubscribe from restore requests", sub.unsubscribe),
+                        ("finish snapshot tasks", lambda: asyncio.gather(*tasks, return_exceptions=True)),
+                        ("close podman", containers.close if containers is not None else lambda: None),
+                        ("stop consumers", broker.stop), ("close NATS", nc.close), ("close Redis", r.aclose))
 
 
 async def _containers(settings: SnapshotterSettings, criu_version: str,

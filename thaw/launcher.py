@@ -37,7 +37,7 @@ class Platform:
                 proc.terminate()
         for name, proc in reversed(list(self.procs.items())):
             try:
-                proc.wait(15)
+                proc.wait(25)  # a component bounds its own stop: grace, then 5 s (thaw_core.process)
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.redis.stop()

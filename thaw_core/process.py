@@ -2,17 +2,44 @@
 
 import asyncio
 import gc
+import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 
+log = logging.getLogger(__name__)
 
-def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]], grace_s: float = 10.0) -> None:
+    """Run `main(stop)`; SIGTERM or SIGINT sets `stop`. A service whose shutdown waits on a
+    server that is gone (Redis retrying, NATS reconnecting) is cancelled after `grace_s`, or at
+    a second signal, and the process exits 5 s after that whatever is still pending: a stop
+    that never ends is worse than one that skips its last clean-up."""
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(main(stop))
+
+        def cancel(reason: str) -> None:
+            if not task.done():
+                log.warning("still stopping after %s; cancelling what is left", reason)
+                task.cancel()
+                loop.call_later(5.0, _exit_now)
+
+        def on_signal() -> None:
+            if stop.is_set():
+                cancel("a second signal")
+                return
+            stop.set()
+            loop.call_later(grace_s, cancel, f"{grace_s:g}s")
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await main(stop)
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
 
     try:
         import uvloop
@@ -20,6 +47,12 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
         asyncio.run(runner())
     else:
         uvloop.run(runner())
+
+
+def _exit_now() -> None:
+    log.error("clean-up did not finish 5 s after cancelling; exiting now")
+    logging.shutdown()
+    os._exit(1)
 
 
 def tune_gc_for_throughput() -> None:

@@ -114,20 +114,28 @@ class Harness:
         self.nats.kill()
         self.kill_stray_workers()
 
-    def kill_stray_workers(self) -> int:
-        """Safety net after a test that killed its agent for good: no worker outlives a test."""
-        killed = 0
+    def worker_pids(self) -> list[int]:
+        """Every live process the agent started for this node (found by its THAW_NODE)."""
+        pids = []
         for proc in Path("/proc").iterdir():
             try:
                 env = (proc / "environ").read_bytes() if proc.name.isdigit() else b""
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] if env else ""
             except OSError:
                 continue
-            if f"THAW_NODE={self.node}".encode() in env.split(b"\0"):
-                try:
-                    os.kill(int(proc.name), signal.SIGKILL)
-                    killed += 1
-                except ProcessLookupError:
-                    pass
+            if f"THAW_NODE={self.node}".encode() in env.split(b"\0") and state != "Z":
+                pids.append(int(proc.name))
+        return pids
+
+    def kill_stray_workers(self) -> int:
+        """Safety net after a test that killed its agent for good: no worker outlives a test."""
+        killed = 0
+        for pid in self.worker_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
         return killed
 
     def logs(self) -> str:

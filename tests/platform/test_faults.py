@@ -4,12 +4,18 @@ import asyncio
 import json
 import os
 import signal
+import time
 
+import aiohttp
 import nats
 
 from bus_schemas import redis_keys as K
+from thaw_core import servers
+from thaw_core.store.apikeys import ApiKeys
+from thaw_core.store.client import connect_redis
 from tests.conftest import eventually
 from tests.platform.conftest import _healthy, deploy, echo_spec, gpu_usage, invoke
+from tests.platform.harness import Harness
 
 
 async def pods_of(http, url):
@@ -118,3 +124,36 @@ async def test_a_worker_the_agent_never_recorded_is_found_and_adopted(platform, 
     status, body, served_by = await invoke(http, platform.url, "echo", b"y")
     assert (status, body, served_by) == (200, b"y", pod)
     assert sum(await gpu_usage(http, platform.url)) == 2048
+
+
+async def test_every_component_stops_and_no_worker_outlives_it_when_nats_and_redis_are_gone(tmp_path):
+    """A stop must end even when the servers a component would clean up against are gone:
+    its grace (10 s; the agent's stop_grace_s + 5) then cancellation, never a hang."""
+    nats_server = servers.start_nats(tmp_path / "nats")
+    redis_server = servers.start_redis(tmp_path / "redis")
+    h = Harness(tmp_path, nats_server, redis_server.url)
+    r = connect_redis(redis_server.url)
+    key = await ApiKeys(r).create("default")
+    await r.aclose()
+    http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"})
+    try:
+        for name in ("placement", "agent", "gateway"):
+            h.start(name)
+        await eventually(lambda: _healthy(h.url), 20, what="gateway /healthz")
+        await deploy(http, h.url, echo_spec())
+        assert (await invoke(http, h.url, "echo", b"x"))[0] == 200
+        assert h.worker_pids(), "a running worker (and its PID-namespace wrapper)"
+
+        nats_server.kill()
+        redis_server.process.kill()
+        for proc in h.procs.values():
+            proc.terminate()
+        started = time.monotonic()
+        for name, proc in h.procs.items():
+            exit_code = await asyncio.to_thread(proc.wait, 40)
+            assert time.monotonic() - started < 25, f"{name} took too long to stop (exit code {exit_code})"
+        assert h.worker_pids() == [], "the agent's worker outlived it"
+    finally:
+        await http.close()
+        h.stop()
+        redis_server.stop()
