@@ -13,7 +13,6 @@ One CRIU operation runs at a time per node (a lock shared by dumps and restores)
 """
 
 import asyncio
-import contextlib
 import logging
 
 from nats.js.api import DeliverPolicy
