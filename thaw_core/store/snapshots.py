@@ -29,13 +29,15 @@ class SnapshotInfo:
     port: int
     spec_digest: str
     arch: str
+    gpu: bool = False  # holds GPU memory: only a node offering "cuda-checkpoint" may restore it
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> "SnapshotInfo":
         return cls(id=h.get("id", ""), fn=h.get("fn", ""), node=h.get("node", ""), runtime=h.get("runtime", ""),
                    created_ms=int(h.get("created_ms", 0)), size_bytes=int(h.get("size_bytes", 0)),
                    raw_bytes=int(h.get("raw_bytes", 0)), tiers=tuple(t for t in h.get("tiers", "").split(",") if t),
-                   port=int(h.get("port", 0)), spec_digest=h.get("spec_digest", ""), arch=h.get("arch", ""))
+                   port=int(h.get("port", 0)), spec_digest=h.get("spec_digest", ""), arch=h.get("arch", ""),
+                   gpu=h.get("gpu", "0") not in ("0", "", "False", "false"))
 
     def reachable_from(self, node: str) -> bool:
         """Taken on `node` (its local tier), or held in a tier every node reads."""
@@ -71,20 +73,23 @@ class SnapshotCatalog:
         """The newest snapshot a new pod of `fn` on `node` may restore from, or None.
 
         It must match the function's current spec (`spec_digest`) and runtime, be reachable from
-        `node`, and `node` must have a live snapshotter. None means cold start; the agent still
-        falls back to a cold start if the restore itself fails.
+        `node`, and `node` must have a live snapshotter; one holding GPU memory also needs
+        "cuda-checkpoint" there. None means cold start; the agent still falls back to a cold
+        start if the restore itself fails.
         """
         offered = await self.capabilities(node)
         if "criu" not in offered or (runtime == "container" and "container" not in offered):
             return None
         for s in await self.for_function(fn):
-            if s.spec_digest == spec_digest and s.runtime == runtime and s.reachable_from(node):
+            if (s.spec_digest == spec_digest and s.runtime == runtime and s.reachable_from(node)
+                    and (not s.gpu or "cuda-checkpoint" in offered)):
                 return s
         return None
 
     async def capabilities(self, node: str) -> tuple[str, ...]:
         """What the live snapshotter on `node` offers: ("criu",) for process workers,
-        ("criu", "container") for container workers; () when none runs."""
+        ("criu", "container") for container workers, plus "cuda-checkpoint" where GPU memory
+        can be checkpointed; () when none runs."""
         raw = await self._r.get(K.snapshotter(node))
         return tuple(c for c in (raw or "").split(",") if c)
 
