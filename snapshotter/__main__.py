@@ -38,6 +38,8 @@ def main() -> None:
                    help="podman API socket (container runtime; the agent's container_socket)")
     p.add_argument("--standby", type=int, default=1, help="staged containers kept per container "
                    "snapshot, so a restore skips podman's import (0: always import)")
+    p.add_argument("--cuda-checkpoint", help="NVIDIA's cuda-checkpoint binary (default: PATH); used with "
+                   "driver 550+ to dump a GPU worker's device memory")
     a = p.parse_args()
     try:
         retention = RetentionPolicy(keep_count=a.keep, max_age_s=a.max_age_s)
@@ -46,7 +48,7 @@ def main() -> None:
     settings = SnapshotterSettings(node=a.node, nats_url=a.nats, redis_url=a.redis, state_dir=a.state_dir,
                                    shared_dir=a.shared_dir, criu_path=a.criu, retention=retention,
                                    runtime=a.runtime, podman_socket=a.podman_socket,
-                                   standby_per_snapshot=a.standby)
+                                   standby_per_snapshot=a.standby, cuda_checkpoint_path=a.cuda_checkpoint)
     setup_logging(f"snapshotter-{settings.node}")
     setup_tracing(f"snapshotter-{settings.node}")
     try:

@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 
 from snapshotter import criu as criu_mod
+from snapshotter.cuda_state import CudaCheckpoint
+from snapshotter.errors import CudaCheckpointFailed
 from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import Manifest
 from snapshotter.retention import RetentionPolicy, expired
@@ -45,20 +47,46 @@ async def capture_image(store: TieredStore, index: SnapshotIndex, image_dir: Pat
 async def capture_process(criu: criu_mod.Criu, store: TieredStore, index: SnapshotIndex, *,
                           fn: str, node: str, pid: int, port: int, work_dir: Path,
                           policy: RetentionPolicy, progress: Progress = _quiet,
-                          spec_digest: str = "") -> tuple[Manifest, tuple[str, ...]]:
+                          spec_digest: str = "", cuda: CudaCheckpoint | None = None,
+                          gpus: tuple[int, ...] = ()) -> tuple[Manifest, tuple[str, ...]]:
     """Dump the running worker `pid` (left running) and capture the image. The dump directory
     under `work_dir` is removed afterwards, success or not. `spec_digest` is recorded so a
-    restore is only offered to pods of the same function spec."""
+    restore is only offered to pods of the same function spec.
+
+    With `cuda` (a GPU worker on a node with cuda-checkpoint; `gpus` are the pod's GPU
+    indices), the worker's CUDA state is moved to host memory for the dump and back right after
+    it, before the image is stored: the image holds device memory and the manifest says so.
+    A failed toggle fails the snapshot (CudaCheckpointFailed), the worker left on its GPU."""
     sid = new_snapshot_id(fn)
     image_dir = work_dir / f"dump-{sid}"
     try:
         progress(f"checkpointing pid {pid}")
-        d = await criu_mod.dump(criu, pid, image_dir)
+        d = await (_dump_with_gpu(criu, cuda, pid, image_dir, progress) if cuda is not None
+                   else criu_mod.dump(criu, pid, image_dir))
         progress(f"dumped {d.size_bytes / 2**20:.1f} MiB in {d.duration_s:.2f}s")
         draft = Manifest(id=sid, fn=fn, node=node, runtime="process",
                          created_ms=int(time.time() * 1000), sha256="", size_bytes=0, raw_bytes=0,
                          arch=platform.machine(), kernel=platform.release(),
-                         criu_version=criu.version, port=port, spec_digest=spec_digest)
+                         criu_version=criu.version, port=port, spec_digest=spec_digest,
+                         gpu=cuda is not None, gpu_indices=",".join(map(str, gpus)) if cuda else "")
         return await capture_image(store, index, image_dir, draft, policy, progress)
     finally:
         shutil.rmtree(image_dir, ignore_errors=True)
+
+
+async def _dump_with_gpu(criu: criu_mod.Criu, cuda: CudaCheckpoint, pid: int, image_dir: Path,
+                         progress: Progress) -> criu_mod.DumpResult:
+    """cuda-checkpoint on, CRIU dump (left running), cuda-checkpoint off: the worker is off its
+    GPU only while CRIU copies it. Moving it back is tried twice; if that still fails the
+    snapshot is refused even when the dump succeeded, and the error says the worker is stuck."""
+    progress(f"moving pid {pid}'s GPU memory to host memory (cuda-checkpoint)")
+    await cuda.suspend(pid)  # on failure it has tried to leave the worker on its GPU
+    try:
+        return await criu_mod.dump(criu, pid, image_dir)
+    finally:
+        progress(f"moving pid {pid}'s GPU memory back to its GPU")
+        try:
+            await cuda.resume(pid, attempts=2)
+        except CudaCheckpointFailed as exc:
+            exc.why += "; the worker was NOT moved back onto its GPU and cannot serve GPU work"
+            raise

@@ -1,6 +1,7 @@
 """Handle `snapshot.requested.<fn>`: checkpoint a warm worker of this node and announce it.
 
-A process worker (runtime_ref "pid:starttime") is dumped with CRIU (capture.py); a container
+A process worker (runtime_ref "pid:starttime") is dumped with CRIU (capture.py), its GPU
+memory with it when the pod holds GPUs and this node has cuda-checkpoint (cuda_state.py); a container
 worker (runtime_ref a container id, on a snapshotter configured for the container runtime) is
 checkpointed through podman (containers.py), and standbys of the new snapshot are staged right
 away so the first restore on this node skips podman's import.
@@ -32,6 +33,7 @@ from snapshotter.capture import capture_process
 from snapshotter.container_restores import ContainerRestores
 from snapshotter.containers import capture_container
 from snapshotter.criu import Criu
+from snapshotter.cuda_state import CudaCheckpoint
 from snapshotter.errors import SnapshotError
 from snapshotter.index import SnapshotIndex
 from snapshotter.materialize import evict
@@ -42,12 +44,14 @@ log = logging.getLogger(__name__)
 
 class Dumps:
     def __init__(self, settings: SnapshotterSettings, criu: Criu, js: JetStreamContext, r: Redis,
-                 lock: asyncio.Lock, containers: ContainerRestores | None = None):
+                 lock: asyncio.Lock, containers: ContainerRestores | None = None,
+                 cuda: CudaCheckpoint | None = None):
         self.s, self.criu, self._js, self._r = settings, criu, js, r
         self.store, self.index = settings.store(), SnapshotIndex(r)
         self.pods, self.catalog = Pods(r), SnapshotCatalog(r)
         self._lock = lock  # one CRIU operation at a time on a node
         self.containers = containers  # None: process workers only
+        self.cuda = cuda  # None: this node cannot checkpoint GPU memory (gpu_support.detect)
 
     async def on_requested(self, msg: SnapshotRequested, subject: str) -> None:
         if msg.node != self.s.node:
@@ -83,7 +87,7 @@ class Dumps:
         except Exception as exc:  # the snapshot is good; restores here just import it
             log.warning("could not stage standbys of %s: %s", m.id, exc)
 
-    async def _capture(self, msg: SnapshotRequested, target: str | tuple[int, int]):
+    async def _capture(self, msg: SnapshotRequested, target: str | tuple[int, int, tuple[int, ...]]):
         def progress(line: str) -> None:
             log.info("snapshot of %s: %s", msg.pod, line)
 
@@ -92,12 +96,18 @@ class Dumps:
         if isinstance(target, str):
             return await capture_container(self.containers.podman, self.store, self.index, container=target,
                                            criu_version=self.criu.version, **common)
-        pid, port = target
-        return await capture_process(self.criu, self.store, self.index, pid=pid, port=port, **common)
+        pid, port, gpus = target
+        cuda = self.cuda if gpus else None  # a worker given no GPU has no device memory to move
+        if gpus and cuda is None:
+            log.info("snapshot of %s: the pod holds GPU(s) %s but this node has no cuda-checkpoint; "
+                     "dumping without GPU state", msg.pod, ",".join(map(str, gpus)))
+        return await capture_process(self.criu, self.store, self.index, pid=pid, port=port,
+                                     cuda=cuda, gpus=gpus, **common)
 
-    async def _target(self, msg: SnapshotRequested) -> str | tuple[int, int] | None:
-        """The pod's worker if it is ours to dump now: a container id, or (pid, port) of a
-        process; else None (logged)."""
+    async def _target(self, msg: SnapshotRequested) -> str | tuple[int, int, tuple[int, ...]] | None:
+        """The pod's worker if it is ours to dump now: a container id, or (pid, port, GPU
+        indices) of a process (the pid is the host-side one, from runtime_ref); else None
+        (logged). The GPUs come from the pod record: what the agent put in CUDA_VISIBLE_DEVICES."""
         record = await self.pods.get(msg.pod)
         if record is None or record.node != self.s.node or record.fn != msg.fn:
             log.info("snapshot request for %s: pod not found on %s; skipped", msg.pod, self.s.node)
@@ -119,7 +129,7 @@ class Dumps:
         if not port:
             log.info("snapshot request for %s: no port in endpoint %r; skipped", msg.pod, record.endpoint)
             return None
-        return pid, port
+        return pid, port, record.gpus
 
     async def _evict_deleted(self) -> None:
         """Unpacked images and standbys of snapshots that retention deleted are dead weight."""

@@ -74,3 +74,16 @@ class SnapshotIncompatible(SnapshotUnusable):
 @dataclass
 class RestoreFailed(_ToolLog, SnapshotUnusable):
     """`criu restore` (or podman's restore) exited non-zero; `log_tail` holds its error lines."""
+
+
+@dataclass
+class CudaCheckpointFailed(SnapshotError):
+    """`cuda-checkpoint` failed or left a worker's CUDA state other than expected (cuda_state.py).
+    On a dump the snapshot fails; on a restore it is answered as a SnapshotUnusable (cold start)."""
+
+    exit_code: int = 0
+    log_tail: str = ""
+
+    def __str__(self) -> str:
+        head = f"{self.what}: {self.why}" + (f" (exit {self.exit_code})" if self.exit_code else "")
+        return f"{head}\n{self.log_tail}" if self.log_tail else head

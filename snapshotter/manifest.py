@@ -27,6 +27,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     criu_version: str
     port: int = 0  # the port the worker listens on inside the image
     gpu: bool = False  # device memory included (cuda-checkpoint)
+    gpu_indices: str = ""  # with gpu: the node's GPU indices the worker held ("0,1"); a restore needs the same
     spec_digest: str = ""  # bus_schemas.functions.spec_digest of the spec the worker ran
     v: int = MANIFEST_VERSION
 

@@ -16,7 +16,11 @@ So:
 - a corrupt or vanished image is removed from the index (and the tiers), so the next pod does
   not try it again and the next warm pod asks for a fresh snapshot;
 - if the pod stopped restoring while CRIU ran (the agent gave up waiting, or placement stopped
-  it), the restored worker is killed again.
+  it), the restored worker is killed again;
+- a process snapshot holding GPU memory (manifest `gpu`) is restored only on a node with
+  cuda-checkpoint and only for a pod holding the same GPU indices (cuda-checkpoint does not
+  move CUDA state between GPUs); after CRIU, the worker's CUDA state is toggled back onto the
+  device before the answer, and a failed toggle kills the restored worker (cold start).
 """
 
 import asyncio
@@ -33,7 +37,9 @@ from snapshotter import criu as criu_mod
 from snapshotter import procs
 from snapshotter.container_restores import ContainerRestores
 from snapshotter.criu import Criu
-from snapshotter.errors import SnapshotCorrupt, SnapshotMissing, SnapshotUnusable
+from snapshotter.cuda_state import CudaCheckpoint
+from snapshotter.errors import (CudaCheckpointFailed, SnapshotCorrupt, SnapshotIncompatible,
+                                SnapshotMissing, SnapshotUnusable)
 from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import HostFacts, Manifest
 from snapshotter.materialize import evict, materialize
@@ -44,10 +50,11 @@ log = logging.getLogger(__name__)
 
 class Restores:
     def __init__(self, settings: SnapshotterSettings, criu: Criu, r: Redis, lock: asyncio.Lock,
-                 containers: ContainerRestores | None = None):
+                 containers: ContainerRestores | None = None, cuda: CudaCheckpoint | None = None):
         self.s, self.criu, self._r = settings, criu, r
         self.store, self.index = settings.store(), SnapshotIndex(r)
-        self.host = HostFacts.local(criu.version)
+        self.host = HostFacts.local(criu.version, gpu_checkpoint=cuda is not None)
+        self.cuda = cuda  # None: GPU snapshots are incompatible here (materialize refuses them)
         self._lock = lock
         self.containers = containers  # None: this node restores process snapshots only
 
@@ -93,6 +100,8 @@ class Restores:
 
     async def _restore_process(self, req: SnapshotRestore, m: Manifest) -> tuple[int, str]:
         async with self._lock:  # one restore at a time: the port check and the bind stay together
+            if m.gpu:
+                await self._check_gpus(req, m)
             if procs.port_in_use(m.port):
                 raise SnapshotUnusable("restore snapshot", f"snapshot port busy: 127.0.0.1:{m.port} is in use "
                                        "(the worker it was taken from may still run)", snapshot=m.id)
@@ -102,6 +111,8 @@ class Restores:
                 await self._forget(m.fn, m.id)
                 raise
             restored = await criu_mod.restore(self.criu, image)
+            if m.gpu:
+                await self._resume_gpu(restored.pid, m)
         state = await self._r.hget(K.pod(req.pod), "state")
         if state != PodState.RESTORING.value:
             procs.kill(restored.pid)
@@ -109,9 +120,34 @@ class Restores:
                                    "the restored worker was stopped", snapshot=m.id)
         return restored.pid, f"http://127.0.0.1:{m.port}"
 
+    async def _check_gpus(self, req: SnapshotRestore, m: Manifest) -> None:
+        """The restored worker resumes on the GPUs it was dumped on: the pod must hold those."""
+        held = await self._r.hget(K.pod(req.pod), "gpus") or ""
+        if _indices(held) != _indices(m.gpu_indices):
+            raise SnapshotIncompatible("restore snapshot", f"image holds GPU memory of GPU(s) "
+                                       f"{m.gpu_indices or 'none'}, pod holds {held or 'none'}", snapshot=m.id)
+
+    async def _resume_gpu(self, pid: int, m: Manifest) -> None:
+        """Toggle the restored worker's CUDA state back onto its GPU; on failure it is killed."""
+        if self.cuda is None:  # materialize refused it already; kept for a direct caller
+            procs.kill(pid)
+            raise SnapshotIncompatible("restore snapshot", "image holds GPU memory and this node "
+                                       "has no cuda-checkpoint", snapshot=m.id)
+        try:
+            await self.cuda.resume(pid)
+        except CudaCheckpointFailed as exc:
+            procs.kill(pid)
+            raise SnapshotUnusable("restore snapshot", f"restored worker (pid {pid}) could not be moved back "
+                                   f"onto its GPU, so it was stopped: {exc}", snapshot=m.id) from None
+
     async def _forget(self, fn: str, snapshot_id: str) -> None:
         """A snapshot no tier can give back is dropped everywhere; idempotent."""
         log.warning("dropping unusable snapshot %s of %s", snapshot_id, fn)
         await self.index.remove(fn, snapshot_id)
         await asyncio.to_thread(self.store.delete, fn, snapshot_id)
         evict(self.s.cache_dir, snapshot_id)
+
+
+def _indices(field: str) -> tuple[int, ...]:
+    """"0,1" -> (0, 1), the pod hash's and the manifest's spelling of GPU indices."""
+    return tuple(int(x) for x in field.split(",") if x.strip())

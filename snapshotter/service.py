@@ -6,9 +6,13 @@
 - at start-up, stops restored workers a predecessor left unowned (see orphans.py);
 - with `runtime = "container"`, checkpoints and restores the agent's containers through the
   podman API (containers.py, container_restores.py) and keeps staged standbys (standby.py);
+- detects at start-up whether GPU memory can be checkpointed here (gpu_support.py); where it
+  can, process workers holding GPUs are dumped and restored with their device memory
+  (cuda_state.py; not proven on a device);
 - keeps `redis_keys.snapshotter(node)` alive (TTL `presence_ttl_s`) while it runs, so
   placement offers this node's snapshots only while something here can restore them, and the
-  agent reports its capabilities (`criu`, plus `container`) in NodeCapacity.snapshot_support.
+  agent reports its capabilities (`criu`, plus `container`, plus `cuda-checkpoint`) in
+  NodeCapacity.snapshot_support.
 One CRIU operation runs at a time per node (a lock shared by dumps and restores).
 """
 
@@ -29,8 +33,10 @@ from thaw_core.podman.service import ensure_service
 from thaw_core.subscriber import make_broker, subscribe
 from thaw_core.shutdown import run_steps
 
+from snapshotter import gpu_support
 from snapshotter.container_restores import ContainerRestores
 from snapshotter.criu import find_criu
+from snapshotter.cuda_state import CudaCheckpoint
 from snapshotter.dumps import Dumps
 from snapshotter.orphans import stop_orphans
 from snapshotter.restores import Restores
@@ -52,10 +58,14 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     await bus.ensure_streams(js)
     if killed := await stop_orphans(settings.node, Pods(r)):
         log.warning("stopped %d restored worker(s) left by a snapshotter that died mid-restore", killed)
+    gpu = gpu_support.detect(settings.cuda_checkpoint_path)
+    log.info("node %s: GPU checkpoint %s (%s)", settings.node, "supported" if gpu.supported else "not supported",
+             gpu.reason)
+    cuda = CudaCheckpoint(gpu.cuda_checkpoint) if gpu.supported else None
     lock = asyncio.Lock()
     containers = await _containers(settings, criu.version, lock)
-    dumps = Dumps(settings, criu, js, r, lock, containers)
-    restores = Restores(settings, criu, r, lock, containers)
+    dumps = Dumps(settings, criu, js, r, lock, containers, cuda)
+    restores = Restores(settings, criu, r, lock, containers, cuda)
     broker = make_broker(settings.nats_url, f"snapshotter-{settings.node}")
     # NEW: a node's first snapshotter does not replay a week of other pods' requests.
     subscribe(broker, streams.snapshotter_requests(settings.node), SnapshotRequested, dumps.on_requested,
@@ -69,7 +79,7 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
         task.add_done_callback(tasks.discard)
 
     sub = await nc.subscribe(subjects.snapshot_restore(settings.node), queue=QUEUE_GROUP, cb=on_restore)
-    presence = asyncio.create_task(_stay_present(r, settings))
+    presence = asyncio.create_task(_stay_present(r, settings, settings.capabilities(gpu.capability())))
     try:
         await stop.wait()
     finally:
@@ -109,10 +119,10 @@ async def _answer(restores: Restores, msg) -> None:
         telemetry.detach(token)
 
 
-async def _stay_present(r, settings: SnapshotterSettings) -> None:
+async def _stay_present(r, settings: SnapshotterSettings, capabilities: tuple[str, ...]) -> None:
     while True:
         try:
-            await announce_snapshotter(r, settings.node, settings.capabilities(), settings.presence_ttl_s)
+            await announce_snapshotter(r, settings.node, capabilities, settings.presence_ttl_s)
         except Exception:
             log.warning("could not refresh presence in Redis; retrying")
         await asyncio.sleep(settings.presence_ttl_s / 3)

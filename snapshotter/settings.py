@@ -22,10 +22,12 @@ class SnapshotterSettings:
     runtime: str = "process"
     podman_socket: Path = Path("/run/thaw/podman.sock")
     standby_per_snapshot: int = 1  # staged containers kept per container snapshot (0: always import)
+    cuda_checkpoint_path: str | None = None  # NVIDIA's cuda-checkpoint (default: PATH); see gpu_support.py
 
-    def capabilities(self) -> tuple[str, ...]:
-        """What this snapshotter announces: ("criu",) or ("criu", "container")."""
-        return ("criu", "container") if self.runtime == "container" else ("criu",)
+    def capabilities(self, gpu: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """What this snapshotter announces: ("criu",) or ("criu", "container"), then `gpu`
+        (GpuCheckpointSupport.capability(): ("cuda-checkpoint",) where detected)."""
+        return (("criu", "container") if self.runtime == "container" else ("criu",)) + gpu
 
     def store(self) -> TieredStore:
         tiers = [Tier("local", self.state_dir / "local")]
