@@ -2,9 +2,19 @@
 
 NVIDIA's route is `cuda-checkpoint` (github.com/NVIDIA/cuda-checkpoint): it moves a process's
 device memory into host memory (``--toggle``) so CRIU can dump it, and back after restore. It
-needs driver 550 or newer (the checkpoint API appeared in r550; r555+ is needed for
-multi-process and more). Detection here only reads facts; it does not try a checkpoint.
-Not proven on a device in this repository's test runs: no GPU was available.
+needs driver 550 or newer (the checkpoint API appeared in r550; r570+ adds ``--action`` and
+CRIU 4.x integration). Detection here only reads facts; it does not try a checkpoint.
+
+Where `detect()` says supported, the snapshotter announces "cuda-checkpoint" (the agent reports
+it in NodeCapacity.snapshot_support) and, for the process runtime, a worker whose pod holds
+GPUs is dumped with its device memory: toggle off the GPU, ``criu dump --leave-running``,
+toggle back; a restored one is toggled back onto its GPU before the restore is answered
+(cuda_state.py, capture.py, restores.py). Such a snapshot's manifest has ``gpu`` and the GPU
+indices; only a node announcing "cuda-checkpoint" is offered it, and only a pod holding the
+same GPU indices restores it. The container runtime does not checkpoint GPU memory.
+
+NOT PROVEN ON A DEVICE: no GPU was available to this repository's test runs. The tests drive a
+stand-in cuda-checkpoint and prove the orchestration only (tests/snapshots/test_gpu_checkpoint.py).
 """
 
 import shutil
