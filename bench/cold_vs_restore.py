@@ -173,29 +173,14 @@ class Bench:
         restores = self.restorer(criu, self.work / "cache-standby")
         if await restores.prepare(m) != 1:
             raise RuntimeError("could not stage a standby container")
-        pod = f"bench-{uuid.uuid4().hex[:8]}"
-        t0 = time.monotonic()
-        restored, how = await restores.restore(pod, m)
-        await asyncio.to_thread(first_answer, restored.host_port)
-        dt = time.monotonic() - t0
-        await restores.close()
-        assert how == "standby", how
-        await rt.stop(WorkerHandle(pod, "container", restored.id, restored.endpoint), grace_s=0)
-        return dt
+        return await _timed_restore(rt, restores, m, expect="standby")
 
     async def container_import(self, rt: ContainerRuntime, criu, m: Manifest) -> float:
         """The snapshotter's restore with no standby and a cold cache: fetch, verify, import."""
         cache = self.work / f"cache-{uuid.uuid4().hex[:6]}"
         restores = self.restorer(criu, cache)
         restores.standby.per_snapshot = 0
-        pod = f"bench-{uuid.uuid4().hex[:8]}"
-        t0 = time.monotonic()
-        restored, how = await restores.restore(pod, m)
-        await asyncio.to_thread(first_answer, restored.host_port)
-        dt = time.monotonic() - t0
-        await restores.close()
-        assert how == "import", how
-        await rt.stop(WorkerHandle(pod, "container", restored.id, restored.endpoint), grace_s=0)
+        dt = await _timed_restore(rt, restores, m, expect="import")
         shutil.rmtree(cache)
         return dt
 
@@ -292,6 +277,20 @@ async def podman_image_bytes(image: str) -> int:
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     out, _ = await proc.communicate()
     return int(out.strip() or 0) if proc.returncode == 0 else 0
+
+
+async def _timed_restore(rt: ContainerRuntime, restores, m: Manifest, expect: str) -> float:
+    """Seconds from the restore call to the restored worker's first answer; the restore must
+    have gone the `expect` way ("standby" or "import"). The container is removed after."""
+    pod = f"bench-{uuid.uuid4().hex[:8]}"
+    t0 = time.monotonic()
+    restored, how = await restores.restore(pod, m)
+    await asyncio.to_thread(first_answer, restored.host_port)
+    dt = time.monotonic() - t0
+    await restores.close()
+    assert how == expect, how
+    await rt.stop(WorkerHandle(pod, "container", restored.id, restored.endpoint), grace_s=0)
+    return dt
 
 
 if __name__ == "__main__":
