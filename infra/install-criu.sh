@@ -27,6 +27,7 @@ MIN_MAJOR=4
 KDAT_DIR=/run/criu
 
 step() { printf '[install-criu] %s\n' "$*" >&2; }
+. "$(dirname "$0")/apt-packages.sh"
 die() { printf '[install-criu] error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (CRIU needs root to build-install and to run)"
@@ -60,16 +61,7 @@ BUILD_DEPS=(
   libnl-3-dev libnet1-dev libcap-dev libbsd-dev libaio-dev libgnutls28-dev uuid-dev
   libnftables-dev iptables
 )
-missing=()
-for p in "${BUILD_DEPS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  step "installing build dependencies: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+install_missing_packages "${BUILD_DEPS[@]}"
 
 # Fetch sid's criu source package through a private apt configuration: only a deb-src line,
 # own lists and cache, so nothing about the system's apt setup changes.

@@ -20,22 +20,13 @@
 set -euo pipefail
 
 step() { printf '[install-podman] %s\n' "$*" >&2; }
+. "$(dirname "$0")/apt-packages.sh"
 die() { printf '[install-podman] error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (rootful podman is what checkpoint/restore needs)"
 
 PKGS=(podman runc conmon catatonit netavark aardvark-dns iptables golang-github-containers-common)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  step "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # --no-install-recommends: the recommends pull bookworm's criu 3.17 and crun, both broken here.
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+install_missing_packages "${PKGS[@]}"
 
 nofile_hard="$(ulimit -Hn)"
 nproc_hard="$(ulimit -Hu)"
