@@ -16,11 +16,13 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import nats
 import uvloop
 
+from bench.http_load import ClosedLoop
 from thaw.client import Gateway
 from thaw.launcher import ensure_api_key, up
 
@@ -33,10 +35,77 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))]
 
 
-async def http_caller(url: str, headers: dict, client: str):
-    """A keep-alive HTTP client. "lean" (default) is the raw httptools client the gateway itself
-    uses, so the load generator's own cost stays small beside the servers it measures; "aiohttp"
-    is a general client costing more per call than the echo worker does."""
+class Caller:
+    """One path under load: `latency(n)` makes n calls one at a time, `throughput(k, s)` keeps k
+    calls in flight for s seconds; both return latencies in ms (throughput also calls/s)."""
+
+    async def latency(self, n: int) -> list[float]:
+        raise NotImplementedError
+
+    async def throughput(self, in_flight: int, seconds: float) -> tuple[float, list[float]]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
+
+
+class CallbackHttp(Caller):
+    """The default HTTP load: `bench.http_load`, wrk-style connections driven by callbacks."""
+
+    def __init__(self, url: str, headers: dict):
+        parts = urlsplit(url)
+        self._load = ClosedLoop(parts.hostname, parts.port, parts.path or "/", BODY, headers)
+
+    async def latency(self, n: int) -> list[float]:
+        await self._load.run(1, max_calls=50)
+        return (await self._load.run(1, max_calls=n))[1]
+
+    async def throughput(self, in_flight: int, seconds: float) -> tuple[float, list[float]]:
+        return await self._load.run(in_flight, seconds)
+
+    async def close(self) -> None:
+        self._load.close()
+
+
+class CoroutineCaller(Caller):
+    """A coroutine per call, `in_flight` coroutines calling in a loop."""
+
+    def __init__(self, call, close):
+        self._call, self._close = call, close
+
+    async def latency(self, n: int) -> list[float]:
+        for _ in range(50):
+            await self._call()
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await self._call()
+            out.append((time.perf_counter() - t) * 1000)
+        return out
+
+    async def throughput(self, in_flight: int, seconds: float) -> tuple[float, list[float]]:
+        stop_at = time.perf_counter() + seconds
+        lat: list[float] = []
+
+        async def loop() -> None:
+            while time.perf_counter() < stop_at:
+                t = time.perf_counter()
+                await self._call()
+                lat.append((time.perf_counter() - t) * 1000)
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(in_flight)))
+        return len(lat) / (time.perf_counter() - started), lat
+
+    async def close(self) -> None:
+        await self._close()
+
+
+async def http_caller(url: str, headers: dict, client: str) -> Caller:
+    """HTTP load of the kind `client` names: "callbacks" (default, see CallbackHttp),
+    "coroutines" (a coroutine per call over the gateway's own raw keep-alive client) or
+    "aiohttp" (a general client costing more per call than the echo worker does)."""
+    if client == "callbacks":
+        return CallbackHttp(url, headers)
     if client == "aiohttp":
         session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0))
 
@@ -45,9 +114,7 @@ async def http_caller(url: str, headers: dict, client: str):
                 await resp.read()
                 if resp.status != 200:
                     raise RuntimeError(f"{url} answered {resp.status}")
-        return call, session.close
-    from urllib.parse import urlsplit
-
+        return CoroutineCaller(call, session.close)
     from gateway.upstream import Upstream
 
     parts = urlsplit(url)
@@ -62,43 +129,76 @@ async def http_caller(url: str, headers: dict, client: str):
 
     async def close() -> None:
         client_.close()
-    return call, close
+    return CoroutineCaller(call, close)
 
 
-async def nats_caller(nats_url: str, key: str):
+class CallbackNats(Caller):
+    """NATS load in the same style: `in_flight` request slots, each with its own reply subject,
+    publishing its next request from the subscription callback that received the last reply."""
+
+    def __init__(self, nc, key: str):
+        self._nc = nc
+        self._headers = {"Authorization": f"Bearer {key}"}
+        self._inbox = nc.new_inbox()
+        self._sub = None
+        self._run: dict | None = None
+
+    async def _send(self, slot: int) -> None:
+        run = self._run
+        run["sent_at"][slot] = time.perf_counter()
+        await self._nc.publish("infer.request.echo", BODY, reply=f"{self._inbox}.{slot}", headers=self._headers)
+
+    async def _on_reply(self, msg) -> None:
+        now = time.perf_counter()
+        run = self._run
+        slot = int(msg.subject.rsplit(".", 1)[1])
+        run["latencies"].append((now - run["sent_at"][slot]) * 1000)
+        if msg.headers is None or msg.headers.get("Thaw-Status") != "200":
+            run["stop_at"] = 0.0
+            if not run["done"].done():
+                run["done"].set_exception(RuntimeError(f"NATS reply {msg.headers}"))
+        elif now < run["stop_at"] and len(run["latencies"]) < run["max_calls"]:
+            await self._send(slot)
+        else:
+            run["running"] -= 1
+            if run["running"] == 0 and not run["done"].done():
+                run["done"].set_result(None)
+
+    async def _go(self, in_flight: int, seconds: float, max_calls: float) -> tuple[float, list[float]]:
+        if self._sub is None:
+            self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+        self._run = run = {"sent_at": [0.0] * in_flight, "latencies": [], "stop_at": time.perf_counter() + seconds,
+                           "max_calls": max_calls, "running": in_flight,
+                           "done": asyncio.get_running_loop().create_future()}
+        started = time.perf_counter()
+        for slot in range(in_flight):
+            await self._send(slot)
+        await asyncio.wait_for(run["done"], seconds + 30)
+        return len(run["latencies"]) / (time.perf_counter() - started), run["latencies"]
+
+    async def latency(self, n: int) -> list[float]:
+        await self._go(1, 3600, 50)
+        return (await self._go(1, 3600, n))[1]
+
+    async def throughput(self, in_flight: int, seconds: float) -> tuple[float, list[float]]:
+        return await self._go(in_flight, seconds, float("inf"))
+
+    async def close(self) -> None:
+        await self._nc.close()
+
+
+async def nats_caller(nats_url: str, key: str, client: str) -> Caller:
+    """NATS load: callbacks (as CallbackHttp) unless `client` asks for a coroutine per call."""
     nc = await nats.connect(nats_url)
+    if client == "callbacks":
+        return CallbackNats(nc, key)
     headers = {"Authorization": f"Bearer {key}"}
 
     async def call() -> None:
         msg = await nc.request("infer.request.echo", BODY, timeout=10, headers=headers)
         if msg.headers.get("Thaw-Status") != "200":
             raise RuntimeError(f"NATS reply {msg.headers}")
-    return call, nc.close
-
-
-async def latency(call, n: int) -> list[float]:
-    for _ in range(50):
-        await call()
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        await call()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
-
-
-async def throughput(call, in_flight: int, seconds: float) -> tuple[float, list[float]]:
-    stop_at = time.perf_counter() + seconds
-    lat: list[float] = []
-
-    async def loop() -> None:
-        while time.perf_counter() < stop_at:
-            t = time.perf_counter()
-            await call()
-            lat.append((time.perf_counter() - t) * 1000)
-    started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(in_flight)))
-    return len(lat) / (time.perf_counter() - started), lat
+    return CoroutineCaller(call, nc.close)
 
 
 def cpu_s(pid: int) -> float:
@@ -119,17 +219,17 @@ async def measure(args, endpoint: str, gateway_url: str, nats_url: str, key: str
     callers = {
         "direct": await http_caller(endpoint + "/", {}, args.client),
         "gateway-http": await http_caller(f"{gateway_url}/v1/functions/echo/invoke", auth, args.client),
-        "gateway-nats": await nats_caller(nats_url, key),
+        "gateway-nats": await nats_caller(nats_url, key, args.client),
     }
     rounds: dict[str, list[dict]] = {name: [] for name in callers}
     try:
         for i in range(args.rounds):
             order = list(callers) if i % 2 == 0 else list(reversed(callers))
             for name in order:
-                call = callers[name][0]
-                lat = await latency(call, args.latency_calls)
+                caller = callers[name]
+                lat = await caller.latency(args.latency_calls)
                 before = cpu_all(pids)
-                rps, loaded = await throughput(call, args.in_flight, args.seconds)
+                rps, loaded = await caller.throughput(args.in_flight, args.seconds)
                 used = {k: v - before[k] for k, v in cpu_all(pids).items()}
                 cpu_us = {f"{k}_us_per_call": 1e6 * v / len(loaded) for k, v in used.items()}
                 rounds[name].append({"p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99), "rps": rps,
@@ -138,8 +238,8 @@ async def measure(args, endpoint: str, gateway_url: str, nats_url: str, key: str
                 print(f"  round {i + 1}/{args.rounds} {name}: {rps:,.0f} req/s, p50 {rounds[name][-1]['p50_ms']:.3f} ms",
                       flush=True)
     finally:
-        for _, close in callers.values():
-            await close()
+        for caller in callers.values():
+            await caller.close()
     return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rounds.items()}
 
 
@@ -175,8 +275,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="rounds, alternating the order of the paths")
     p.add_argument("--in-flight", type=int, default=64)
     p.add_argument("--latency-calls", type=int, default=1000, help="calls one at a time, per path and round")
-    p.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
-                   help="HTTP load generator: lean (raw httptools keep-alive client) or aiohttp")
+    p.add_argument("--client", choices=("callbacks", "coroutines", "aiohttp"), default="callbacks",
+                   help="HTTP load generator: callbacks (wrk-style), coroutines (one per call, over a raw "
+                        "keep-alive client) or aiohttp")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="thaw-bench-") as tmp:
