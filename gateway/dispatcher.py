@@ -39,12 +39,12 @@ class Reply:
 
 
 class Pending:
-    """A warm call started by `Dispatcher.start_now`."""
+    """A warm call started by `Dispatcher.start_now`; `ctx` is the caller's, carried along."""
 
-    __slots__ = ("fn", "pool", "slot", "call", "_on_settled")
+    __slots__ = ("fn", "pool", "slot", "call", "ctx", "_on_settled")
 
-    def __init__(self, fn: str, pool: FnPool, slot: Slot, on_settled: Callable[["Pending"], None]):
-        self.fn, self.pool, self.slot, self._on_settled = fn, pool, slot, on_settled
+    def __init__(self, fn: str, pool: FnPool, slot: Slot, on_settled: Callable[["Pending"], None], ctx):
+        self.fn, self.pool, self.slot, self._on_settled, self.ctx = fn, pool, slot, on_settled, ctx
         self.call: Call | None = None
 
     def settled(self, call: Call) -> None:
@@ -89,10 +89,11 @@ class Dispatcher:
         raise ApiError(502, "worker_unreachable", f"{fn}: workers kept failing to accept the call; retry later")
 
     def start_now(self, tenant: str, fn: str, body: bytes, content_type: str,
-                  on_settled: Callable[[Pending], None]) -> Pending | None:
+                  on_settled: Callable[[Pending], None], ctx=None) -> Pending | None:
         """Start a warm call without suspending, when all it needs is at hand: the function's spec
         cached, a free slot, an idle connection to that slot's worker. `on_settled(pending)` runs
-        once the worker answered (or failed); then read it with `finish_now`. None: use `invoke`."""
+        once the worker answered (or failed); then read it with `finish_now`. None: use `invoke`.
+        (`ctx` rides along as `pending.ctx`, so callers need no closure per call.)"""
         spec = self._specs.peek(fn)
         pool = self.pools.get(fn)
         if spec is None or spec.tenant != tenant or pool is None:
@@ -100,7 +101,7 @@ class Dispatcher:
         slot = pool.take()
         if slot is None:
             return None
-        pending = Pending(fn, pool, slot, on_settled)
+        pending = Pending(fn, pool, slot, on_settled, ctx)
         call = self._upstream.start(slot.endpoint, spec.invoke_path, body, content_type, self.s.request_timeout_s,
                                     callback=pending.settled)
         if call is None:
@@ -112,8 +113,13 @@ class Dispatcher:
     def finish_now(self, pending: Pending) -> Reply | None:
         """The reply of a settled call; None when the call never reached the worker (then `invoke`
         it). Raises ApiError like `invoke`."""
+        call = pending.call
+        if call.error is None and call.response.stream is None:  # answered whole: the common case
+            status, content_type, body = self._upstream.outcome(call)
+            pending.pool.checkin(pending.slot)
+            return Reply(status, body, content_type, pending.slot.pod)
         try:
-            outcome = self._upstream.outcome(pending.call)
+            outcome = self._upstream.outcome(call)
         except (UpstreamBroken, TimeoutError) as exc:
             outcome = exc
         if pending.call.retryable:

@@ -90,10 +90,11 @@ class HttpApi:
         if tenant is None or body is None or "/" in fn or len(body) > self.max_body_bytes:
             return False
         pending = self.d.start_now(tenant, fn, body, headers.get("content-type", "application/octet-stream"),
-                                   lambda settled: self._answer_started(request, settled, done))
+                                   self._answer_started, (request, done))
         return pending is not None
 
-    def _answer_started(self, request, pending: Pending, done) -> None:
+    def _answer_started(self, pending: Pending) -> None:
+        request, done = pending.ctx
         try:
             reply = self.d.finish_now(pending)
             if reply is None:  # never reached the worker: the general path tries another

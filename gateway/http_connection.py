@@ -23,7 +23,8 @@ from bus_schemas.errors import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
 
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %b\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+_CLOSE = b"connection: close\r\n"
 _HELD_BODY_BYTES = 1 << 20  # unread body kept per connection before reading pauses
 _HEAD_MAX_BYTES = 64 * 1024
 _PIPELINED_MAX = 16  # requests parsed ahead of their answer before reading pauses
@@ -137,8 +138,9 @@ class Request:
     # -- the answer
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.answered = True
-        self.conn.write(_head(status, headers, self._close_after()) +
-                        f"content-length: {len(body)}\r\n\r\n".encode() + (body if self.method != "HEAD" else b""))
+        self.conn.write(b"%b%bcontent-length: %d\r\n\r\n%b" % (
+            _head(status, headers), _CLOSE if self._close_after() else b"", len(body),
+            body if self.method != "HEAD" else b""))
 
     def response_stream(self, status: int, headers: list[tuple[str, str]]) -> "StreamWriter":
         self.answered = True
@@ -146,7 +148,7 @@ class Request:
         if not chunked:  # HTTP/1.0: the body ends when the connection does
             self.keep_alive = False
         framing = b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n"
-        self.conn.write(_head(status, headers, self._close_after()) + framing)
+        self.conn.write(_head(status, headers) + (_CLOSE if self._close_after() else b"") + framing)
         self.writer = StreamWriter(self.conn, chunked)
         return self.writer
 
@@ -178,12 +180,10 @@ class StreamWriter:
             self.conn.write(b"0\r\n\r\n")
 
 
-def _head(status: int, headers: list[tuple[str, str]], close: bool) -> bytes:
-    lines = [b"HTTP/1.1 %d %b\r\n" % (status, _REASONS.get(status, b"Unknown"))]
-    lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
-    if close:
-        lines.append(b"connection: close\r\n")
-    return b"".join(lines)
+def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    """The status line and `headers`, without the blank line that ends them."""
+    status_line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+    return status_line + "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1")
 
 
 class HttpConnection(asyncio.Protocol):
@@ -346,7 +346,7 @@ class HttpConnection(asyncio.Protocol):
             self._refusal = (status, message)
             return
         body = _error_body({400: "bad_request", 431: "headers_too_large"}.get(status, "not_implemented"), message)
-        self.write(_head(status, _JSON, True) + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+        self.write(b"%b%bcontent-length: %d\r\n\r\n%b" % (_head(status, _JSON), _CLOSE, len(body), body))
         self.transport.close()
 
     @property
@@ -365,7 +365,8 @@ def _body_may_take_long(headers: dict) -> bool:
     length = headers.get("content-length")
     if length is None:
         return "transfer-encoding" in headers
-    return not length.isdigit() or int(length) > 65536 or headers.get("expect", "").lower() == "100-continue"
+    return not length.isdigit() or int(length) > 65536 or ("expect" in headers and
+                                                           headers["expect"].lower() == "100-continue")
 
 
 def _error_body(code: str, message: str) -> bytes:
