@@ -306,7 +306,7 @@ class HttpConnection(asyncio.Protocol):
         if self._refusal is not None and not self._queue:
             self._refuse(*self._refusal)
             return
-        if len(self._queue) <= _PIPELINED_MAX and request.body_complete:
+        if self._reading_paused and len(self._queue) <= _PIPELINED_MAX and request.body_complete:
             self.resume_reading()
         if request.writer is not None and not request.writer.ended:
             request.keep_alive = False  # a stream the app did not end: the client sees it cut off

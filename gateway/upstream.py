@@ -162,8 +162,12 @@ class Call:
         if self.done:
             return
         self.done, self.response, self.error = True, response, error
-        if self._callback is not None:
-            self._callback(self)
+        callback = self._callback
+        if callback is not None:
+            # Dropped once run: it usually holds the caller, which holds this call, and a cycle
+            # per call left ~10 objects a call for the cyclic collector (~6% of gateway CPU).
+            self._callback = None
+            callback(self)
         elif not self.future.done():
             self.future.set_result(None)
 
@@ -240,7 +244,8 @@ class Upstream:
                     conn.transport.close()
             return response.status, response.content_type, StreamedBody(response.stream, call.timeout_s, done)
         self._give_back(call.endpoint, conn)
-        return response.status, response.content_type, b"".join(response.chunks)
+        chunks = response.chunks
+        return response.status, response.content_type, chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def post(self, endpoint: str, path: str, body: bytes, content_type: str,
                    timeout_s: float, extra_headers: str = "") -> tuple[int, str, "bytes | StreamedBody"]:
@@ -301,7 +306,9 @@ class Upstream:
         if conn.closed or not conn.keep_alive:
             conn.transport.close()
             return
-        idle = self._idle.setdefault(endpoint, deque())
+        idle = self._idle.get(endpoint)
+        if idle is None:
+            idle = self._idle[endpoint] = deque()
         if len(idle) < self._max_idle:
             idle.append(conn)
         else:
