@@ -5,7 +5,13 @@ Two phases per path: latency (one call in flight; p50/p99 of the added time) and
 (many in flight for a fixed time; requests/s). Ratios are taken against the direct path
 measured in the same run, because absolute numbers on a shared 2-core machine are only hints.
 
-    .venv/bin/python -m bench.warm_path [--seconds 5] [--in-flight 64] [--latency-calls 2000]
+The load generator shares the two cores with what it measures, so its own cost per call moves
+the ratios: the default drives connections from callbacks, as wrk does (`bench/http_load.py`);
+`--client coroutines` (a coroutine per call) and `--client aiohttp` cost it more, and are kept
+to show how much.
+
+    .venv/bin/python -m bench.warm_path [--client callbacks|coroutines|aiohttp] [--seconds 5]
+        [--in-flight 64] [--latency-calls 2000]
 """
 
 import argparse
