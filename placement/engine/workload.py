@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from placement.engine.model import PodRequest
 
@@ -62,6 +62,16 @@ class WorkloadProfile:
             TypicalPod(c, memory[(c, k, g, models)].most_common(1)[0][0], k, g, models,
                        n / covered)
             for (c, k, g, models), n in kept))
+
+    def weighted_per_gpu(self) -> WorkloadProfile:
+        """This profile with each multi-GPU shape weighing its popularity over its GPU count,
+        renormalised (Thaw's fragmentation measure; why in `policies/thaw.py`)."""
+        weights = [p.weight / p.gpu_count if p.gpu_count > 1 else p.weight for p in self.pods]
+        total = sum(weights)
+        if not total:
+            return self
+        return WorkloadProfile(tuple(replace(p, weight=w / total)
+                                     for p, w in zip(self.pods, weights)))
 
     def demand_per_gpu_milli(self) -> tuple[float, float]:
         """(CPU milli, memory MiB) the expected request asks for per GPU milli it asks for,

@@ -140,3 +140,28 @@ def test_thaw_compares_shares_on_finer_levels_than_whole_gpus(
     from placement.engine.policies import thaw
     assert (thaw._level(growth_a) == thaw._level(growth_b)) is whole_gpu_equal
     assert (thaw._share_level(growth_a) == thaw._share_level(growth_b)) is share_equal
+
+
+WHOLE_NODE_POD = PodRequest(80_000, 1, 8)
+
+
+@pytest.mark.parametrize(
+    ("per_gpu", "node_name"),
+    [
+        # popularity per GPU (Thaw): the pod's 20 cores on "open" leave CPU for 4 of its 6
+        # free GPUs (growth 951 milli), more than opening "free" costs (171)
+        (True, "free"),
+        # full popularity (FGD's weights): opening "free" to 8-GPU pods costs 1,167, more
+        # than the CPU the pod strands on "open" (667)
+        (False, "open"),
+    ],
+)
+def test_thaw_weighs_whole_node_shapes_per_gpu_when_it_opens_a_node(
+        monkeypatch, per_gpu, node_name):
+    from placement.engine.policies import thaw
+    monkeypatch.setattr(thaw, "PER_GPU_WEIGHTS", per_gpu)
+    fleet = [node("open", 8, cpu=60_000, mem=PLENTY, milli_used=(1000,)),
+             node("free", 8, cpu=100_000, mem=PLENTY)]
+    profile = WorkloadProfile.from_requests([GPU_POD] * 10 + [WHOLE_NODE_POD] * 2)
+    cpu_hungry = PodRequest(20_000, 1, 1)
+    assert decide(CapacityIndex(fleet, workload=profile), cpu_hungry, "thaw").node == node_name

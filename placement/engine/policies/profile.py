@@ -13,19 +13,25 @@ from placement.engine.workload import WorkloadProfile
 
 
 def frag_table(index: CapacityIndex, request: PodRequest, use_memory: bool,
-               stranding: bool = False) -> FragTable:
-    """The memoised fragmentation table for this index's profile (see module docstring)."""
+               stranding: bool = False, per_gpu: bool = False) -> FragTable:
+    """The memoised fragmentation table for this index's profile (see module docstring);
+    `per_gpu`: multi-GPU shapes weigh their popularity per GPU (`weighted_per_gpu`)."""
     if index.workload is not None:
-        key = ("frag", id(index.workload), use_memory, stranding)
-        table = index.memo.get(key)
-        if table is None:
-            table = index.memo[key] = FragTable(index.workload, use_memory, stranding)
-        return table
+        key = ("frag", id(index.workload), use_memory, stranding, per_gpu)
+        cached = index.memo.get(key)
+        if cached is None or cached[0] is not index.workload:
+            table = FragTable(_weighted(index.workload, per_gpu), use_memory, stranding)
+            cached = index.memo[key] = (index.workload, table)
+        return cached[1]
     seen = sum(index.seen.values())
-    key = ("learned-frag", use_memory, stranding)
+    key = ("learned-frag", use_memory, stranding, per_gpu)
     cached = index.memo.get(key)
     if cached is None or seen >= 2 * max(cached[0], 1):
         requests = list(index.seen.elements()) or [request]
-        profile = WorkloadProfile.from_requests(requests)
+        profile = _weighted(WorkloadProfile.from_requests(requests), per_gpu)
         cached = index.memo[key] = (seen, FragTable(profile, use_memory, stranding))
     return cached[1]
+
+
+def _weighted(profile: WorkloadProfile, per_gpu: bool) -> WorkloadProfile:
+    return profile.weighted_per_gpu() if per_gpu else profile
