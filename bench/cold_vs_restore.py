@@ -49,6 +49,7 @@ from snapshotter.manifest import HostFacts, Manifest
 from snapshotter.materialize import materialize
 from snapshotter.standby import StandbyPool
 from snapshotter.store import Tier, TieredStore
+from thaw_core import spawn
 from thaw_core.podman.checkpoints import PodmanCheckpoints
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,10 +274,8 @@ async def main() -> None:
 
 
 async def podman_image_bytes(image: str) -> int:
-    proc = await asyncio.create_subprocess_exec("podman", "image", "inspect", image, "--format", "{{.Size}}",
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    out, _ = await proc.communicate()
-    return int(out.strip() or 0) if proc.returncode == 0 else 0
+    done = await spawn.run(["podman", "image", "inspect", image, "--format", "{{.Size}}"])
+    return int(done.output.strip() or 0) if done.returncode == 0 else 0
 
 
 async def _timed_restore(rt: ContainerRuntime, restores, m: Manifest, expect: str) -> float:

@@ -22,13 +22,14 @@ network namespace share the port (the kernel spreads connections between them). 
 endpoints per copy need a network namespace per copy, which is what the container runtime gives.
 """
 
-import asyncio
 import os
 import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from thaw_core import spawn
 
 from snapshotter.errors import CriuFailed, CriuMissing, RestoreFailed
 
@@ -62,12 +63,8 @@ class RestoreResult:
 
 
 async def _run(*argv: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode(errors="replace")
+    done = await spawn.run(argv)
+    return done.returncode, done.output
 
 
 async def find_criu(explicit: str | None = None, *, check: bool = True) -> Criu:

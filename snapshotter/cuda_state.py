@@ -27,8 +27,9 @@ Not proven on a device in this repository: no GPU was available. The tests drive
 executable that only records its arguments (tests/snapshots/test_gpu_checkpoint.py).
 """
 
-import asyncio
 from dataclasses import dataclass
+
+from thaw_core import spawn
 
 from snapshotter.errors import CudaCheckpointFailed
 
@@ -100,20 +101,13 @@ class CudaCheckpoint:
     async def _run(self, *args: str) -> str:
         argv = (self.binary, *args)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT)
+            done = await spawn.run(argv, timeout_s=self.timeout_s)
         except OSError as exc:
             raise CudaCheckpointFailed("cuda-checkpoint", f"cannot run {self.binary}: {exc}") from None
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout_s)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
             raise CudaCheckpointFailed("cuda-checkpoint", f"`{' '.join(args)}` did not finish within "
                                        f"{self.timeout_s:g}s (killed)") from None
-        text = out.decode(errors="replace")
-        if proc.returncode:
+        if done.returncode:
             raise CudaCheckpointFailed("cuda-checkpoint", f"`{' '.join(args)}` failed",
-                                       exit_code=proc.returncode, log_tail=text.strip()[-500:])
-        return text
+                                       exit_code=done.returncode, log_tail=done.output.strip()[-500:])
+        return done.output

@@ -22,6 +22,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from thaw_core import spawn
+
 from agents.runtime.base import WorkerHandle, WorkerLaunch
 
 
@@ -87,7 +89,7 @@ class ProcessRuntime:
         self._log_dir = log_dir
         self._node = node
         self.pid_namespace = pid_namespaces_available() if pid_namespace is None else pid_namespace
-        self._children: dict[int, asyncio.subprocess.Process] = {}  # worker pid -> process we reap
+        self._children: dict[int, spawn.Child] = {}  # worker pid -> process we reap
 
     async def start(self, launch: WorkerLaunch) -> WorkerHandle:
         log_path = launch.log_path or self._log_dir / f"{launch.pod}.log"
@@ -97,10 +99,8 @@ class ProcessRuntime:
         try:
             command = [part.replace("{port}", str(launch.port)) for part in launch.command]
             wrapper = ["unshare", "--pid", "--fork", "setsid"] if self.pid_namespace else []
-            proc = await asyncio.create_subprocess_exec(
-                *wrapper, *command, env=launch.env, stdin=asyncio.subprocess.DEVNULL, stdout=log_fd,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            )
+            proc = spawn.start([*wrapper, *command], env=launch.env, stdout=log_fd, stderr=spawn.STDOUT,
+                               new_session=True)
         finally:
             os.close(log_fd)
         pid = await self._forked_child(proc) if self.pid_namespace else proc.pid
@@ -110,7 +110,7 @@ class ProcessRuntime:
                             endpoint=f"http://127.0.0.1:{launch.port}")
 
     @staticmethod
-    async def _forked_child(unshare: asyncio.subprocess.Process, timeout_s: float = 10.0) -> int:
+    async def _forked_child(unshare: spawn.Child, timeout_s: float = 10.0) -> int:
         """The pid of the worker unshare forked (the namespace init). Raises OSError when
         unshare exits or forks nothing in time."""
         children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children")
@@ -122,7 +122,7 @@ class ProcessRuntime:
                 kids = []
             if kids:
                 return int(kids[0])
-            if unshare.returncode is not None:
+            if unshare.poll() is not None:
                 break
             await asyncio.sleep(0.002)
         raise OSError(f"unshare (pid {unshare.pid}) did not start the worker; exit code {unshare.returncode}")
@@ -130,7 +130,7 @@ class ProcessRuntime:
     async def is_alive(self, handle: WorkerHandle) -> bool:
         pid, start = _parse_ref(handle.ref)
         child = self._children.get(pid)
-        if child is not None and child.returncode is not None:
+        if child is not None and child.poll() is not None:
             return False
         return _start_time(pid) == start
 

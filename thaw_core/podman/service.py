@@ -12,6 +12,8 @@ from pathlib import Path
 
 import aiohttp
 
+from thaw_core import spawn
+
 INSTALL_HINT = "install it with `sudo infra/install-podman.sh`"
 
 
@@ -50,9 +52,8 @@ async def ensure_service(socket: Path, start_timeout_s: float = 15.0) -> None:
     socket.unlink(missing_ok=True)  # a stale socket from a dead service would refuse connects
     log = open(socket.with_suffix(".log"), "ab")
     try:
-        proc = await asyncio.create_subprocess_exec(
-            podman, "system", "service", "--time=0", f"unix://{socket}",
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        proc = spawn.start(
+            [podman, "system", "service", "--time=0", f"unix://{socket}"], stdout=log, stderr=log, new_session=True,
             env={**os.environ, "PATH": "/usr/local/sbin:/usr/local/bin:" + os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
         )
     finally:
@@ -61,7 +62,7 @@ async def ensure_service(socket: Path, start_timeout_s: float = 15.0) -> None:
     while asyncio.get_running_loop().time() < deadline:
         if await ping(socket):
             return
-        if proc.returncode is not None:
+        if proc.poll() is not None:
             break
         await asyncio.sleep(0.1)
     raise PodmanUnavailable(f"`podman system service` on {socket} did not answer "
