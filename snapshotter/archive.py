@@ -3,6 +3,12 @@
 One file per snapshot keeps every tier simple (copy a file, rename it into place) and gives the
 checksum one meaning everywhere: the sha256 of the compressed bytes, so a copy can be verified
 without unpacking it.
+
+zstd objects are freed when `pack` and `unpack` return, never by the garbage collector: tarfile
+keeps a reference cycle (each TarInfo points back at its TarFile), so a compressor it reached
+would live until a collection, and a collection can run anywhere, also in a forked child,
+where freeing a multithreaded compressor waits forever for threads the child does not have.
+tarfile therefore only ever sees a `_Detachable` stand-in, cut loose before we return.
 """
 
 import hashlib
@@ -37,6 +43,26 @@ class _HashingWriter:
         return self.f.write(b)
 
 
+class _Detached:
+    """Forwards read/write to a zstd stream inside its `with` block only; tarfile holds this
+    stand-in, so tarfile's reference cycle never reaches the stream or its compressor."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, b) -> int:
+        return self._stream.write(b)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._stream.read(n)
+
+    def __enter__(self) -> "_Detached":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stream = None
+
+
 def pack(image_dir: Path, dest: Path) -> Packed:
     """Write `image_dir`'s files (flat or nested) to `dest` as tar+zstd, atomically (a temporary
     name, fsync, rename). Files whose names end in .log or .pid are left out: they describe one
@@ -47,15 +73,24 @@ def pack(image_dir: Path, dest: Path) -> Packed:
                    if p.is_file() and p.suffix not in (".log", ".pid"))
     with open(tmp, "wb") as raw:
         sink = _HashingWriter(raw)
-        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-        with cctx.stream_writer(sink, closefd=False) as zw, tarfile.open(fileobj=zw, mode="w|") as tar:
-            for p in files:
-                tar.add(p, arcname=str(p.relative_to(image_dir)), recursive=False)
+        _write_tar_zst(image_dir, files, sink)
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(tmp, dest)
     return Packed(path=dest, size_bytes=sink.n, raw_bytes=sum(p.stat().st_size for p in files),
                   sha256=sink.h.hexdigest())
+
+
+def _write_tar_zst(image_dir: Path, files: list[Path], sink: _HashingWriter) -> None:
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
+    try:
+        with (cctx.stream_writer(sink, closefd=False) as zw, _Detached(zw) as proxy,
+              tarfile.open(fileobj=proxy, mode="w|") as tar):
+            for p in files:
+                tar.add(p, arcname=str(p.relative_to(image_dir)), recursive=False)
+    finally:
+        # Also on an error, whose traceback keeps this frame: its worker threads end here.
+        zw = cctx = None  # noqa: F841
 
 
 def sha256_of(path: Path) -> str:
@@ -78,9 +113,15 @@ def unpack(archive: Path, dest_dir: Path, expected_sha256: str) -> None:
         raise ValueError(f"sha256 of {archive} is {actual}, expected {expected_sha256}")
     dest_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with open(archive, "rb") as f:
-            reader = zstandard.ZstdDecompressor().stream_reader(f)
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                tar.extractall(dest_dir, filter="data")
+        _extract_tar_zst(archive, dest_dir)
     except (tarfile.TarError, zstandard.ZstdError, OSError) as e:
         raise ValueError(f"cannot unpack {archive}: {e}") from e
+
+
+def _extract_tar_zst(archive: Path, dest_dir: Path) -> None:
+    try:
+        with (open(archive, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader,
+              _Detached(reader) as proxy, tarfile.open(fileobj=proxy, mode="r|") as tar):
+            tar.extractall(dest_dir, filter="data")
+    finally:
+        reader = None  # noqa: F841
