@@ -7,6 +7,8 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 
+from thaw_core import watchdog
+
 log = logging.getLogger(__name__)
 
 
@@ -14,10 +16,16 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]], grace_
     """Run `main(stop)`; SIGTERM or SIGINT sets `stop`. A service whose shutdown waits on a
     server that is gone (Redis retrying, NATS reconnecting) is cancelled after `grace_s`, or at
     a second signal, and the process exits 5 s after that whatever is still pending: a stop
-    that never ends is worse than one that skips its last clean-up."""
+    that never ends is worse than one that skips its last clean-up.
+
+    The loop is watched (thaw_core.watchdog): stalled for `THAW_LOOP_STUCK_S` (default 30 s),
+    the process writes every thread's stack to stderr and exits 1, for its supervisor to restart."""
+    stuck_s = watchdog.stuck_after_s()
+
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        watching = asyncio.ensure_future(watchdog.watch_loop(stuck_s))
         task = asyncio.ensure_future(main(stop))
 
         def cancel(reason: str) -> None:
@@ -40,6 +48,9 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]], grace_
         except asyncio.CancelledError:
             if not stop.is_set():
                 raise
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
 
     try:
         import uvloop
