@@ -1,7 +1,7 @@
 """`thaw up`: the whole platform on one machine, each component its own process.
 
-Order: nats-server, valkey-server, placement, agent, snapshotter, gateway. Ctrl-C stops them in
-reverse. State lives under `--state-dir` (default `.thaw/`): JetStream store, Redis append-only
+Order: nats-server, valkey-server, placement, agent, snapshotter, gateway. A component that dies
+is restarted; Ctrl-C stops them all within a bound (see supervisor.py). State lives under `--state-dir` (default `.thaw/`): JetStream store, Redis append-only
 file, worker logs, snapshots (`snapshotter/` is the node-local tier, `snapshots-shared/` stands
 for the cluster-shared tier), and the API key printed at first start.
 
@@ -15,9 +15,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from thaw.supervisor import Supervisor
 from thaw_core import servers
 from thaw_core.ports import free_port
 
@@ -28,31 +30,31 @@ class Platform:
     nats: servers.Server
     redis: servers.Server
     gateway_url: str
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    supervisor: Supervisor
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen]:
+        """The services' current processes (a restarted one has a new process)."""
+        return {n: c.proc for n, c in self.supervisor.components.items() if not c.server}
 
     def stop(self) -> None:
-        for name in reversed(list(self.procs)):
-            proc = self.procs[name]
-            if proc.poll() is None:
-                proc.terminate()
-        for name, proc in reversed(list(self.procs.items())):
-            try:
-                proc.wait(25)  # a component bounds its own stop: grace, then 5 s (thaw_core.process)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.redis.stop()
-        self.nats.stop()
+        took_s = self.supervisor.stop()
+        say(f"stopped everything in {took_s:.1f}s")
 
 
 def say(msg: str) -> None:
     print(f"[thaw] {msg}", flush=True)
 
 
-def start_component(name: str, args: list[str], log_dir: Path) -> subprocess.Popen:
+def component_starter(name: str, args: list[str], log_dir: Path) -> Callable[[], subprocess.Popen]:
+    """Starts `python ARGS` as its own session, output appended to logs/<name>.log."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = open(log_dir / f"{name}.log", "ab")
-    return subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def start() -> subprocess.Popen:
+        with open(log_dir / f"{name}.log", "ab") as log:
+            return subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+    return start
 
 
 def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen, name: str) -> None:
@@ -70,35 +72,56 @@ def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen, name: str) 
 
 def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | None = None,
        redis_port: int | None = None) -> Platform:
-    """Start every component and return once the gateway answers /healthz."""
+    """Start every component under one supervisor and return once the gateway answers /healthz.
+    Each server keeps its port across restarts, so the URLs handed to the services stay valid."""
     logs = state_dir / "logs"
-    say(f"starting nats-server (JetStream) ... store in {state_dir / 'nats'}")
-    nats = servers.start_nats(state_dir / "nats", port=nats_port, log_path=logs / "nats-server.log")
-    say(f"nats-server ready at {nats.url}")
-    say("starting valkey-server (Redis protocol) ...")
-    redis = servers.start_redis(state_dir / "redis", port=redis_port, log_path=logs / "redis-server.log", persist=True)
-    say(f"valkey-server ready at {redis.url}")
-    platform = Platform(state_dir, nats, redis, f"http://127.0.0.1:{http_port}")
-    common = ["--nats", nats.url, "--redis", redis.url]
+    sup = Supervisor(state_dir / "run" / "components.json", say)
     try:
-        platform.procs["placement"] = start_component("placement", ["-m", "placement", *common], logs)
+        say(f"starting nats-server (JetStream) ... store in {state_dir / 'nats'}")
+        nats = servers.start_nats(state_dir / "nats", port=nats_port, log_path=logs / "nats-server.log")
+        sup.add("nats-server", _restarts_of(nats, lambda: servers.start_nats(
+            state_dir / "nats", port=nats.port, log_path=logs / "nats-server.log")), logs / "nats-server.log", server=True)
+        say(f"nats-server ready at {nats.url}")
+        say("starting valkey-server (Redis protocol) ...")
+        redis = servers.start_redis(state_dir / "redis", port=redis_port, log_path=logs / "redis-server.log", persist=True)
+        sup.add("valkey-server", _restarts_of(redis, lambda: servers.start_redis(
+            state_dir / "redis", port=redis.port, log_path=logs / "redis-server.log", persist=True)),
+            logs / "redis-server.log", server=True)
+        say(f"valkey-server ready at {redis.url}")
+        platform = Platform(state_dir, nats, redis, f"http://127.0.0.1:{http_port}", sup)
+        common = ["--nats", nats.url, "--redis", redis.url]
+        _add_service(sup, "placement", ["-m", "placement", *common], logs)
         say("placement worker started")
         agent_args = ["-m", "agents", *common, "--state-dir", str(state_dir / "agent")]
         if config is not None:
             agent_args += ["--config", str(config)]
-        platform.procs["agent"] = start_component("agent", agent_args, logs)
-        say("node agent started")
         snapshotter_args = _snapshotter_args(state_dir, config, common)
+        _add_service(sup, "agent", agent_args, logs)
+        say("node agent started")
         if snapshotter_args:
-            platform.procs["snapshotter"] = start_component("snapshotter", snapshotter_args, logs)
+            _add_service(sup, "snapshotter", snapshotter_args, logs)
             say("snapshotter started: warm workers are snapshotted once, later pods restore from them")
-        platform.procs["gateway"] = start_component("gateway", ["-m", "gateway", *common, "--port", str(http_port)], logs)
-        wait_http_ok(f"{platform.gateway_url}/healthz", 30, platform.procs["gateway"], "gateway")
+        _add_service(sup, "gateway", ["-m", "gateway", *common, "--port", str(http_port)], logs)
+        wait_http_ok(f"{platform.gateway_url}/healthz", 30, sup.proc("gateway"), "gateway")
         say(f"gateway ready at {platform.gateway_url}")
     except BaseException:
-        platform.stop()
+        sup.stop()
         raise
     return platform
+
+
+def _restarts_of(first: servers.Server, again: Callable[[], servers.Server]) -> Callable[[], subprocess.Popen]:
+    """The first call hands over the server already started (and waited for); later calls
+    start it again on the same port."""
+    pending = [first]
+
+    def start() -> subprocess.Popen:
+        return (pending.pop() if pending else again()).process
+    return start
+
+
+def _add_service(sup: Supervisor, name: str, args: list[str], logs: Path) -> None:
+    sup.add(name, component_starter(name, args, logs), logs / f"{name}.log")
 
 
 def _snapshotter_args(state_dir: Path, config: Path | None, common: list[str]) -> list[str] | None:

@@ -10,6 +10,7 @@ import msgspec
 from thaw.client import Gateway
 from thaw.functions_file import load_function_file
 from thaw.launcher import ensure_api_key, say, up
+from thaw.supervisor import STOP_BOUND_S
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -38,15 +39,15 @@ def run_up(args) -> None:
             return
         say(f"up: HTTP {platform.gateway_url}  NATS {platform.nats.url}  Redis {platform.redis.url}")
         say("try: thaw invoke echo '{\"hello\": 1}'   |   thaw ls   |   Ctrl-C stops everything")
-        while all(p.poll() is None for p in platform.procs.values()):
-            time.sleep(0.5)
-        dead = [n for n, p in platform.procs.items() if p.poll() is not None]
-        say(f"{', '.join(dead)} exited; see {state_dir / 'logs'}. Stopping.")
+        say(f"a component that dies is restarted; pids and restarts in {platform.supervisor.status_path}")
+        while True:
+            platform.supervisor.check()
+            time.sleep(0.25)
     except KeyboardInterrupt:
-        say("stopping ...")
+        say(f"stopping everything (at most {STOP_BOUND_S:.0f}s; Ctrl-C again to kill at once) ...")
     finally:
         platform.stop()
-        say("stopped")
+        say("stopped")  # what a person (and test_thaw_up) waits for
 
 
 def demo_files() -> list[Path]:

@@ -1,6 +1,8 @@
-"""`thaw up` as a person runs it: starts everything, serves a deployed function, and Ctrl-C
-stops every process it started, workers included."""
+"""`thaw up` as a person runs it: starts everything, serves a deployed function, restarts a
+component that dies, and Ctrl-C stops every process it started, workers included, within its
+stated bound even when services are frozen."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from thaw.supervisor import STOP_BOUND_S
 from thaw_core.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,46 +29,125 @@ def processes_with_env(marker: bytes) -> list[int]:
     return found
 
 
-def test_thaw_up_serves_and_ctrl_c_stops_everything(tmp_path):
-    node = f"up-{os.urandom(3).hex()}"
-    config = tmp_path / "node.toml"
-    config.write_text(f'[node]\nname = "{node}"\nforce_mock_gpus = true\n')
-    port = free_port()
-    thaw = Path(sys.executable).parent / "thaw"
-    proc = subprocess.Popen([str(thaw), "--state-dir", str(tmp_path / "state"), "up", "--port", str(port),
-                             "--config", str(config), "--deploy", str(ROOT / "examples/echo/function.toml")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines = []
-    try:
-        deadline = time.monotonic() + 60
+class ThawUp:
+    """`thaw up` started as a person does, in its own session like a terminal's job."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path, self.node, self.port = tmp_path, f"up-{os.urandom(3).hex()}", free_port()
+        config = tmp_path / "node.toml"
+        config.write_text(f'[node]\nname = "{self.node}"\nforce_mock_gpus = true\n')
+        thaw = Path(sys.executable).parent / "thaw"
+        self.state = tmp_path / "state"
+        self.proc = subprocess.Popen([str(thaw), "--state-dir", str(self.state), "up", "--port", str(self.port),
+                                      "--config", str(config), "--deploy", str(ROOT / "examples/echo/function.toml")],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines: list[str] = []
+
+    def wait_up(self) -> None:
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "up: HTTP" in line or proc.poll() is not None:
+            line = self.proc.stdout.readline()
+            self.lines.append(line)
+            if "up: HTTP" in line or self.proc.poll() is not None:
                 break
-        assert "up: HTTP" in lines[-1], "".join(lines)
-        key = (tmp_path / "state" / "credentials").read_text().strip()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/functions/echo/invoke", data=b"hi",
+        assert "up: HTTP" in self.lines[-1], "".join(self.lines)
+
+    def invoke(self, body: bytes = b"hi") -> bytes:
+        key = (self.state / "credentials").read_text().strip()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/v1/functions/echo/invoke", data=body,
                                      headers={"Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(req, timeout=60) as resp:
-            assert resp.read() == b"hi"
-        assert processes_with_env(f"THAW_NODE={node}".encode()), "a worker runs for the echo call"
+            return resp.read()
 
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out
-        assert "[thaw] stopped" in out
-        assert processes_with_env(f"THAW_NODE={node}".encode()) == [], "no worker outlives thaw up"
-        leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
-        assert leftover == [], f"processes of this platform still run: {leftover}"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    def components(self) -> dict:
+        return json.loads((self.state / "run" / "components.json").read_text())["components"]
+
+    def workers(self) -> list[int]:
+        return processes_with_env(f"THAW_NODE={self.node}".encode())
+
+    def ctrl_c(self, timeout_s: float) -> tuple[str, float]:
+        started = time.monotonic()
+        os.killpg(self.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, _ = self.proc.communicate(timeout=timeout_s)
+        return "".join(self.lines) + out, time.monotonic() - started
+
+    def leftovers(self) -> list[int]:
+        found = subprocess.run(["pgrep", "-f", str(self.tmp_path)], capture_output=True, text=True).stdout.split()
+        return [int(p) for p in found] + self.workers()
+
+    def clean_up(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         # On a failure above, the components (each in its own session) would outlive the test.
-        stray = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
-        for pid in [int(p) for p in stray] + processes_with_env(f"THAW_NODE={node}".encode()):
+        for pid in self.leftovers():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_for(check, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (value := check()):
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}: {check()!r}")
+
+
+def test_thaw_up_restarts_killed_components_and_stops_frozen_ones_within_its_bound(tmp_path):
+    up = ThawUp(tmp_path)
+    try:
+        up.wait_up()
+        assert up.invoke() == b"hi"
+        for name in ("snapshotter", "agent", "gateway"):
+            if name not in up.components():
+                continue  # no snapshotter where CRIU is unusable
+            old = up.components()[name]["pid"]
+            os.kill(old, signal.SIGKILL)
+            wait_for(lambda: up.components()[name]["restarts"] == 1 and alive(up.components()[name]["pid"]),
+                     30, f"{name} to be restarted (components: {up.components()})")
+            assert up.components()[name]["pid"] != old
+        wait_for(lambda: _answers(up), 60, "echo answering through the restarted gateway and agent")
+        assert up.workers(), "a worker runs, adopted by the restarted agent"
+
+        frozen = [up.components()[n]["pid"] for n in ("agent", "gateway")]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)  # frozen: deaf to SIGTERM, the worst case for a stop
+        out, took_s = up.ctrl_c(timeout_s=STOP_BOUND_S + 30)
+        assert up.proc.returncode == 0, out
+        assert "[thaw] stopped" in out
+        assert "agent did not stop within" in out
+        assert took_s <= STOP_BOUND_S + 5, f"stopping took {took_s:.1f}s"
+        assert up.leftovers() == [], "nothing thaw up started outlives it, workers of a frozen agent included"
+    finally:
+        up.clean_up()
+
+
+def _answers(up: ThawUp) -> bool:
+    try:
+        return up.invoke(b"again") == b"again"
+    except OSError:
+        return False
+
+
+def test_thaw_up_serves_and_ctrl_c_stops_everything(tmp_path):
+    up = ThawUp(tmp_path)
+    try:
+        up.wait_up()
+        assert up.invoke() == b"hi"
+        assert up.workers(), "a worker runs for the echo call"
+        out, _ = up.ctrl_c(timeout_s=STOP_BOUND_S + 30)
+        assert up.proc.returncode == 0, out
+        assert "[thaw] stopped" in out
+        assert up.leftovers() == [], "no process of this platform outlives thaw up, workers included"
+    finally:
+        up.clean_up()
