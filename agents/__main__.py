@@ -1,6 +1,8 @@
-"""`python -m agents --nats URL --redis URL --state-dir DIR [--config FILE] [--node NAME]`"""
+"""`python -m agents --nats URL --redis URL --state-dir DIR [--config FILE] [--node NAME]
+[--expect-snapshotter]`"""
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from thaw_core.process import run_until_signalled
@@ -17,8 +19,12 @@ def main() -> None:
     p.add_argument("--state-dir", type=Path, required=True)
     p.add_argument("--config", type=Path)
     p.add_argument("--node")
+    p.add_argument("--expect-snapshotter", action="store_true",
+                   help="a snapshotter runs beside this agent: the node is degraded while it does not answer")
     a = p.parse_args()
     settings = load_agent_settings(a.config, a.nats, a.redis, a.state_dir, a.node)
+    if a.expect_snapshotter:
+        settings = dataclasses.replace(settings, expect_snapshotter=True)
     setup_logging(f"agent-{settings.node}")
     setup_tracing(f"agent-{settings.node}")
     # Its workers get stop_grace_s to end; the agent's own clean-up a little more.

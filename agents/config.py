@@ -6,6 +6,9 @@
     [[node.mock_gpus]]
     model = "Mock-24G"
     vram_mib = 24576
+
+Other `[node]` keys are the AgentSettings fields of the same name (e.g. `heartbeat_s`,
+`expect_snapshotter`, `snapshotter_ping_timeout_s`, `snapshotter_down_after`).
 """
 
 import tomllib
@@ -28,7 +31,9 @@ def load_agent_settings(path: Path | None, nats_url: str, redis_url: str, state_
             raise ConfigError(f"{path}: {exc}") from None
     mock = tuple(_mock_gpu(path, i, g) for i, g in enumerate(section.get("mock_gpus", [])))
     kwargs = {k: section[k] for k in ("runtime", "cpu_milli", "memory_mib", "heartbeat_s", "force_mock_gpus",
-                                            "stop_workers_on_exit", "request_snapshots", "restore_timeout_s")
+                                            "stop_workers_on_exit", "request_snapshots", "restore_timeout_s",
+                                            "expect_snapshotter", "snapshotter_ping_timeout_s",
+                                            "snapshotter_down_after")
               if k in section}
     if "container_socket" in section:
         kwargs["container_socket"] = Path(section["container_socket"])
@@ -36,8 +41,17 @@ def load_agent_settings(path: Path | None, nats_url: str, redis_url: str, state_
         kwargs["container_mounts"] = tuple(Path(m) for m in section["container_mounts"])
     if mock:
         kwargs["mock_gpus"] = mock
+    _check_ping(path, kwargs)
     return AgentSettings(node=node or section.get("name", "node-a"), nats_url=nats_url, redis_url=redis_url,
                          state_dir=state_dir, **kwargs)
+
+
+def _check_ping(path, kwargs: dict) -> None:
+    timeout_s, down_after = kwargs.get("snapshotter_ping_timeout_s", 1.0), kwargs.get("snapshotter_down_after", 1)
+    if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or timeout_s <= 0:
+        raise ConfigError(f"{path}: node.snapshotter_ping_timeout_s must be a number of seconds > 0")
+    if not isinstance(down_after, int) or isinstance(down_after, bool) or down_after < 1:
+        raise ConfigError(f"{path}: node.snapshotter_down_after must be an integer >= 1 (consecutive missed pings)")
 
 
 def _mock_gpu(path, i: int, g: dict) -> MockGpu:

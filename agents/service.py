@@ -1,4 +1,5 @@
-"""The node agent: GPU discovery, capacity and heartbeats, placement consumer, worker watch."""
+"""The node agent: GPU discovery, capacity and heartbeats, placement consumer, worker watch, and
+its snapshotter's liveness (pinged every heartbeat; see agents/liveness.py)."""
 
 import asyncio
 import contextlib
@@ -21,11 +22,12 @@ from thaw_core.shutdown import run_steps
 
 from agents import gpus
 from agents.lifecycle import Lifecycle
+from agents.liveness import Change, SnapshotterLiveness
 from agents.reconcile import reconcile
 from agents.records import WorkerRecords
 from agents.runtime.process import ProcessRuntime
 from agents.settings import AgentSettings
-from agents.snapshots import SnapshotClient
+from agents.snapshots import SnapshotClient, SnapshotterSilent
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,8 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
         lifecycle = Lifecycle(settings.node, js, Pods(r), Ledger(r), runtime, records, http,
                               settings.state_dir / "logs", settings.stop_grace_s, snapshots)
         await reconcile(settings.node, lifecycle, records, runtime, Pods(r), Functions(r))
-        await _publish_capacity(js, capacity)
+        report = _CapacityReport(js, capacity)
+        await report.publish()
         broker = make_broker(settings.nats_url, f"agent-{settings.node}")
 
         async def on_placement(msg: PlacementMessage, subject: str) -> None:
@@ -67,8 +70,10 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
 
         subscribe(broker, streams.agent_placements(settings.node), PlacementMessage, on_placement)
         await broker.start()
-        loops = [asyncio.create_task(_heartbeats(nc, js, settings, lifecycle, capacity, snapshots)),
+        loops = [asyncio.create_task(_heartbeats(nc, settings, lifecycle, report)),
                  asyncio.create_task(_watch(settings, lifecycle))]
+        if snapshots is not None:
+            loops.append(asyncio.create_task(_watch_snapshotter(settings, snapshots, report)))
         try:
             await stop.wait()
         finally:
@@ -94,39 +99,69 @@ def _snapshot_client(settings: AgentSettings, runtime, nc, js, r) -> SnapshotCli
     return SnapshotClient(settings.node, nc, js, r, settings.restore_timeout_s, runtime.name)
 
 
-async def _publish_capacity(js, capacity: NodeCapacity) -> None:
-    capacity = msgspec.structs.replace(capacity, at_ms=now_ms())
-    await bus.publish(js, subjects.node_capacity(capacity.node), capacity,
-                      msg_id=f"cap:{capacity.node}:{capacity.at_ms}")
+class _CapacityReport:
+    """This node's NodeCapacity as last published; the heartbeat and snapshotter loops change it."""
+
+    def __init__(self, js, capacity: NodeCapacity):
+        self._js, self.capacity = js, capacity
+        self.published_s = 0.0  # loop time of the last publish that went through; 0: publish again
+
+    async def publish(self) -> None:
+        self.capacity = msgspec.structs.replace(self.capacity, at_ms=now_ms())
+        self.published_s = 0.0
+        await bus.publish(self._js, subjects.node_capacity(self.capacity.node), self.capacity,
+                          msg_id=f"cap:{self.capacity.node}:{self.capacity.at_ms}")
+        self.published_s = asyncio.get_running_loop().time()
+
+    async def change(self, **fields) -> None:
+        """Publish at once when `fields` change the report (placement and the API should know
+        now, not at the next periodic report); a failed publish is retried by the heartbeats."""
+        changed = msgspec.structs.replace(self.capacity, **fields)
+        if changed == self.capacity:
+            return
+        self.capacity = changed
+        with contextlib.suppress(Exception):
+            await self.publish()
 
 
-async def _heartbeats(nc, js, settings: AgentSettings, lifecycle: Lifecycle, capacity: NodeCapacity,
-                      snapshots: SnapshotClient | None) -> None:
-    last_capacity = asyncio.get_running_loop().time()
+async def _heartbeats(nc, settings: AgentSettings, lifecycle: Lifecycle, report: _CapacityReport) -> None:
     while True:
         hb = NodeHeartbeat(node=settings.node, at_ms=now_ms(), pods=tuple(sorted(lifecycle.workers)))
         await bus.publish_core(nc, subjects.node_heartbeat(settings.node), hb)
-        support = await _snapshot_support(snapshots, capacity.snapshot_support)
-        if support != capacity.snapshot_support:
-            # The snapshotter came or went: say so now, not at the next periodic report.
-            log.info("node %s snapshot support: %s", settings.node, ", ".join(support) or "none")
-            capacity = msgspec.structs.replace(capacity, snapshot_support=support)
-            last_capacity = 0.0
-        if asyncio.get_running_loop().time() - last_capacity > settings.capacity_every_s:
+        if asyncio.get_running_loop().time() - report.published_s > settings.capacity_every_s:
             with contextlib.suppress(Exception):
-                await _publish_capacity(js, capacity)
-            last_capacity = asyncio.get_running_loop().time()
+                await report.publish()
         await asyncio.sleep(settings.heartbeat_s)
 
 
-async def _snapshot_support(snapshots: SnapshotClient | None, current: tuple[str, ...]) -> tuple[str, ...]:
-    """What this node's live snapshotter offers (it refreshes a Redis key while it runs)."""
-    if snapshots is None:
-        return ()
-    try:
-        return await snapshots.capabilities()
-    except Exception:  # Redis briefly away: keep reporting what we knew
-        return current
+async def _watch_snapshotter(settings: AgentSettings, snapshots: SnapshotClient, report: _CapacityReport) -> None:
+    """Ping this node's snapshotter every heartbeat: the node offers what it answers, nothing
+    once it is down, and is degraded while down if a snapshotter is expected here."""
+    loop = asyncio.get_running_loop()
+    live = SnapshotterLiveness(subjects.snapshot_ping(settings.node), settings.snapshotter_down_after,
+                               settings.expect_snapshotter, loop.time())
+    while True:
+        sent = loop.time()
+        try:
+            pong = await snapshots.ping(settings.snapshotter_ping_timeout_s)
+            change, why = live.answered(pong.capabilities, pong.started_ms, loop.time()), ""
+        except SnapshotterSilent as exc:
+            change, why = live.missed(loop.time()), exc.reason
+        _log_change(settings, live, change, why)
+        if live.snapshot_support != report.capacity.snapshot_support:
+            log.info("node %s snapshot support: %s", settings.node, ", ".join(live.snapshot_support) or "none")
+        await report.change(snapshot_support=live.snapshot_support, degraded=live.degraded)
+        # One ping per heartbeat; one that timed out is followed at once.
+        await asyncio.sleep(max(0.0, settings.heartbeat_s - (loop.time() - sent)))
+
+
+def _log_change(settings: AgentSettings, live: SnapshotterLiveness, change: Change | None, why: str) -> None:
+    if change is Change.DOWN and live.expected:
+        log.warning("node %s degraded: %s (last ping: %s)", settings.node, live.reason, why)
+    elif change is Change.BACK and live.expected:
+        log.info("node %s healthy again: its snapshotter answers on %s", settings.node, live.subject)
+    elif change is Change.RESTARTED:
+        log.info("node %s: its snapshotter restarted (started_ms %d)", settings.node, live.started_ms)
 
 
 async def _watch(settings: AgentSettings, lifecycle: Lifecycle) -> None:

@@ -30,6 +30,11 @@ class AgentSettings:
     # function spec `snapshot = true`), so later pods restore instead of cold-starting.
     request_snapshots: bool = True
     restore_timeout_s: float = 30.0  # wait this long for the snapshotter's restore, then cold-start
+    # A snapshotter runs beside this agent (`thaw up` passes --expect-snapshotter when it starts
+    # one): while it does not answer its pings, the node reports itself degraded.
+    expect_snapshotter: bool = False
+    snapshotter_ping_timeout_s: float = 2.0  # a ping unanswered this long is a miss
+    snapshotter_down_after: int = 3  # consecutive misses: the snapshotter is down, the node offers no snapshots
     container_socket: Path = Path("/run/thaw/podman.sock")  # podman API (container runtime)
     container_mounts: tuple[Path, ...] = ()  # host dirs bind-mounted read-only into containers
     # A graceful stop (SIGTERM/Ctrl-C) stops this node's workers; a crash leaves them to adopt.

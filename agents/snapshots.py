@@ -8,6 +8,8 @@ when placement says so. Both go through this node's snapshotter process, over th
 - Restore: core request/reply on `snapshot.restore.<node>`; any failure (no snapshotter, a
   timeout, an error reply) raises `RestoreUnavailable` with the reason, and the caller
   cold-starts the pod and records that reason in the pod's events.
+- Ping: core request/reply on `snapshot.ping.<node>`, every heartbeat (agents/liveness.py
+  decides from the outcomes); the answer carries the capabilities the node reports.
 """
 
 import logging
@@ -21,7 +23,7 @@ from bus_schemas import subjects
 from bus_schemas.codec import DecodeError, decode, encode
 from bus_schemas.functions import FunctionSpec, runtime_of, spec_digest
 from bus_schemas.pods import PodAssigned
-from bus_schemas.snapshots import SnapshotRequested, SnapshotRestore, SnapshotRestored
+from bus_schemas.snapshots import SnapshotPing, SnapshotPong, SnapshotRequested, SnapshotRestore, SnapshotRestored
 from thaw_core import bus, telemetry
 from thaw_core.clock import now_ms
 from thaw_core.store import events
@@ -38,6 +40,14 @@ class RestoreUnavailable(Exception):
     def __init__(self, snapshot: str, reason: str):
         super().__init__(f"snapshot {snapshot} not restored: {reason}")
         self.snapshot, self.reason = snapshot, reason
+
+
+class SnapshotterSilent(Exception):
+    """A ping got no answer; `reason` says how (no responders, a timeout, the bus away)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class SnapshotClient:
@@ -88,8 +98,22 @@ class SnapshotClient:
         log.info("asked for a snapshot of %s from warm pod %s", spec.name, pod)
         return True
 
-    async def capabilities(self) -> tuple[str, ...]:
-        return await self._catalog.capabilities(self.node)
+    async def ping(self, timeout_s: float) -> SnapshotPong:
+        """Ask this node's snapshotter whether it is there; its answer, or SnapshotterSilent."""
+        subject = subjects.snapshot_ping(self.node)
+        try:
+            msg = await self._nc.request(subject, encode(SnapshotPing(node=self.node, at_ms=now_ms())),
+                                         timeout=timeout_s)
+        except nats.errors.NoRespondersError:
+            raise SnapshotterSilent(f"no snapshotter subscribed to {subject}") from None
+        except nats.errors.TimeoutError:
+            raise SnapshotterSilent(f"no answer within {timeout_s:g}s") from None
+        except nats.errors.Error as exc:
+            raise SnapshotterSilent(f"bus unavailable: {exc!r}") from None
+        try:
+            return decode(msg.data, SnapshotPong)
+        except DecodeError as exc:
+            raise SnapshotterSilent(f"unreadable answer: {exc}") from None
 
     async def record(self, pod: str, event: str, detail: str) -> None:
         await events.record(self._r, pod, event, detail, now_ms())

@@ -24,6 +24,9 @@ class NodeCapacity(Struct, frozen=True, kw_only=True):
     runtimes: tuple[str, ...] = ("process",)
     snapshot_support: tuple[str, ...] = ()  # e.g. ("criu", "cuda-checkpoint")
     at_ms: int = 0
+    # "" while healthy; else why the node works below what it was set up for, e.g. its
+    # snapshotter stopped answering (pods cold-start until it is back).
+    degraded: str = ""
     v: int = SCHEMA_VERSION
 
 

@@ -1,7 +1,9 @@
-"""Snapshot jobs, results, and the restore request/reply (agent <-> its node's snapshotter).
+"""Snapshot jobs, results, and the restore and ping request/replies (agent <-> its node's
+snapshotter).
 
 `SnapshotRequested` / `SnapshotReady` travel on the SNAPSHOTS stream; `SnapshotRestore` /
-`SnapshotRestored` on core request/reply `snapshot.restore.<node>` (see subjects.py for why).
+`SnapshotRestored` on core request/reply `snapshot.restore.<node>`, `SnapshotPing` /
+`SnapshotPong` on core request/reply `snapshot.ping.<node>` (see subjects.py for why).
 """
 
 from msgspec import Struct
@@ -52,4 +54,24 @@ class SnapshotRestored(Struct, frozen=True, kw_only=True):
     endpoint: str = ""
     error: str = ""
     restore_s: float = 0.0
+    v: int = SCHEMA_VERSION
+
+
+class SnapshotPing(Struct, frozen=True, kw_only=True):
+    """Agent -> its node's snapshotter, every heartbeat: are you there, and is your loop turning?"""
+
+    node: str
+    at_ms: int
+    v: int = SCHEMA_VERSION
+
+
+class SnapshotPong(Struct, frozen=True, kw_only=True):
+    """The reply, sent from the snapshotter's event loop. `capabilities` is what it can do here
+    (what the agent reports as NodeCapacity.snapshot_support); `started_ms` tells a restarted
+    snapshotter from the same one."""
+
+    node: str
+    capabilities: tuple[str, ...]
+    started_ms: int
+    at_ms: int = 0
     v: int = SCHEMA_VERSION

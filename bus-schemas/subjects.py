@@ -12,6 +12,10 @@ addressed per node because only the snapshotter beside the agent can restore a p
 The SNAPSHOTS stream therefore lists `snapshot.requested.>` and `snapshot.ready.>`, not
 `snapshot.>`: a stream that captured the restore subject would answer each request itself
 with a publish acknowledgement.
+
+`snapshot.ping.<node>` is core request/reply for the same reasons: every heartbeat the agent
+asks its node's snapshotter whether it is there, and only an answer from the snapshotter's own
+event loop counts (a frozen process, or a loop that stopped turning, does not answer).
 """
 
 import re
@@ -28,6 +32,7 @@ NODE_HEARTBEAT = "node.heartbeat.{node}"
 SNAPSHOT_REQUESTED = "snapshot.requested.{fn}"
 SNAPSHOT_READY = "snapshot.ready.{fn}"
 SNAPSHOT_RESTORE = "snapshot.restore.{node}"
+SNAPSHOT_PING = "snapshot.ping.{node}"
 FN_DEPLOYED = "fn.deployed.{fn}"
 FN_DELETED = "fn.deleted.{fn}"
 
@@ -80,6 +85,10 @@ def snapshot_ready(fn: str) -> str:
 
 def snapshot_restore(node: str) -> str:
     return SNAPSHOT_RESTORE.format(node=node)
+
+
+def snapshot_ping(node: str) -> str:
+    return SNAPSHOT_PING.format(node=node)
 
 
 def fn_deployed(fn: str) -> str:

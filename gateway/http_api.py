@@ -5,6 +5,10 @@ OpenAI-style paths routed by `model`.
 invoke is first offered to `answer_now`, which answers it from callbacks without a task. Every
 client mistake is a 4xx with a JSON body naming the field and the reason; no client input
 produces a 500.
+
+Nodes and functions carry `status` ("ok" or "degraded") and `degraded_reason`: a node is
+degraded while its last capacity report says so (e.g. its snapshotter stopped answering); a
+function that snapshots is degraded while any live node is, since its pods there cold-start.
 """
 
 import asyncio
@@ -21,7 +25,7 @@ from bus_schemas.functions_events import FunctionDeleted, FunctionDeployed
 from thaw_core import bus
 from thaw_core.clock import now_ms
 from thaw_core.store.functions import FunctionOwnedElsewhere, Functions
-from thaw_core.store.nodes import Nodes
+from thaw_core.store.nodes import NodeUsage, Nodes, degraded_nodes
 from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import SnapshotCatalog
 
@@ -36,6 +40,8 @@ from gateway.upstream import StreamedBody
 log = logging.getLogger(__name__)
 JSON = [("content-type", "application/json")]
 OPENAI_PATHS = frozenset({"/v1/embeddings", "/v1/chat/completions", "/v1/completions"})
+# A node silent this long is lost, not degraded (placement's default node_timeout_s).
+LIVE_NODE_S = 10.0
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 
@@ -165,9 +171,14 @@ class HttpApi:
     async def metrics_text(self, request) -> Response:
         """Metrics of the caller's functions only: labels name functions, which are tenant data."""
         tenant = await self._tenant(request)
+        specs = [s for s in await self.functions.all() if s.tenant == tenant]
+        nodes = await self.nodes.all()
+        live = degraded_nodes(nodes, now_ms(), LIVE_NODE_S)
+        # Observed and rendered with no await between: a concurrent scrape cannot interleave.
         self.metrics.observe_pools(self.d.pools)
-        mine = {s.name for s in await self.functions.all() if s.tenant == tenant}
-        body, content_type = self.metrics.render(mine)
+        self.metrics.observe_health({n.name: bool(n.degraded) for n in nodes},
+                                    {s.name: bool(function_degraded(s, live)) for s in specs})
+        body, content_type = self.metrics.render({s.name for s in specs})
         return 200, [("content-type", content_type)], body
 
     async def openapi(self, request) -> Response:
@@ -223,7 +234,12 @@ class HttpApi:
 
     async def list_functions(self, request) -> Response:
         tenant = await self._tenant(request)
-        return json_response({"functions": [s for s in await self.functions.all() if s.tenant == tenant]})
+        specs = [s for s in await self.functions.all() if s.tenant == tenant]
+        live = await self._live_degraded()
+        return json_response({"functions": [_function_row(s, live) for s in specs]})
+
+    async def _live_degraded(self) -> dict[str, str]:
+        return degraded_nodes(await self.nodes.all(), now_ms(), LIVE_NODE_S)
 
     async def _own_function(self, request, name: str) -> FunctionSpec:
         tenant = await self._tenant(request)
@@ -233,7 +249,8 @@ class HttpApi:
         return spec
 
     async def get_function(self, request, name: str) -> Response:
-        return json_response({"function": await self._own_function(request, name)})
+        spec = await self._own_function(request, name)
+        return json_response({"function": _function_row(spec, await self._live_degraded())})
 
     async def delete_function(self, request, name: str) -> Response:
         await self._own_function(request, name)
@@ -257,7 +274,29 @@ class HttpApi:
 
     async def list_nodes(self, request) -> Response:
         await self._tenant(request)
-        return json_response({"nodes": [asdict(n) for n in await self.nodes.all()]})
+        return json_response({"nodes": [_node_row(n) for n in await self.nodes.all()]})
+
+
+def function_degraded(spec: FunctionSpec, live_degraded: dict[str, str]) -> str:
+    """Why `spec`'s new pods may cold-start where they would restore: "" when they would not
+    (it does not snapshot, or every live node is healthy); else naming each degraded node."""
+    if not spec.snapshot:
+        return ""
+    return "; ".join(f"node {node} degraded: {why}" for node, why in sorted(live_degraded.items()))
+
+
+def _status(reason: str) -> dict:
+    return {"status": "degraded" if reason else "ok", "degraded_reason": reason}
+
+
+def _function_row(spec: FunctionSpec, live_degraded: dict[str, str]) -> dict:
+    return {**msgspec.to_builtins(spec), **_status(function_degraded(spec, live_degraded))}
+
+
+def _node_row(n: NodeUsage) -> dict:
+    row = asdict(n)
+    reason = row.pop("degraded")
+    return {**row, **_status(reason)}
 
 
 async def _pass_stream(request, status: int, headers: list, body: StreamedBody) -> None:

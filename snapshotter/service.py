@@ -2,7 +2,8 @@
 
 - consumes `snapshot.requested.>` (durable consumer `snapshotter-<node>`, acting on requests
   for its node) and publishes `snapshot.ready.<fn>` (see dumps.py);
-- answers core request/reply `snapshot.restore.<node>` (see restores.py);
+- answers core request/reply `snapshot.restore.<node>` (see restores.py), and
+  `snapshot.ping.<node>` from its event loop with its capabilities (the agent's liveness check);
 - at start-up, stops restored workers a predecessor left unowned (see orphans.py);
 - with `runtime = "container"`, checkpoints and restores the agent's containers through the
   podman API (containers.py, container_restores.py) and keeps staged standbys (standby.py);
@@ -10,21 +11,23 @@
   can, process workers holding GPUs are dumped and restored with their device memory
   (cuda_state.py; not proven on a device);
 - keeps `redis_keys.snapshotter(node)` alive (TTL `presence_ttl_s`) while it runs, so
-  placement offers this node's snapshots only while something here can restore them, and the
-  agent reports its capabilities (`criu`, plus `container`, plus `cuda-checkpoint`) in
-  NodeCapacity.snapshot_support.
+  placement offers this node's snapshots only while something here can restore them; the
+  agent reports the capabilities its pings hear back (`criu`, plus `container`, plus
+  `cuda-checkpoint`) in NodeCapacity.snapshot_support.
 One CRIU operation runs at a time per node (a lock shared by dumps and restores).
 """
 
 import asyncio
 import logging
 
+import msgspec
 from nats.js.api import DeliverPolicy
 
 from bus_schemas import streams, subjects
 from bus_schemas.codec import DecodeError, decode, encode
-from bus_schemas.snapshots import SnapshotRequested, SnapshotRestore, SnapshotRestored
+from bus_schemas.snapshots import SnapshotPong, SnapshotRequested, SnapshotRestore, SnapshotRestored
 from thaw_core import bus, telemetry
+from thaw_core.clock import now_ms
 from thaw_core.store.client import connect_redis
 from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import announce_snapshotter, withdraw_snapshotter
@@ -78,8 +81,12 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    capabilities = settings.capabilities(gpu.capability())
     sub = await nc.subscribe(subjects.snapshot_restore(settings.node), queue=QUEUE_GROUP, cb=on_restore)
-    presence = asyncio.create_task(_stay_present(r, settings, settings.capabilities(gpu.capability())))
+    pings = await nc.subscribe(subjects.snapshot_ping(settings.node), queue=QUEUE_GROUP,
+                               cb=_pong(SnapshotPong(node=settings.node, capabilities=capabilities,
+                                                     started_ms=now_ms())))
+    presence = asyncio.create_task(_stay_present(r, settings, capabilities))
     try:
         await stop.wait()
     finally:
@@ -87,6 +94,7 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
         await asyncio.gather(presence, return_exceptions=True)
         await run_steps(("withdraw presence", lambda: withdraw_snapshotter(r, settings.node)),
                         ("unsubscribe from restore requests", sub.unsubscribe),
+                        ("unsubscribe from pings", pings.unsubscribe),
                         ("finish snapshot tasks", lambda: asyncio.gather(*tasks, return_exceptions=True)),
                         ("close podman", containers.close if containers is not None else lambda: None),
                         ("stop consumers", broker.stop), ("close NATS", nc.close), ("close Redis", r.aclose))
@@ -117,6 +125,14 @@ async def _answer(restores: Restores, msg) -> None:
         await msg.respond(encode(reply))
     finally:
         telemetry.detach(token)
+
+
+def _pong(pong: SnapshotPong):
+    """Answer each ping at once, from this loop: a loop that stops turning stops answering,
+    which is what the agent's liveness check is for (no thread may answer on its behalf)."""
+    async def on_ping(msg) -> None:
+        await msg.respond(encode(msgspec.structs.replace(pong, at_ms=now_ms())))
+    return on_ping
 
 
 async def _stay_present(r, settings: SnapshotterSettings, capabilities: tuple[str, ...]) -> None:

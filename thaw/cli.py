@@ -71,7 +71,9 @@ def cmd_ls(args) -> None:
     for f in fns:
         r, s = f["resources"], f["scaling"]
         print(f"  {f['name']:<20} vram={r['vram_mib']}MiB x{r['gpu_count']}  pods {s['min_pods']}..{s['max_pods']}"
-              f"  concurrency={s['concurrency']}  idle_timeout={s['idle_timeout_s']}s")
+              f"  concurrency={s['concurrency']}  idle_timeout={s['idle_timeout_s']}s  {f.get('status', 'ok')}")
+        if f.get("status") == "degraded":
+            print(f"    degraded: {f.get('degraded_reason', '')}")
     print("PODS")
     for p in pods or []:
         gpus = ",".join(map(str, p["gpus"])) or "-"
@@ -82,7 +84,9 @@ def cmd_ls(args) -> None:
     for n in nodes:
         age = (time.time() * 1000 - n["heartbeat_ms"]) / 1000
         print(f"  {n['name']:<12} cpu {n['cpu_reserved']}/{n['cpu_milli']}m  mem {n['memory_reserved']}/{n['memory_mib']}MiB"
-              f"  gpus from {n['gpu_source']}  last heartbeat {age:.1f}s ago")
+              f"  gpus from {n['gpu_source']}  last heartbeat {age:.1f}s ago  {n.get('status', 'ok')}")
+        if n.get("status") == "degraded":
+            print(f"    degraded: {n.get('degraded_reason', '')}")
         for g in n["gpus"]:
             used, total = g["vram_reserved_mib"], g["vram_mib"]
             bar = "#" * round(20 * used / max(total, 1))

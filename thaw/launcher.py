@@ -96,6 +96,8 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
         if config is not None:
             agent_args += ["--config", str(config)]
         snapshotter_args = _snapshotter_args(state_dir, config, common)
+        if snapshotter_args:
+            agent_args += ["--expect-snapshotter"]  # its silence then marks the node degraded
         _add_service(sup, "agent", agent_args, logs)
         say("node agent started")
         if snapshotter_args:

@@ -4,6 +4,7 @@ the bus is tolerant."""
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from bus_schemas.codec import DecodeError, decode
@@ -12,7 +13,9 @@ from bus_schemas.functions_events import FunctionDeleted, FunctionDeployed, Func
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.nodes import NodeCapacity, NodeHeartbeat
 from bus_schemas.pods import PlacementMessage, PodAssigned, PodStateChanged, PodStop
-from bus_schemas.snapshots import SnapshotReady, SnapshotRequested, SnapshotRestore, SnapshotRestored
+from bus_schemas.codec import encode
+from bus_schemas.snapshots import (SnapshotPing, SnapshotPong, SnapshotReady, SnapshotRequested, SnapshotRestore,
+                                   SnapshotRestored)
 from bus_schemas.version import SCHEMA_VERSION
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -22,6 +25,7 @@ TYPES = {
     "node_capacity": NodeCapacity, "node_heartbeat": NodeHeartbeat, "lease_requested": LeaseRequested,
     "snapshot_requested": SnapshotRequested, "snapshot_ready": SnapshotReady,
     "snapshot_restore": SnapshotRestore, "snapshot_restored": SnapshotRestored,
+    "snapshot_ping": SnapshotPing, "snapshot_pong": SnapshotPong,
 }
 EXPECTED = {"fn_deployed": FunctionDeployed, "fn_deleted": FunctionDeleted, "pod_assigned": PodAssigned,
             "pod_stop": PodStop}
@@ -36,6 +40,19 @@ def test_every_recorded_sample_still_decodes(path):
 
 def test_every_message_type_has_a_sample_of_the_current_version():
     assert {p.stem for p in (SAMPLES / f"v{SCHEMA_VERSION}").glob("*.json")} == set(TYPES)
+
+
+def test_a_node_capacity_from_before_degraded_decodes_as_healthy():
+    body = json.loads((SAMPLES / "v1" / "node_capacity.json").read_text())
+    assert "degraded" not in body, "this sample was recorded before the field existed: keep it so"
+    assert decode(json.dumps(body), NodeCapacity).degraded == ""
+
+
+def test_a_degraded_node_capacity_round_trips_its_reason():
+    cap = decode((SAMPLES / "v1" / "node_capacity.json").read_bytes(), NodeCapacity)
+    reason = "snapshotter not answering on snapshot.ping.node-a for 3.0s: pods cold-start until it is back"
+    degraded = decode(encode(msgspec.structs.replace(cap, degraded=reason)), NodeCapacity)
+    assert degraded.degraded == reason and degraded.v == SCHEMA_VERSION
 
 
 def test_client_input_with_an_unknown_field_is_refused_naming_it():

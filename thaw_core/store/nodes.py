@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 
 from bus_schemas import redis_keys as K
-from bus_schemas.codec import encode
+from bus_schemas.codec import DecodeError, decode, encode
 from bus_schemas.nodes import NodeCapacity
 
 
@@ -30,6 +30,14 @@ class NodeUsage:
     heartbeat_ms: int
     gpu_source: str
     gpus: tuple[GpuUsage, ...]
+    degraded: str = ""  # NodeCapacity.degraded of its last report: "" while healthy, else why
+
+
+def degraded_nodes(nodes: list[NodeUsage], now_ms: int, live_within_s: float) -> dict[str, str]:
+    """Node -> reason, for the degraded nodes that heartbeated within `live_within_s` (a node
+    gone silent is lost, not degraded: placement reclaims its pods)."""
+    cutoff = now_ms - int(live_within_s * 1000)
+    return {n.name: n.degraded for n in nodes if n.degraded and n.heartbeat_ms >= cutoff}
 
 
 class Nodes:
@@ -79,4 +87,15 @@ def _node_usage(name: str, h: dict[str, str], gpu_hashes: list[dict[str, str]]) 
         name=name, cpu_milli=int(h.get("cpu_milli", 0)), cpu_reserved=int(h.get("cpu_reserved", 0)),
         memory_mib=int(h.get("memory_mib", 0)), memory_reserved=int(h.get("memory_reserved", 0)),
         heartbeat_ms=int(h.get("heartbeat_ms", 0)), gpu_source=h.get("gpu_source", ""), gpus=gpus,
+        degraded=_degraded(h.get("capacity", "")),
     )
+
+
+def _degraded(capacity: str) -> str:
+    """The `degraded` field of a stored capacity report ("" for one from before the field)."""
+    if not capacity:
+        return ""
+    try:
+        return decode(capacity, NodeCapacity).degraded
+    except DecodeError:
+        return ""
