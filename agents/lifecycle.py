@@ -70,11 +70,15 @@ class Lifecycle:
             return
         if restore:
             await self._announce(a.pod, a.spec.name, PodState.RESTORING)
-            if await self._restore(a):
-                return
-            await self._fall_back(a, "")
+            # Waiting on the snapshotter (up to restore_timeout_s) must not hold up the next
+            # placement for this node; the state change above is already durable.
+            self._spawn(self._restore_or_cold_start(a))
             return
         await self._cold_start(a)
+
+    async def _restore_or_cold_start(self, a: PodAssigned) -> None:
+        if not await self._restore(a):
+            await self._fall_back(a, "")
 
     async def _restore(self, a: PodAssigned) -> bool:
         """Have the snapshotter restore the worker; True once it runs and is being watched."""

@@ -148,6 +148,7 @@ async def _watch_snapshotter(settings: AgentSettings, snapshots: SnapshotClient,
         except SnapshotterSilent as exc:
             change, why = live.missed(loop.time()), exc.reason
         _log_change(settings, live, change, why)
+        snapshots.mark(live.reason if live.down else "")
         if live.snapshot_support != report.capacity.snapshot_support:
             log.info("node %s snapshot support: %s", settings.node, ", ".join(live.snapshot_support) or "none")
         await report.change(snapshot_support=live.snapshot_support, degraded=live.degraded)

@@ -12,6 +12,7 @@ when placement says so. Both go through this node's snapshotter process, over th
   decides from the outcomes); the answer carries the capabilities the node reports.
 """
 
+import asyncio
 import logging
 
 import nats.errors
@@ -57,21 +58,35 @@ class SnapshotClient:
         self._nc, self._js, self._r = nc, js, r
         self._catalog = SnapshotCatalog(r)
         self._timeout = restore_timeout_s
+        self.down_reason = ""  # the liveness verdict: why the snapshotter does not answer, "" while it does
+        self._went_down = asyncio.Event()
+
+    def mark(self, down_reason: str) -> None:
+        """Take the agent's liveness verdict ("" = answering). Going down abandons every
+        restore waiting for an answer: their pods cold-start now, not at the restore timeout."""
+        if down_reason and not self.down_reason:
+            self._went_down.set()
+        elif not down_reason and self.down_reason:
+            self._went_down = asyncio.Event()
+        self.down_reason = down_reason
 
     async def restore(self, a: PodAssigned) -> tuple[WorkerHandle, float]:
         """Restore `a.snapshot` as the worker of `a.pod`: (handle, seconds the snapshotter took).
         The handle's endpoint is where the restored worker answers (a process keeps the
         snapshot's port; a container gets a free host port). Raises RestoreUnavailable."""
+        if self.down_reason:
+            raise RestoreUnavailable(a.snapshot, f"this node's snapshotter is down: {self.down_reason}")
         req = SnapshotRestore(pod=a.pod, fn=a.spec.name, snapshot=a.snapshot)
         try:
-            msg = await self._nc.request(subjects.snapshot_restore(self.node), encode(req), timeout=self._timeout,
-                                         headers=telemetry.inject({}))
+            msg = await self._request_unless_down(encode(req))
         except nats.errors.NoRespondersError:
             raise RestoreUnavailable(a.snapshot, f"no snapshotter answers on {subjects.snapshot_restore(self.node)}") from None
         except nats.errors.TimeoutError:
             raise RestoreUnavailable(a.snapshot, f"the snapshotter did not answer within {self._timeout:g}s") from None
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
             raise RestoreUnavailable(a.snapshot, f"bus unavailable: {exc!r}") from None
+        if msg is None:
+            raise RestoreUnavailable(a.snapshot, f"the snapshotter stopped answering mid-restore: {self.down_reason}")
         try:
             reply = decode(msg.data, SnapshotRestored)
         except DecodeError as exc:
@@ -80,6 +95,19 @@ class SnapshotClient:
             raise RestoreUnavailable(a.snapshot, reply.error or "the snapshotter gave no reason")
         handle = WorkerHandle(pod=a.pod, runtime=self.runtime, ref=reply.runtime_ref, endpoint=reply.endpoint)
         return handle, reply.restore_s
+
+    async def _request_unless_down(self, payload: bytes):
+        """The restore's answer, or None as soon as the snapshotter is declared down."""
+        request = asyncio.ensure_future(self._nc.request(subjects.snapshot_restore(self.node), payload,
+                                                         timeout=self._timeout, headers=telemetry.inject({})))
+        went_down = asyncio.ensure_future(self._went_down.wait())
+        try:
+            done, _ = await asyncio.wait({request, went_down}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            went_down.cancel()
+            if not request.done():
+                request.cancel()  # went down, or our caller was cancelled
+        return request.result() if request in done else None
 
     async def request_if_missing(self, spec: FunctionSpec, pod: str) -> bool:
         """Ask for a snapshot of warm `pod` unless the function has a usable one or none can be

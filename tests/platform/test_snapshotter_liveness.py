@@ -22,9 +22,10 @@ from bus_schemas import redis_keys as K
 from bus_schemas.codec import decode
 from bus_schemas.nodes import NodeCapacity
 from thaw_core import servers
+from thaw_core.store import events
 
 from tests.conftest import eventually
-from tests.platform.conftest import _healthy, deploy, echo_spec
+from tests.platform.conftest import _healthy, deploy, echo_spec, invoke
 from tests.platform.harness import Harness
 
 PING_TIMEOUT_S = 0.5  # with the harness's heartbeat_s = 0.5: down after 3 misses, ~1.5-3 s
@@ -170,3 +171,63 @@ async def test_a_node_not_expecting_a_snapshotter_is_never_degraded(tmp_path, re
         assert seen == {(("ok", ""), ("ok", ""), ("ok", ""))}
         assert (await reported(r, h.node)).degraded == ""
         assert "degraded" not in thaw_ls(http, h)
+
+
+async def test_while_the_snapshotter_is_frozen_wake_ups_cold_start_at_once_and_restore_again_after(
+        criu_works, tmp_path, redis_url, r, http):
+    """A restore waiting on a frozen snapshotter is given up when the pings say it is down (not
+    at the restore timeout), and it holds up no other pod's start on the node meanwhile."""
+    async with running(tmp_path, redis_url, expect_snapshotter=True, with_snapshotter=True) as h:
+        await deploy(http, h.url, echo_spec(max_pods=1, idle_timeout_s=2))
+        await deploy(http, h.url, {**echo_spec(max_pods=1, idle_timeout_s=600), "name": "other", "snapshot": False})
+        await _wake_and_scale_to_zero(http, h, r)  # cold: it takes the snapshot
+        await eventually(lambda: _snapshots_of(r, "echo"), 30, what="echo's snapshot")
+        assert await _wake_and_scale_to_zero(http, h, r) == "restored"
+
+        h.procs["snapshotter"].send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        (echo_status, _, echo_pod), (other_status, _, _) = await asyncio.gather(
+            invoke(http, h.url, "echo", b"frozen"), _invoke_after(http, h, "other", 0.3))
+        took_s = time.monotonic() - started
+        assert (echo_status, other_status) == (200, 200)
+        assert took_s < RESTORE_TIMEOUT_S - 2, f"waited {took_s:.1f}s, near the restore timeout"
+        why = [e["detail"] for e in await events.read(r, echo_pod) if e["event"] == "restore_failed"]
+        assert why and ("stopped answering mid-restore" in why[0] or "snapshotter is down" in why[0]), why
+
+        h.procs["snapshotter"].send_signal(signal.SIGCONT)
+        await eventually(lambda: _all_ok(http, h), 15, every_s=0.1, what="the node to be ok again")
+        await eventually(lambda: _pods_of(r, "echo", none=True), 30, what="echo to scale to zero")
+        assert await _wake_and_scale_to_zero(http, h, r) == "restored", "restores work again once it thaws"
+
+
+RESTORE_TIMEOUT_S = 10  # the harness's node config
+
+
+async def _invoke_after(http, h: Harness, fn: str, delay_s: float):
+    await asyncio.sleep(delay_s)  # its placement queues behind echo's restore on the node
+    started = time.monotonic()
+    out = await invoke(http, h.url, fn, b"x")
+    assert time.monotonic() - started < 5, "a cold start waited on another pod's restore"
+    return out
+
+
+async def _wake_and_scale_to_zero(http, h: Harness, r) -> str:
+    """One call to echo from zero; how its pod started ("restored" or "cold"), once it is gone again."""
+    status, body, pod = await invoke(http, h.url, "echo", b"wake")
+    assert status == 200, body
+    how = "restored" if any(e["event"] == "restored" for e in await events.read(r, pod)) else "cold"
+    await eventually(lambda: _pods_of(r, "echo", none=True), 30, what="echo to scale to zero")
+    return how
+
+
+async def _snapshots_of(r, fn: str) -> list:
+    from thaw_core.store.snapshots import SnapshotCatalog
+
+    return [s for s in await SnapshotCatalog(r).all() if s.fn == fn]
+
+
+async def _pods_of(r, fn: str, none: bool = False):
+    from thaw_core.store.pods import Pods
+
+    live = [p for p in await Pods(r).live() if p.fn == fn]
+    return not live if none else live
