@@ -20,12 +20,12 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]], grace_
 
     The loop is watched (thaw_core.watchdog): stalled for `THAW_LOOP_STUCK_S` (default 30 s),
     the process writes every thread's stack to stderr and exits 1, for its supervisor to restart."""
-    stuck_s = watchdog.stuck_after_s()
+    stuck_s, alive_file = watchdog.stuck_after_s(), watchdog.liveness_file()
 
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        watching = asyncio.ensure_future(watchdog.watch_loop(stuck_s))
+        watching = asyncio.ensure_future(watchdog.watch_loop(stuck_s, alive_file))
         task = asyncio.ensure_future(main(stop))
 
         def cancel(reason: str) -> None:

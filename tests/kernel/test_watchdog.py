@@ -59,3 +59,34 @@ def test_a_bad_threshold_is_refused_with_what_to_set(tmp_path):
     code, out, _ = run_service(tmp_path, "healthy", "soon")
     assert code != 0
     assert "THAW_LOOP_STUCK_S='soon' is not a number of seconds" in out
+
+
+def probe(alive: Path, max_age_s: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "thaw_core.liveness", str(alive), max_age_s], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_the_liveness_probe_passes_while_the_loop_turns_and_fails_once_it_stops(tmp_path):
+    """What a Kubernetes exec probe sees (watchdog off here, so the frozen service stays)."""
+    script, alive = tmp_path / "service.py", tmp_path / "alive"
+    script.write_text(SERVICE)
+    env = {**os.environ, "THAW_LOOP_STUCK_S": "0", "THAW_LIVENESS_FILE": str(alive), "PYTHONPATH": str(ROOT)}
+    assert probe(alive, "5").returncode == 1, "no file before the service starts"
+    service = subprocess.Popen([sys.executable, str(script), "freeze"], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while not alive.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert probe(alive, "5").returncode == 0
+        time.sleep(2.5)  # the loop froze 0.3 s in
+        stale = probe(alive, "2")
+        assert stale.returncode == 1
+        assert "the service's loop is not turning" in stale.stderr
+    finally:
+        service.kill()
+        service.wait()
+
+
+def test_the_probe_names_a_bad_limit():
+    done = probe(Path("/nonexistent"), "soon")
+    assert done.returncode == 2 and "MAX_AGE_S='soon' is not a number of seconds" in done.stderr
