@@ -30,6 +30,7 @@ from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import SnapshotCatalog
 
 from gateway import errors
+from gateway import content_type as ctype
 from gateway.auth import KeyCache
 from gateway.dispatcher import Dispatcher, Pending
 from gateway.errors import ApiError
@@ -93,10 +94,10 @@ class HttpApi:
         headers = request.headers
         tenant = self.keys.peek(headers.get("authorization"))
         body = request.body_now()
-        if tenant is None or body is None or "/" in fn or len(body) > self.max_body_bytes:
+        sent_type = headers.get("content-type", ctype.DEFAULT)
+        if tenant is None or body is None or "/" in fn or len(body) > self.max_body_bytes or not ctype.fits(sent_type):
             return False
-        pending = self.d.start_now(tenant, fn, body, headers.get("content-type", "application/octet-stream"),
-                                   self._answer_started, (request, done))
+        pending = self.d.start_now(tenant, fn, body, sent_type, self._answer_started, (request, done))
         return pending is not None
 
     def _answer_started(self, pending: Pending) -> None:
@@ -189,7 +190,7 @@ class HttpApi:
         tenant = await self._tenant(request, headers)
         body = await self._body(request, headers)
         try:
-            reply = await self.d.invoke(tenant, fn, body, headers.get("content-type", "application/octet-stream"))
+            reply = await self.d.invoke(tenant, fn, body, ctype.checked(headers.get("content-type")))
         except ApiError as err:
             self.metrics.count_call(fn, "http", err.status)
             raise

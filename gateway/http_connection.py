@@ -14,6 +14,7 @@ since the rest of that body cannot be told apart from a next request.
 import asyncio
 import logging
 from collections import deque
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import httptools
@@ -27,13 +28,31 @@ _STATUS_LINES = {s.value: b"HTTP/1.1 %d %b\r\n" % (s.value, s.phrase.encode()) f
 _CLOSE = b"connection: close\r\n"
 _HELD_BODY_BYTES = 1 << 20  # unread body kept per connection before reading pauses
 _HEAD_MAX_BYTES = 64 * 1024
+_HEADERS_MAX = 100  # header fields per request, as nginx's and Go's defaults bound them too
 _PIPELINED_MAX = 16  # requests parsed ahead of their answer before reading pauses
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JSON = [("content-type", "application/json")]
 
 
 class _HeadTooLarge(Exception):
-    pass
+    """`why` goes to the client in the 431 answer."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """How long a client may take, checked by the server's sweep (no timer per request).
+
+    `head_s`: from a request's first byte to the end of its headers (slowloris sends a header
+    line every few seconds forever); `body_idle_s`: a body that is arriving but has not moved
+    for this long; `idle_s`: a keep-alive connection with no request."""
+
+    head_s: float = 10.0
+    body_idle_s: float = 30.0
+    idle_s: float = 75.0
 
 
 class Request:
@@ -199,6 +218,7 @@ class HttpConnection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._head_bytes = 0
+        self._head_started: float | None = None  # loop time of a request's first byte, until its headers end
         self._current: Request | None = None  # being parsed
         self._queue: deque[Request] = deque()  # parsed, waiting for the one before to be answered
         self._answering = False  # the head of the queue is being answered
@@ -206,10 +226,14 @@ class HttpConnection(asyncio.Protocol):
         self._reading_paused = False
         self._writable: asyncio.Future | None = None
         self.idle_since = self._loop.time()
+        self.over_limit = 0  # set by the server when this connection is one too many
 
     # -- asyncio.Protocol
     def connection_made(self, transport) -> None:
         self.transport = transport
+        if self.over_limit:
+            self.refuse_overloaded(self.over_limit)
+            return
         self._connections.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -230,7 +254,7 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             if not isinstance(exc.__context__, _HeadTooLarge):
                 raise
-            self._refuse(431, f"the request line and headers are over {_HEAD_MAX_BYTES} bytes; send less")
+            self._refuse(431, exc.__context__.why)
         except httptools.HttpParserError as exc:
             self._refuse(400, f"malformed HTTP request: {exc}")
 
@@ -247,23 +271,27 @@ class HttpConnection(asyncio.Protocol):
         self._url = b""
         self._headers = {}
         self._head_bytes = 0
+        self._head_started = self._loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
         if self._head_bytes > _HEAD_MAX_BYTES:
-            raise _HeadTooLarge()
+            raise _HeadTooLarge(f"the request line and headers are over {_HEAD_MAX_BYTES} bytes; send less")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp sets no bound of its own on a request's head
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > _HEAD_MAX_BYTES:
-            raise _HeadTooLarge()
+            raise _HeadTooLarge(f"the request line and headers are over {_HEAD_MAX_BYTES} bytes; send less")
         key = name.decode("latin-1").lower()
+        if key not in self._headers and len(self._headers) >= _HEADERS_MAX:
+            raise _HeadTooLarge(f"more than {_HEADERS_MAX} header fields; send fewer")
         text = value.decode("latin-1")
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 
     def on_headers_complete(self) -> None:
+        self._head_started = None
         path, _, query = self._url.decode("latin-1").partition("?")
         parser = self._parser
         request = Request(self, parser.get_method().decode("latin-1"), path, query, self._headers,
@@ -345,13 +373,29 @@ class HttpConnection(asyncio.Protocol):
         if self._answering:
             self._refusal = (status, message)
             return
-        body = _error_body({400: "bad_request", 431: "headers_too_large"}.get(status, "not_implemented"), message)
+        body = _error_body({400: "bad_request", 408: "request_timeout", 431: "headers_too_large",
+                            503: "overloaded"}.get(status, "not_implemented"), message)
         self.write(b"%b%bcontent-length: %d\r\n\r\n%b" % (_head(status, _JSON), _CLOSE, len(body), body))
         self.transport.close()
 
     @property
     def answering(self) -> bool:
         return self._answering
+
+    def enforce(self, deadlines: Deadlines, now: float) -> None:
+        """Close a connection whose client is too slow or has gone quiet; called by the sweep."""
+        if self.lost:
+            return
+        if self._head_started is not None and now - self._head_started > deadlines.head_s:
+            self._refuse(408, f"the request line and headers did not arrive within {deadlines.head_s:g}s")
+        elif self._current is not None and not self._reading_paused and now - self.idle_since > deadlines.body_idle_s:
+            # Mid-body: the app may be reading it, so no answer can be sent in order; cut it.
+            self.transport.close()
+        elif not self._answering and not self._queue and now - self.idle_since > deadlines.idle_s:
+            self.transport.close()
+
+    def refuse_overloaded(self, limit: int) -> None:
+        self._refuse(503, f"the gateway holds its limit of {limit} connections; retry shortly")
 
     def close_when_idle(self) -> None:
         self.closing = True

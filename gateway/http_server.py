@@ -12,16 +12,17 @@ measurement; rerun it before changing this choice.
 import asyncio
 import logging
 
-from gateway.http_connection import HttpConnection
+from gateway.http_connection import Deadlines, HttpConnection
 
 log = logging.getLogger(__name__)
-_IDLE_TIMEOUT_S = 75.0  # keep-alive connections with no request this long are closed
-_SWEEP_EVERY_S = 5.0
+MAX_CONNECTIONS = 4096  # beyond it a new connection is answered 503 and closed
 
 
 class HttpServer:
-    def __init__(self, app, host: str, port: int, backlog: int = 1024):
+    def __init__(self, app, host: str, port: int, backlog: int = 1024, max_connections: int = MAX_CONNECTIONS,
+                 deadlines: Deadlines = Deadlines(), sweep_every_s: float = 2.0):
         self._app, self._host, self._port, self._backlog = app, host, port, backlog
+        self._max_connections, self._deadlines, self._sweep_every_s = max_connections, deadlines, sweep_every_s
         self._server: asyncio.Server | None = None
         self._connections: set[HttpConnection] = set()
         self._sweeper: asyncio.Task | None = None
@@ -29,9 +30,15 @@ class HttpServer:
     async def start(self) -> None:
         """Listen; returns once the port accepts connections."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: HttpConnection(self._app, self._connections),
-                                                self._host, self._port, backlog=self._backlog, reuse_address=True)
-        self._sweeper = asyncio.create_task(self._close_idle_connections())
+        self._server = await loop.create_server(self._connection, self._host, self._port, backlog=self._backlog,
+                                                reuse_address=True)
+        self._sweeper = asyncio.create_task(self._enforce_deadlines())
+
+    def _connection(self) -> HttpConnection:
+        conn = HttpConnection(self._app, self._connections)
+        if len(self._connections) >= self._max_connections:
+            conn.over_limit = self._max_connections
+        return conn
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting, let calls in flight finish (up to grace_s), then close every connection."""
@@ -49,11 +56,10 @@ class HttpServer:
             conn.transport.abort()
         self._server = None
 
-    async def _close_idle_connections(self) -> None:
+    async def _enforce_deadlines(self) -> None:
         """One sweep every few seconds instead of a timer per request: the hot path stays free."""
         while True:
-            await asyncio.sleep(_SWEEP_EVERY_S)
+            await asyncio.sleep(self._sweep_every_s)
             now = asyncio.get_running_loop().time()
             for conn in list(self._connections):
-                if not conn.answering and now - conn.idle_since > _IDLE_TIMEOUT_S:
-                    conn.transport.close()
+                conn.enforce(self._deadlines, now)

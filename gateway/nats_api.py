@@ -17,6 +17,7 @@ from bus_schemas.codec import encode
 from bus_schemas.subjects import GATEWAY_QUEUE_GROUP, last_token
 
 from gateway.auth import KeyCache
+from gateway.content_type import checked as content_type_checked
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ApiError
 from gateway.metrics import GatewayMetrics
@@ -56,8 +57,9 @@ class NatsApi:
         try:
             if len(msg.data) > self.max_body_bytes:
                 raise ApiError(413, "body_too_large", f"request body is over {self.max_body_bytes} bytes")
+            content_type = content_type_checked(headers.get(H.CONTENT_TYPE), H.CONTENT_TYPE)
             tenant = await self.keys.tenant(headers.get(H.AUTHORIZATION))
-            reply = await self.d.invoke(tenant, fn, msg.data, headers.get(H.CONTENT_TYPE, "application/octet-stream"))
+            reply = await self.d.invoke(tenant, fn, msg.data, content_type)
             status = reply.status
             # A bus reply is one message: a streamed answer is gathered whole.
             body = await _gathered(reply.stream, fn=last_token(msg.subject)) if reply.stream else reply.body

@@ -200,17 +200,17 @@ class Upstream:
               callback: Callable[[Call], None] | None = None) -> Call | None:
         """Write the call on `conn`, or on an idle kept-alive connection; None when there is none.
         `callback(call)` runs once it is settled (without it, `post` awaits it)."""
+        key = (endpoint, path, content_type, extra_headers)
+        head = self._heads.get(key)
+        if head is None:  # formatted before a connection is taken, so a bad header value leaks none
+            if len(self._heads) >= 1024:  # content types come from clients: keep it bounded
+                self._heads.clear()
+            head = self._heads[key] = _head_prefix(*key)
         reused = conn is None
         if conn is None:
             conn = self._idle_conn(endpoint)
             if conn is None:
                 return None
-        key = (endpoint, path, content_type, extra_headers)
-        head = self._heads.get(key)
-        if head is None:
-            if len(self._heads) >= 1024:  # content types come from clients: keep it bounded
-                self._heads.clear()
-            head = self._heads[key] = _head_prefix(*key)
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -328,6 +328,10 @@ class Upstream:
 
 
 def _head_prefix(endpoint: str, path: str, content_type: str, extra_headers: str) -> bytes:
+    """Raises ValueError for a value that cannot go on an HTTP/1.1 header line (the edges refuse
+    those with a 400 first; this keeps a missed one from splitting the request)."""
+    if not (content_type.isascii() and content_type.isprintable()):
+        raise ValueError(f"Content-Type {content_type!r} is not printable ASCII")
     host = endpoint[7:] if endpoint.startswith("http://") else endpoint
     return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{extra_headers}"
             "Content-Length: ").encode("latin-1")

@@ -246,3 +246,73 @@ async def test_a_bad_request_behind_a_call_in_flight_waits_for_that_answer(serve
     assert (await read_response(reader))[:1] == (200,)
     assert (await read_response(reader))[0] == 400
     assert await reader.read() == b""
+
+
+@pytest.fixture
+async def strict_server():
+    """Short deadlines and a small connection cap, so the limits show in a test's time."""
+    from gateway.http_connection import Deadlines
+
+    app, port = App(), free_port()
+    srv = HttpServer(app, "127.0.0.1", port, max_connections=8, sweep_every_s=0.1,
+                     deadlines=Deadlines(head_s=0.6, body_idle_s=0.6, idle_s=5))
+    await srv.start()
+    yield app, port, srv
+    await srv.stop(grace_s=1)
+
+
+def open_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_slowloris_connections_get_408_and_are_closed_by_the_head_deadline(strict_server):
+    _, port, _ = strict_server
+    before = open_fds()
+    clients = [await connect(port) for _ in range(6)]
+    for line in range(3):  # a header line now and then, never the blank line that ends the head
+        for _, writer in clients:
+            writer.write(b"GET /echo HTTP/1.1\r\n" if line == 0 else b"X-Slow: 1\r\n")
+        await asyncio.sleep(0.2)
+    for reader, writer in clients:
+        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        assert status == 408 and b"did not arrive within 0.6s" in body
+        assert await reader.read() == b"", "then the connection is closed"
+        writer.close()
+    await asyncio.sleep(0.2)
+    assert open_fds() <= before + 1, "no fd left behind by the closed connections"
+
+
+async def test_a_body_that_stops_arriving_closes_the_connection(strict_server):
+    _, port, _ = strict_server
+    reader, writer = await connect(port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def test_more_than_100_header_fields_get_431(server):
+    _, port, _ = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /echo HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(101)) + b"\r\n")
+    status, _, body = await read_response(reader)
+    assert status == 431 and b"more than 100 header fields" in body
+    writer.close()
+
+
+async def test_connections_over_the_cap_get_503_until_one_closes(strict_server):
+    _, port, _ = strict_server
+    held = [await connect(port) for _ in range(8)]
+    await asyncio.sleep(0.05)
+    reader, writer = await connect(port)
+    status, _, body = await read_response(reader)
+    assert status == 503 and b"limit of 8 connections" in body
+    writer.close()
+    held.pop()[1].close()
+    await asyncio.sleep(0.1)
+    reader, writer = await connect(port)
+    writer.write(post("/echo", b"served"))
+    assert (await read_response(reader))[2] == b"served"
+    for _, w in [*held, (reader, writer)]:
+        w.close()

@@ -1,6 +1,8 @@
 """Client mistakes get a clear 4xx (or an error reply on the bus) and the platform keeps serving."""
 
+import asyncio
 import json
+from pathlib import Path
 
 import aiohttp
 import nats
@@ -97,3 +99,33 @@ async def test_bad_requests_over_nats_get_error_replies(platform, http, api_key)
         assert (msg.headers["Thaw-Status"], msg.data) == ("200", b"fine")
     finally:
         await nc.close()
+
+
+async def test_a_content_type_that_cannot_reach_a_worker_gets_400_and_leaks_nothing(platform, http, api_key):
+    """It is passed on to the worker's HTTP request: non-ASCII over NATS once gave a 500 and left
+    one gateway fd behind per call."""
+    await deploy(http, platform.url, echo_spec())
+    auth = {"Authorization": f"Bearer {api_key}"}
+    nc = await nats.connect(platform.nats.url)
+    gateway_fds = Path(f"/proc/{platform.procs['gateway'].pid}/fd")
+    try:
+        msg = await nc.request("infer.request.echo", b"warm", timeout=30, headers=auth)
+        assert msg.headers["Thaw-Status"] == "200"
+        before = len(list(gateway_fds.iterdir()))
+        for _ in range(50):
+            msg = await nc.request("infer.request.echo", b"x", timeout=10,
+                                   headers={**auth, "Content-Type": "text/plain; charset=ütf-8 ✓"})
+            error = json.loads(msg.data)["error"]
+            assert (msg.headers["Thaw-Status"], error["field"]) == ("400", "Content-Type"), msg.data
+            assert "printable ASCII" in error["message"]
+        assert len(list(gateway_fds.iterdir())) <= before + 2
+        msg = await nc.request("infer.request.echo", b"still fine", timeout=30, headers=auth)
+        assert (msg.headers["Thaw-Status"], msg.data) == ("200", b"still fine")
+    finally:
+        await nc.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", platform.http_port)
+    writer.write(b"POST /v1/functions/echo/invoke HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + api_key.encode()
+                 + b"\r\nContent-Type: text/\xe9t\xe9\r\nContent-Length: 1\r\n\r\nx")
+    status_line = await reader.readline()
+    assert status_line.split()[1] == b"400", status_line
+    writer.close()
