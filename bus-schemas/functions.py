@@ -8,6 +8,8 @@ from msgspec import Meta, Struct
 
 from bus_schemas.version import SCHEMA_VERSION
 
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TenantName = Annotated[str, Meta(pattern=TENANT_PATTERN, description="lowercase letters, digits, '-', '_'")]
 FnName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,62}$", description="lowercase letters, digits, '-'")]
 EnvKey = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 EnvValue = Annotated[str, Meta(max_length=4096)]
@@ -54,7 +56,7 @@ class FunctionSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     resources: Resources = Resources()
     scaling: Scaling = Scaling()
     placement_policy: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "thaw"
-    tenant: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "default"
+    tenant: TenantName = "default"
     # Snapshot a warm worker once and restore later pods from it (on nodes whose snapshotter
     # runs, either runtime). False for workers whose state must not be copied.
     snapshot: bool = True

@@ -142,7 +142,10 @@ def cmd_keys(args) -> None:
         finally:
             await r.aclose()
 
-    print(asyncio.run(create()))
+    try:
+        print(asyncio.run(create()))
+    except ValueError as exc:
+        sys.exit(f"thaw keys: {exc}")
 
 
 def cmd_up(args) -> None:
