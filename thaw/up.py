@@ -1,6 +1,7 @@
 """`thaw up` in the foreground: start, optionally deploy and demo, wait for Ctrl-C, stop."""
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def run_up(args) -> None:
     state_dir = Path(args.state_dir).resolve()
+    os.umask(0o077)  # the state dir holds credentials, logs and snapshots: its owner's alone
     # Ctrl-C and `kill -INT` must stop the platform even when started as a background job,
     # which inherits SIGINT ignored; SIGTERM stops it the same way.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -16,11 +16,15 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]], grace_
     """Run `main(stop)`; SIGTERM or SIGINT sets `stop`. A service whose shutdown waits on a
     server that is gone (Redis retrying, NATS reconnecting) is cancelled after `grace_s`, or at
     a second signal, and the process exits 5 s after that whatever is still pending: a stop
-    that never ends is worse than one that skips its last clean-up.
+    that never ends is worse than one that skips its last clean-up. Files it creates are 0600,
+    directories 0700 (umask 077).
 
     The loop is watched (thaw_core.watchdog): stalled for `THAW_LOOP_STUCK_S` (default 30 s),
     the process writes every thread's stack to stderr and exits 1, for its supervisor to restart."""
     stuck_s, alive_file = watchdog.stuck_after_s(), watchdog.liveness_file()
+    # What a service writes (snapshot images hold worker memory, env secrets included; worker
+    # logs; records) is its owner's alone, and so is what the programs it starts write.
+    os.umask(0o077)
 
     async def runner() -> None:
         stop = asyncio.Event()

@@ -95,7 +95,7 @@ class ProcessRuntime:
         log_path = launch.log_path or self._log_dir / f"{launch.pod}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # O_APPEND: a worker restored by CRIU must find its log opened in append mode.
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             command = [part.replace("{port}", str(launch.port)) for part in launch.command]
             wrapper = ["unshare", "--pid", "--fork", "setsid"] if self.pid_namespace else []

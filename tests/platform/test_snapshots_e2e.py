@@ -217,3 +217,18 @@ async def test_a_restarted_snapshotter_stops_restored_workers_nobody_owns(platfo
 
     platform.start("snapshotter")
     await eventually(lambda: _worker_roots(platform) == 0, 20, what=f"orphan worker {orphan} to be stopped")
+
+
+async def test_snapshots_and_worker_logs_are_readable_by_their_owner_only(snap_platform, http):
+    """A snapshot holds the worker's memory (its environment's secrets included)."""
+    h = snap_platform
+    watch = await Watch().start(h.nats.url)
+    try:
+        await _warm_then_scale_to_zero(http, h, watch)
+    finally:
+        await watch.nc.close()
+    written = [p for root in (h.snapshot_dir, h.shared_dir, h.root / "agent")
+               for p in [root, *root.rglob("*")] if p.exists()]
+    assert any(p.suffix == ".zst" for p in written) and any(p.suffix == ".log" for p in written)
+    open_to_others = [f"{p} {oct(p.stat().st_mode & 0o777)}" for p in written if p.stat().st_mode & 0o077]
+    assert open_to_others == []
