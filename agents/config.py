@@ -1,7 +1,7 @@
 """The node section of a Thaw config file (TOML), e.g.
 
     [node]
-    name = "node-a"
+    name = "node-a"        # default: <host>-<6 hex of the state dir>, unique per host and state dir
     runtime = "process"
     [[node.mock_gpus]]
     model = "Mock-24G"
@@ -14,6 +14,7 @@ Other `[node]` keys are the AgentSettings fields of the same name (e.g. `heartbe
 import tomllib
 from pathlib import Path
 
+from agents.identity import default_node_name
 from agents.settings import AgentSettings, MockGpu
 
 
@@ -42,7 +43,7 @@ def load_agent_settings(path: Path | None, nats_url: str, redis_url: str, state_
     if mock:
         kwargs["mock_gpus"] = mock
     _check_ping(path, kwargs)
-    return AgentSettings(node=node or section.get("name", "node-a"), nats_url=nats_url, redis_url=redis_url,
+    return AgentSettings(node=node or section.get("name") or default_node_name(state_dir), nats_url=nats_url, redis_url=redis_url,
                          state_dir=state_dir, **kwargs)
 
 

@@ -21,6 +21,7 @@ from thaw_core.subscriber import make_broker, subscribe
 from thaw_core.shutdown import run_steps
 
 from agents import gpus
+from agents.identity import agent_token
 from agents.lifecycle import Lifecycle
 from agents.liveness import Change, SnapshotterLiveness
 from agents.reconcile import reconcile
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def make_runtime(settings: AgentSettings):
     if settings.runtime == "process":
-        return ProcessRuntime(settings.state_dir / "logs", settings.node)
+        return ProcessRuntime(settings.state_dir / "logs", settings.node, agent_token(settings.state_dir))
     if settings.runtime == "container":
         from agents.runtime.container import ContainerRuntime
 

@@ -140,7 +140,7 @@ def _snapshotter_args(state_dir: Path, config: Path | None, common: list[str]) -
         say(f"snapshots off, every pod cold-starts: {exc}")
         return None
     say(f"CRIU {criu.version} passes `criu check`")
-    agent = load_agent_settings(config, "", "", state_dir)  # the node name and runtime the agent uses
+    agent = load_agent_settings(config, "", "", state_dir / "agent")  # the node name and runtime the agent uses
     container = [] if agent.runtime != "container" else [
         "--runtime", "container", "--podman-socket", str(agent.container_socket)]
     return ["-m", "snapshotter", *common, "--node", agent.node, "--state-dir", str(state_dir / "snapshotter"),

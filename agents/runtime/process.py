@@ -24,6 +24,7 @@ from pathlib import Path
 
 from thaw_core import spawn
 
+from agents.identity import TOKEN_ENV
 from agents.runtime.base import WorkerHandle, WorkerLaunch
 
 
@@ -84,10 +85,11 @@ def _is_worker_root(proc: Path) -> bool:
 class ProcessRuntime:
     name = "process"
 
-    def __init__(self, log_dir: Path, node: str, pid_namespace: bool | None = None):
-        """`pid_namespace`: start workers under unshare (None: if this process may)."""
+    def __init__(self, log_dir: Path, node: str, token: str, pid_namespace: bool | None = None):
+        """`token` marks the workers this agent starts (agents/identity.py); `pid_namespace`:
+        start workers under unshare (None: if this process may)."""
         self._log_dir = log_dir
-        self._node = node
+        self._node, self._token = node, token
         self.pid_namespace = pid_namespaces_available() if pid_namespace is None else pid_namespace
         self._children: dict[int, spawn.Child] = {}  # worker pid -> process we reap
 
@@ -99,7 +101,8 @@ class ProcessRuntime:
         try:
             command = [part.replace("{port}", str(launch.port)) for part in launch.command]
             wrapper = ["unshare", "--pid", "--fork", "setsid"] if self.pid_namespace else []
-            proc = spawn.start([*wrapper, *command], env=launch.env, stdout=log_fd, stderr=spawn.STDOUT,
+            env = {**launch.env, TOKEN_ENV: self._token}
+            proc = spawn.start([*wrapper, *command], env=env, stdout=log_fd, stderr=spawn.STDOUT,
                                new_session=True)
         finally:
             os.close(log_fd)
@@ -150,14 +153,16 @@ class ProcessRuntime:
             await child.wait()
 
     async def running(self) -> list[WorkerHandle]:
-        """Every live process started for this node, found by the THAW_NODE/THAW_POD variables
-        the agent gave it. This finds workers even when the agent died before recording them."""
+        """Every live process this agent started, found by the THAW_NODE/THAW_POD variables and
+        the agent's token it gave them. This finds workers even when the agent died before
+        recording them, and never another platform's processes."""
         found = []
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
             env = _environ(proc)
-            if env.get("THAW_NODE") != self._node or "THAW_POD" not in env or not _is_worker_root(proc):
+            if env.get("THAW_NODE") != self._node or env.get(TOKEN_ENV) != self._token or "THAW_POD" not in env \
+                    or not _is_worker_root(proc):
                 continue
             start = _start_time(int(proc.name))
             if start is not None:

@@ -4,6 +4,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import aiohttp
@@ -124,6 +126,26 @@ async def test_a_worker_the_agent_never_recorded_is_found_and_adopted(platform, 
     status, body, served_by = await invoke(http, platform.url, "echo", b"y")
     assert (status, body, served_by) == (200, b"y", pod)
     assert sum(await gpu_usage(http, platform.url)) == 2048
+
+
+async def test_a_restarted_agent_leaves_processes_it_did_not_start_alone(platform, http):
+    """Another platform's worker on this host may carry the same node name and pod variables;
+    only this agent's token marks its own workers (once, a restarted agent killed them all)."""
+    await deploy(http, platform.url, echo_spec())
+    status, _, pod = await invoke(http, platform.url, "echo", b"x")
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], stdin=subprocess.DEVNULL,
+                                env={"PATH": os.environ["PATH"], "THAW_NODE": platform.node,
+                                     "THAW_POD": "echo-elsewhere", "THAW_AGENT": "another-platform"})
+    try:
+        platform.kill("agent")
+        platform.start("agent")
+        await asyncio.sleep(3)  # the restarted agent has reconciled
+        assert stranger.poll() is None, "a process this agent did not start is not its to stop"
+        status, body, served_by = await invoke(http, platform.url, "echo", b"y")
+        assert (status, body, served_by) == (200, b"y", pod), "its own worker is still adopted"
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 async def test_every_component_stops_and_no_worker_outlives_it_when_nats_and_redis_are_gone(tmp_path):
