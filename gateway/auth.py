@@ -1,8 +1,8 @@
 """API-key check with a short in-process cache, so the warm path needs no Redis round trip."""
 
-from thaw_core.store.apikeys import ApiKeys
+from thaw_core.store.apikeys import ADMIN, ApiKeys, Caller
 
-from gateway.errors import unauthorized
+from gateway.errors import ApiError, unauthorized
 from gateway.ttl_cache import TtlCache
 
 
@@ -17,20 +17,37 @@ class KeyCache:
         self._keys = keys
         # Keyed by the Authorization header as sent, so a warm call's check is one dict lookup.
         # Unknown keys are cached briefly only, so a new key works at once.
-        self._cache: TtlCache[str, str | None] = TtlCache(self._tenant_of_header, lambda t: ttl_s if t else 1.0)
+        self._cache: TtlCache[str, Caller | None] = TtlCache(self._caller_of_header, lambda c: ttl_s if c else 1.0)
 
-    async def _tenant_of_header(self, authorization: str) -> str | None:
-        return await self._keys.tenant_of(bearer(authorization))
+    async def _caller_of_header(self, authorization: str) -> Caller | None:
+        return await self._keys.caller(bearer(authorization))
 
     def peek(self, authorization: str | None) -> str | None:
-        """The tenant if the key is cached as valid, else None (then call `tenant`)."""
-        return self._cache.peek(authorization)
+        """The tenant if the key is cached as valid, else None (then call `tenant`). Any role
+        may invoke, so the warm path needs no more."""
+        found = self._cache.peek(authorization)
+        return found.tenant if found is not None else None
 
-    async def tenant(self, authorization: str | None) -> str:
-        """The tenant of the caller's key; raises a 401 ApiError for a missing or unknown key."""
+    async def caller(self, authorization: str | None) -> Caller:
+        """Who the caller's key speaks for; raises a 401 ApiError for a missing or unknown key."""
         if not bearer(authorization):
             raise unauthorized()
-        tenant = await self._cache.get(authorization)
-        if tenant is None:
+        found = await self._cache.get(authorization)
+        if found is None:
             raise unauthorized()
-        return tenant
+        return found
+
+    async def tenant(self, authorization: str | None) -> str:
+        return (await self.caller(authorization)).tenant
+
+    async def create(self, tenant: str, role: str) -> str:
+        return await self._keys.create(tenant, role)
+
+    async def admin_tenant(self, authorization: str | None, action: str) -> str:
+        """The tenant of an admin key; a 403 saying so for an invoker key (401 for none)."""
+        found = await self.caller(authorization)
+        if found.role != ADMIN:
+            raise ApiError(403, "forbidden", f"{action} needs an admin key of tenant {found.tenant!r}; this key "
+                                             f"is an {found.role} key (ask an admin: `thaw keys --role invoker` "
+                                             "makes keys like it)")
+        return found.tenant

@@ -16,7 +16,7 @@ class ApiError(Exception):
 
 def unauthorized() -> ApiError:
     return ApiError(401, "unauthorized", "missing or unknown API key: send 'Authorization: Bearer <key>' "
-                                         "(`thaw up` prints one; `thaw keys create` makes more)")
+                                         "(`thaw up` prints one; an admin key makes more: POST /v1/keys or `thaw keys`)")
 
 
 def unknown_function(name: str) -> ApiError:

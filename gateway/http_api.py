@@ -22,6 +22,7 @@ from bus_schemas import subjects
 from bus_schemas.codec import DecodeError, decode, encode
 from bus_schemas.functions import FunctionSpec, SpecError, check_function_spec
 from bus_schemas.functions_events import FunctionDeleted, FunctionDeployed
+from bus_schemas.keys import KeyRequest
 from thaw_core import bus
 from thaw_core.clock import now_ms
 from thaw_core.store.functions import FunctionOwnedElsewhere, Functions
@@ -130,6 +131,9 @@ class HttpApi:
         if path in OPENAI_PATHS:
             _allow(method, "POST")
             return await self.openai(request)
+        if path == "/v1/keys":
+            _allow(method, "POST")
+            return await self.create_key(request)
         if path == "/v1/functions":
             _allow(method, "GET", "POST")
             return await (self.deploy(request) if method == "POST" else self.list_functions(request))
@@ -211,8 +215,18 @@ class HttpApi:
         self.metrics.count_call(model, "http", reply.status)
         return reply.status, [("content-type", reply.content_type), ("thaw-pod", reply.pod)], reply.stream or reply.body
 
+    async def create_key(self, request) -> Response:
+        tenant = await self.keys.admin_tenant(request.headers.get("authorization"), "making keys")
+        body = await self._body(request)
+        try:
+            asked = decode(body or b"{}", KeyRequest)
+        except DecodeError as exc:
+            raise ApiError(400, "invalid_field", f"{exc.field}: {exc.reason}", field=exc.field) from None
+        key = await self.keys.create(tenant, asked.role)
+        return json_response({"key": key, "tenant": tenant, "role": asked.role}, status=201)
+
     async def deploy(self, request) -> Response:
-        tenant = await self._tenant(request)
+        tenant = await self.keys.admin_tenant(request.headers.get("authorization"), "deploying")
         spec = self._parse_spec(await self._body(request), tenant)
         try:
             revision = await self.functions.put(spec)
@@ -255,6 +269,7 @@ class HttpApi:
 
     async def delete_function(self, request, name: str) -> Response:
         await self._own_function(request, name)
+        await self.keys.admin_tenant(request.headers.get("authorization"), "deleting a function")
         await self.functions.delete(name)
         self.specs.invalidate(name)
         await bus.publish(self.js, subjects.fn_deleted(name), FunctionDeleted(fn=name, at_ms=now_ms()),

@@ -12,6 +12,7 @@ def _errors(*codes: int) -> dict:
     ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
     return {str(c): {"description": d, **ref} for c, d in
             {400: "invalid input: the body names the field and the reason", 401: "missing or unknown API key",
+             403: "this key's role may not do this (deploy, delete and key creation need an admin key)",
              404: "unknown function", 409: "the name belongs to another tenant", 413: "body too large",
              429: "queue full; retry after Retry-After", 503: "no worker within the start deadline",
              504: "worker did not answer in time"}.items() if c in codes}
@@ -35,13 +36,21 @@ def openapi_document() -> dict:
                 "get": {"summary": "list your functions", "responses": {"200": {"description": "functions"},
                                                                         **_errors(401)}},
                 "post": {"summary": "deploy (create or replace) a function", "requestBody": spec_body,
-                         "responses": {"201": {"description": "deployed"}, **_errors(400, 401, 409, 413)}},
+                         "responses": {"201": {"description": "deployed"}, **_errors(400, 401, 403, 409, 413)}},
             },
             "/v1/functions/{name}": {
                 "parameters": name,
                 "get": {"responses": {"200": {"description": "the function"}, **_errors(401, 404)}},
-                "delete": {"responses": {"200": {"description": "deleted; its pods drain"}, **_errors(401, 404)}},
+                "delete": {"responses": {"200": {"description": "deleted; its pods drain"},
+                                         **_errors(401, 403, 404)}},
             },
+            "/v1/keys": {"post": {
+                "summary": "make a key for your tenant (admin keys only); the key is shown once",
+                "requestBody": {"content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"role": {"enum": ["admin", "invoker"], "default": "invoker"}}}}}},
+                "responses": {"201": {"description": "{\"key\": ..., \"tenant\": ..., \"role\": ...}"},
+                              **_errors(400, 401, 403)}}},
             "/v1/functions/{name}/invoke": {
                 "parameters": name,
                 "post": {"summary": "invoke: the body goes to the worker as is, its answer comes back as is",

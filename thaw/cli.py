@@ -138,7 +138,7 @@ def cmd_keys(args) -> None:
     async def create() -> str:
         r = connect_redis(args.redis)
         try:
-            return await ApiKeys(r).create(args.tenant)
+            return await ApiKeys(r).create(args.tenant, args.role)
         finally:
             await r.aclose()
 
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     snaps.set_defaults(func=cmd_snapshots)
     keys = sub.add_parser("keys", help="create an API key for a tenant")
     keys.add_argument("--tenant", default="default")
+    keys.add_argument("--role", default="admin", choices=("admin", "invoker"),
+                      help="admin: deploy, delete, make keys; invoker: invoke and read (default: admin)")
     keys.add_argument("--redis", required=True)
     keys.set_defaults(func=cmd_keys)
     return p

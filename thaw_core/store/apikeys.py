@@ -1,8 +1,14 @@
-"""API keys per tenant. Only a key's SHA-256 is stored; the key itself is shown once."""
+"""API keys per tenant, each with a role. Only a key's SHA-256 is stored; the key itself is
+shown once. The stored value is "<tenant>:<role>" (a tenant name holds no ':'); a value with no
+role, written before roles existed, is an admin key: those keys could already do everything.
+
+Roles: `admin` deploys and deletes its tenant's functions and makes keys for its tenant;
+`invoker` invokes and reads its tenant's functions, pods and snapshots."""
 
 import hashlib
 import re
 import secrets
+from typing import NamedTuple
 
 import redis.asyncio as redis
 
@@ -10,6 +16,13 @@ from bus_schemas import redis_keys as K
 from bus_schemas.functions import TENANT_PATTERN
 
 KEY_PREFIX = "thaw_"
+ADMIN, INVOKER = "admin", "invoker"
+ROLES = (ADMIN, INVOKER)
+
+
+class Caller(NamedTuple):
+    tenant: str
+    role: str
 
 
 def key_digest(key: str) -> str:
@@ -20,20 +33,31 @@ class ApiKeys:
     def __init__(self, r: redis.Redis):
         self._r = r
 
-    async def create(self, tenant: str) -> str:
+    async def create(self, tenant: str, role: str = ADMIN) -> str:
         """A new key for `tenant`. Raises ValueError for a name no function spec could carry
         (it would break every listing of that tenant's functions)."""
         if not re.fullmatch(TENANT_PATTERN, tenant):
             raise ValueError(f"tenant {tenant!r}: use 1-63 lowercase letters, digits, '-' or '_', starting with "
                              "a letter or digit (e.g. team-c)")
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: use one of {', '.join(ROLES)}")
         key = KEY_PREFIX + secrets.token_urlsafe(24)
-        await self._r.set(K.api_key(key_digest(key)), tenant)
+        await self._r.set(K.api_key(key_digest(key)), f"{tenant}:{role}")
         return key
 
-    async def tenant_of(self, key: str) -> str | None:
+    async def caller(self, key: str) -> Caller | None:
+        """Who a key speaks for, or None for a malformed or unknown key."""
         if not key.startswith(KEY_PREFIX) or len(key) > 256:
             return None
-        return await self._r.get(K.api_key(key_digest(key)))
+        value = await self._r.get(K.api_key(key_digest(key)))
+        if value is None:
+            return None
+        tenant, _, role = value.partition(":")
+        return Caller(tenant, role or ADMIN)
+
+    async def tenant_of(self, key: str) -> str | None:
+        found = await self.caller(key)
+        return found.tenant if found else None
 
     async def revoke(self, key: str) -> bool:
         return bool(await self._r.delete(K.api_key(key_digest(key))))
