@@ -25,9 +25,11 @@ from bus_schemas.pods import LIVE_STATES, PodAssigned, PodState, PodStateChanged
 from thaw_core import bus
 from thaw_core.clock import now_ms
 from thaw_core.ports import free_port
+from thaw_core.store.functions import Functions
 from thaw_core.store.ledger import Ledger
 from thaw_core.store.pods import Pods
 
+from agents.claims import confirmed
 from agents.env import expand_command, worker_env
 from agents.health import healthy
 from agents.records import WorkerRecords
@@ -47,10 +49,12 @@ class Worker:
 
 
 class Lifecycle:
-    def __init__(self, node: str, js: JetStreamContext, pods: Pods, ledger: Ledger, runtime: WorkerRuntime,
+    def __init__(self, node: str, js: JetStreamContext, pods: Pods, ledger: Ledger, functions: Functions,
+                 runtime: WorkerRuntime,
                  records: WorkerRecords, http: aiohttp.ClientSession, log_dir: Path, stop_grace_s: float,
                  snapshots: SnapshotClient | None = None):
         self.node = node
+        self._functions = functions
         self._js, self._pods, self._ledger, self._runtime = js, pods, ledger, runtime
         self._records, self._http, self._log_dir, self._grace = records, http, log_dir, stop_grace_s
         self._snapshots = snapshots  # None: this node neither restores nor asks for snapshots
@@ -59,9 +63,15 @@ class Lifecycle:
 
     async def start(self, a: PodAssigned) -> None:
         """Start the pod placement assigned here: restore it from `a.snapshot` when there is one
-        and this node can, else cold-start it. A repeat, or a pod no longer pending, is a no-op."""
+        and this node can, else cold-start it. A repeat, or a pod no longer pending, is a no-op.
+        What runs is what the store confirms (agents/claims.py), not what the message says."""
         if a.pod in self.workers:
             return
+        checked = confirmed(a, await self._pods.get(a.pod), await self._functions.get(a.spec.name), self.node)
+        if isinstance(checked, str):
+            log.warning("ignoring a placement of pod %s: %s", a.pod, checked)
+            return
+        a = checked
         restore = bool(a.snapshot) and self._snapshots is not None and self._snapshots.runtime == self._runtime.name
         first = PodState.RESTORING if restore else PodState.STARTING
         applied, found = await self._pods.transition(a.pod, {PodState.PENDING}, first, now_ms())

@@ -56,7 +56,7 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
     records = WorkerRecords(settings.state_dir / "workers")
     snapshots = _snapshot_client(settings, runtime, nc, js, r)
     async with aiohttp.ClientSession() as http:
-        lifecycle = Lifecycle(settings.node, js, Pods(r), Ledger(r), runtime, records, http,
+        lifecycle = Lifecycle(settings.node, js, Pods(r), Ledger(r), Functions(r), runtime, records, http,
                               settings.state_dir / "logs", settings.stop_grace_s, snapshots)
         await reconcile(settings.node, lifecycle, records, runtime, Pods(r), Functions(r))
         report = _CapacityReport(js, capacity)
