@@ -29,7 +29,7 @@ from thaw_core.store.functions import Functions
 from thaw_core.store.ledger import Ledger
 from thaw_core.store.pods import Pods
 
-from agents.claims import confirmed
+from agents.claims import confirmed, stop_refused
 from agents.env import expand_command, worker_env
 from agents.health import healthy
 from agents.records import WorkerRecords
@@ -185,6 +185,14 @@ class Lifecycle:
         elif found not in {s.value for s in LIVE_STATES}:
             await self.stop(pod, f"pod became {found or 'unknown'} while starting")
         return applied
+
+    async def stop_if_confirmed(self, pod: str, reason: str) -> None:
+        """A `place.stop` claim: stop the pod if the store has it out of service."""
+        why = stop_refused(await self._pods.get(pod), self.node)
+        if why:
+            log.warning("ignoring a stop of pod %s: %s", pod, why)
+            return
+        await self.stop(pod, reason)
 
     async def stop(self, pod: str, reason: str) -> None:
         """Drain, stop the worker, free the ledger, forget the pod. Safe to repeat."""

@@ -67,7 +67,7 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
             if isinstance(msg, PodAssigned):
                 await lifecycle.start(msg)
             else:
-                await lifecycle.stop(msg.pod, msg.reason)
+                await lifecycle.stop_if_confirmed(msg.pod, msg.reason)
 
         subscribe(broker, streams.agent_placements(settings.node), PlacementMessage, on_placement)
         await broker.start()

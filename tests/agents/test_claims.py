@@ -7,7 +7,7 @@ from bus_schemas.functions import FunctionSpec
 from bus_schemas.pods import GpuSlice, PodAssigned, PodState
 from thaw_core.store.pods import PodRecord
 
-from agents.claims import confirmed
+from agents.claims import confirmed, stop_refused
 
 DEPLOYED = FunctionSpec(name="echo", command=("python", "worker.py"))
 EVIL = FunctionSpec(name="echo", command=("/bin/sh", "-c", "id > /tmp/owned"))
@@ -42,3 +42,15 @@ def test_the_store_gives_the_spec_the_gpus_and_the_snapshot_whatever_the_message
 def test_a_claim_the_store_does_not_back_is_refused_with_the_reason(stored, deployed, why):
     out = confirmed(claim(EVIL), stored, deployed, "node-a")
     assert isinstance(out, str) and why in out
+
+
+@pytest.mark.parametrize("state", [PodState.DRAINING, PodState.FAILED, PodState.STOPPED])
+def test_a_stop_is_backed_once_the_store_has_the_pod_out_of_service(state):
+    assert stop_refused(record(state=state), "node-a") == ""
+    assert stop_refused(None, "node-a") == "", "a pod the store forgot has nothing left to protect"
+
+
+@pytest.mark.parametrize("state", [PodState.IDLE, PodState.BUSY, PodState.STARTING, PodState.PENDING])
+def test_a_stop_of_a_serving_pod_is_refused(state):
+    assert "not draining" in stop_refused(record(state=state), "node-a")
+    assert "node 'node-b'" in stop_refused(record(state=PodState.DRAINING, node="node-b"), "node-a")

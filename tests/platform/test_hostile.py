@@ -9,10 +9,10 @@ import nats
 from bus_schemas import redis_keys as K
 from bus_schemas import subjects
 from bus_schemas.functions import FunctionSpec
-from bus_schemas.pods import GpuSlice, PodAssigned
+from bus_schemas.pods import GpuSlice, PodAssigned, PodStop
 from thaw_core import bus
 
-from tests.platform.conftest import deploy, echo_spec
+from tests.platform.conftest import deploy, echo_spec, invoke
 
 
 async def forge_assignment(h, pod: str, spec: FunctionSpec) -> None:
@@ -41,3 +41,19 @@ async def test_a_forged_placement_never_runs_the_command_it_carries(platform, ht
     log = (platform.root / "agent.log").read_text()
     assert "ignoring a placement of pod echo-forged1: the store has no such pod" in log
     assert "ignoring a placement of pod evil-forged3: function 'evil' is not deployed" in log
+
+
+async def test_a_forged_stop_leaves_a_serving_pod_alone(platform, http):
+    await deploy(http, platform.url, echo_spec())
+    status, _, pod = await invoke(http, platform.url, "echo", b"x")
+    assert status == 200
+    nc = await nats.connect(platform.nats.url)
+    try:
+        forged = PodStop(pod=pod, node=platform.node, reason="forged")
+        await bus.publish(nc.jetstream(), subjects.place_stop(platform.node), forged, msg_id=f"forged-stop:{pod}")
+    finally:
+        await nc.close()
+    await asyncio.sleep(2)
+    assert (await invoke(http, platform.url, "echo", b"still"))[1:] == (b"still", pod), "the same pod serves"
+    log = (platform.root / "agent.log").read_text()
+    assert f"ignoring a stop of pod {pod}: the store has it" in log and "not draining" in log  # idle or busy
