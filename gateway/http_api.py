@@ -222,8 +222,9 @@ class HttpApi:
             asked = decode(body or b"{}", KeyRequest)
         except DecodeError as exc:
             raise ApiError(400, "invalid_field", f"{exc.field}: {exc.reason}", field=exc.field) from None
-        key = await self.keys.create(tenant, asked.role)
-        return json_response({"key": key, "tenant": tenant, "role": asked.role}, status=201)
+        key = await self.keys.create(tenant, asked.role, asked.rate_per_s)
+        return json_response({"key": key, "tenant": tenant, "role": asked.role, "rate_per_s": asked.rate_per_s},
+                             status=201)
 
     async def deploy(self, request) -> Response:
         tenant = await self.keys.admin_tenant(request.headers.get("authorization"), "deploying")

@@ -14,7 +14,7 @@ def _errors(*codes: int) -> dict:
             {400: "invalid input: the body names the field and the reason", 401: "missing or unknown API key",
              403: "this key's role may not do this (deploy, delete and key creation need an admin key)",
              404: "unknown function", 409: "the name belongs to another tenant", 413: "body too large",
-             429: "queue full; retry after Retry-After", 503: "no worker within the start deadline",
+             429: "queue full, or the key's rate spent; retry after Retry-After", 503: "no worker within the start deadline",
              504: "worker did not answer in time"}.items() if c in codes}
 
 
@@ -48,7 +48,8 @@ def openapi_document() -> dict:
                 "summary": "make a key for your tenant (admin keys only); the key is shown once",
                 "requestBody": {"content": {"application/json": {"schema": {
                     "type": "object", "additionalProperties": False,
-                    "properties": {"role": {"enum": ["admin", "invoker"], "default": "invoker"}}}}}},
+                    "properties": {"role": {"enum": ["admin", "invoker"], "default": "invoker"},
+                                   "rate_per_s": {"type": "number", "minimum": 0, "default": 0}}}}}},
                 "responses": {"201": {"description": "{\"key\": ..., \"tenant\": ..., \"role\": ...}"},
                               **_errors(400, 401, 403)}}},
             "/v1/functions/{name}/invoke": {

@@ -138,7 +138,7 @@ def cmd_keys(args) -> None:
     async def create() -> str:
         r = connect_redis(args.redis)
         try:
-            return await ApiKeys(r).create(args.tenant, args.role)
+            return await ApiKeys(r).create(args.tenant, args.role, args.rate)
         finally:
             await r.aclose()
 
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--tenant", default="default")
     keys.add_argument("--role", default="admin", choices=("admin", "invoker"),
                       help="admin: deploy, delete, make keys; invoker: invoke and read (default: admin)")
+    keys.add_argument("--rate", type=float, default=0.0,
+                      help="calls a second this key may make through each gateway (default 0: unlimited)")
     keys.add_argument("--redis", required=True)
     keys.set_defaults(func=cmd_keys)
     return p

@@ -44,4 +44,21 @@ async def test_a_key_request_is_checked_like_any_client_input(platform, http):
 async def test_a_key_stored_before_roles_existed_is_an_admin_key(r):
     key = "thaw_legacy-key-made-by-an-older-version"
     await r.set(K.api_key(key_digest(key)), "acme")
-    assert tuple(await ApiKeys(r).caller(key)) == ("acme", "admin")
+    assert tuple(await ApiKeys(r).caller(key)) == ("acme", "admin", 0.0), "unlimited, as it always was"
+
+
+async def test_a_key_past_its_rate_gets_429_with_retry_after(platform, http):
+    await deploy(http, platform.url, echo_spec())
+    status, made = await make_key(http, platform.url, {"role": "invoker", "rate_per_s": 2})
+    assert (status, made["rate_per_s"]) == (201, 2)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {made['key']}"}) as slow:
+        answers = []
+        for _ in range(6):
+            async with slow.post(f"{platform.url}/v1/functions/echo/invoke", data=b"x") as resp:
+                answers.append((resp.status, resp.headers.get("Retry-After")))
+                if resp.status == 429:
+                    assert "may make 2 calls a second" in (await resp.json())["error"]["message"]
+    assert answers[:2] == [(200, None), (200, None)]
+    assert (429, "1") in answers[2:]
+    async with http.post(f"{platform.url}/v1/functions/echo/invoke", data=b"x") as resp:
+        assert resp.status == 200, "another key is not limited by this one"
