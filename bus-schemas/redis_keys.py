@@ -80,3 +80,13 @@ def snapshotter(node_name: str) -> str:
     """String with a TTL: a live snapshotter on `node_name` refreshes it (value: comma-separated
     capabilities such as "criu"). Absent means nothing on that node can dump or restore."""
     return f"{PREFIX}snapshotter:{node_name}"
+
+
+def tenant_quota(tenant: str) -> str:
+    """Hash: max_pods, max_vram_mib (absent: unlimited), set by an operator (`thaw quota`)."""
+    return f"{PREFIX}tenant:{tenant}:quota"
+
+
+def tenant_usage(tenant: str) -> str:
+    """Hash: pods, vram_mib (summed over a pod's GPUs) the tenant holds; kept by the ledger."""
+    return f"{PREFIX}tenant:{tenant}:usage"

@@ -26,6 +26,7 @@ from thaw_core.store.leases import Leases
 from thaw_core.store.ledger import Ledger, Reservation
 from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Pods
+from thaw_core.store.quotas import QUOTA_OUTCOMES, Quotas
 from thaw_core.store.snapshots import SnapshotCatalog
 from thaw_core.subscriber import Retry
 
@@ -46,6 +47,7 @@ class PlacementWorker:
         self.functions, self.pods, self.nodes = Functions(r), Pods(r), Nodes(r)
         self.ledger, self.leases = Ledger(r), Leases(r)
         self.snapshots = SnapshotCatalog(r)
+        self.quotas = Quotas(r)
         self.heartbeat_ms: dict[str, int] = {}
         self.seen_ms: dict[str, int] = {}
         self.started_ms = now_ms()
@@ -91,6 +93,10 @@ class PlacementWorker:
                 return True
             if outcome == "max_pods":
                 return False
+            if outcome in QUOTA_OUTCOMES:
+                quota = await self.quotas.describe(spec.tenant)
+                await self._record_unplaceable(spec.name, {"tenant quota": f"{QUOTA_OUTCOMES[outcome]} ({quota})"})
+                return False
             log.info("commit for %s conflicted (%s); deciding again on a fresh snapshot", spec.name, outcome)
         raise Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
 
@@ -106,7 +112,7 @@ class PlacementWorker:
         return Reservation(pod=pod, fn=spec.name, node=p.node, gpus=p.gpus, vram_mib=p.vram_mib,
                            gpu_milli=p.gpu_milli, cpu_milli=r.cpu_milli, memory_mib=r.memory_mib,
                            max_pods=spec.scaling.max_pods, concurrency=spec.scaling.concurrency,
-                           snapshot=snapshot)
+                           snapshot=snapshot, tenant=spec.tenant)
 
     async def _assign(self, pod: str, spec: FunctionSpec, p: Placed, snapshot: str = "") -> None:
         msg = PodAssigned(pod=pod, node=p.node, spec=spec, snapshot=snapshot,

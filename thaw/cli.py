@@ -148,6 +148,31 @@ def cmd_keys(args) -> None:
         sys.exit(f"thaw keys: {exc}")
 
 
+def cmd_quota(args) -> None:
+    """Set a tenant's quota (operator: straight against Redis, like `keys`) and print it."""
+    from thaw_core.store.client import connect_redis
+    from thaw_core.store.quotas import Quotas
+
+    async def apply() -> str:
+        r = connect_redis(args.redis)
+        try:
+            quotas = Quotas(r)
+            if args.max_pods is not None or args.max_vram_mib is not None or args.unlimited:
+                current = await quotas.get(args.tenant)
+                max_pods = None if args.unlimited else (args.max_pods if args.max_pods is not None else current.max_pods)
+                max_vram = None if args.unlimited else (
+                    args.max_vram_mib if args.max_vram_mib is not None else current.max_vram_mib)
+                await quotas.set(args.tenant, max_pods, max_vram)
+            return await quotas.describe(args.tenant)
+        finally:
+            await r.aclose()
+
+    try:
+        print(f"tenant {args.tenant}: {asyncio.run(apply())}")
+    except ValueError as exc:
+        sys.exit(f"thaw quota: {exc}")
+
+
 def cmd_up(args) -> None:
     from thaw.up import run_up
 
@@ -191,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="calls a second this key may make through each gateway (default 0: unlimited)")
     keys.add_argument("--redis", required=True)
     keys.set_defaults(func=cmd_keys)
+    quota = sub.add_parser("quota", help="show or set a tenant's quota of pods and vRAM (operator)")
+    quota.add_argument("--tenant", default="default")
+    quota.add_argument("--max-pods", type=int)
+    quota.add_argument("--max-vram-mib", type=int, help="summed over a pod's GPUs")
+    quota.add_argument("--unlimited", action="store_true", help="clear both limits")
+    quota.add_argument("--redis", required=True)
+    quota.set_defaults(func=cmd_quota)
     return p
 
 

@@ -28,3 +28,15 @@ def test_thaw_keys_says_what_is_wrong_with_the_name(redis_url):
     assert done.returncode == 1
     assert "thaw keys: tenant 'Team C': use 1-63 lowercase letters" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_thaw_quota_sets_and_shows_a_tenants_limits(redis_url):
+    def quota(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "thaw.cli", "quota", "--tenant", "acme", "--redis", redis_url,
+                               *args], capture_output=True, text=True, timeout=30)
+
+    assert "0 of unlimited pods" in quota().stdout
+    assert "0 of 3 pods, 0 of 8192 MiB vRAM" in quota("--max-pods", "3", "--max-vram-mib", "8192").stdout
+    assert "0 of 5 pods, 0 of 8192 MiB" in quota("--max-pods", "5").stdout, "one limit changes, the other stays"
+    bad = quota("--max-pods", "-1")
+    assert bad.returncode == 1 and "max_pods -1: use 0 or more" in bad.stderr

@@ -1,6 +1,7 @@
 """The GPU ledger in real Redis: reserve and release are atomic, idempotent and never over-commit."""
 
 import asyncio
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -132,3 +133,24 @@ async def test_concurrent_committers_on_separate_connections_never_over_commit(r
     finally:
         for c in clients:
             await c.aclose()
+
+
+async def test_a_tenant_quota_caps_pods_and_vram_and_release_gives_them_back(r):
+    from thaw_core.store.quotas import Quotas
+
+    await Nodes(r).upsert_capacity(NODE)
+    ledger, quotas = Ledger(r), Quotas(r)
+    await quotas.set("acme", max_pods=2, max_vram_mib=1000)
+    assert await ledger.reserve(replace(res("p1", gpus=(0, 1), vram=300), tenant="acme"), 1) == "ok"
+    assert await ledger.reserve(replace(res("p2", vram=500), tenant="acme"), 1) == "quota_vram"
+    assert await ledger.reserve(replace(res("p2", vram=400), tenant="acme"), 1) == "ok"
+    assert await ledger.reserve(replace(res("p3", vram=1), tenant="acme"), 1) == "quota_pods"
+    assert await ledger.reserve(res("other-tenant", gpus=(1,), vram=400), 1) == "ok", "another tenant has its own"
+    q = await quotas.get("acme")
+    assert (q.pods, q.vram_mib) == (2, 1000)
+    for _ in range(2):  # release is idempotent, and so is the usage it gives back
+        await ledger.release("p1", PodState.STOPPED, "done", 2)
+    q = await quotas.get("acme")
+    assert (q.pods, q.vram_mib) == (1, 400)
+    assert await ledger.reserve(replace(res("p3", vram=1), tenant="acme"), 1) == "ok"
+    assert "2 of 2 pods" in await quotas.describe("acme")

@@ -62,3 +62,14 @@ async def test_a_key_past_its_rate_gets_429_with_retry_after(platform, http):
     assert (429, "1") in answers[2:]
     async with http.post(f"{platform.url}/v1/functions/echo/invoke", data=b"x") as resp:
         assert resp.status == 200, "another key is not limited by this one"
+
+
+async def test_a_tenant_over_its_quota_is_told_so_by_the_503(platform, http, r):
+    from thaw_core.store.quotas import Quotas
+
+    await Quotas(r).set("default", max_pods=0, max_vram_mib=None)
+    await deploy(http, platform.url, echo_spec(start_timeout_s=4))
+    async with http.post(f"{platform.url}/v1/functions/echo/invoke", data=b"x") as resp:
+        body = await resp.json()
+    assert resp.status == 503
+    assert "tenant quota: the tenant holds its most pods (0 of 0 pods" in body["error"]["message"]

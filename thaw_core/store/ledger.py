@@ -2,8 +2,9 @@
 
 Invariants the scripts keep (tests check them under load and faults):
 per GPU, reserved vRAM <= capacity and reserved milli <= 1000; per node, reserved CPU and
-memory <= capacity; a function never has more than max_pods live pods. Release is idempotent:
-the reservation hash exists exactly while the pod holds resources.
+memory <= capacity; a function never has more than max_pods live pods; a tenant never holds
+more pods or vRAM than its quota (when it has one). Release is idempotent: the reservation hash
+exists exactly while the pod holds resources.
 """
 
 from dataclasses import dataclass
@@ -15,9 +16,16 @@ from bus_schemas import redis_keys as K
 from bus_schemas.pods import PodState
 
 _RESERVE = """
-local resv, podk, fnpods, allpods, nodek = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local resv, podk, fnpods, allpods, nodek, usage, quota = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 if redis.call('EXISTS', resv) == 1 then return 'exists' end
 if redis.call('SCARD', fnpods) >= tonumber(ARGV[8]) then return 'max_pods' end
+local total_vram = tonumber(ARGV[6]) * (#KEYS - 7)
+local max_pods = tonumber(redis.call('HGET', quota, 'max_pods') or '-1')
+if max_pods >= 0 and tonumber(redis.call('HGET', usage, 'pods') or '0') + 1 > max_pods then return 'quota_pods' end
+local max_vram = tonumber(redis.call('HGET', quota, 'max_vram_mib') or '-1')
+if max_vram >= 0 and tonumber(redis.call('HGET', usage, 'vram_mib') or '0') + total_vram > max_vram then
+  return 'quota_vram'
+end
 local ncpu = tonumber(redis.call('HGET', nodek, 'cpu_milli') or '-1')
 if ncpu < 0 then return 'no_node' end
 local cpu, mem = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -25,7 +33,7 @@ if tonumber(redis.call('HGET', nodek, 'cpu_reserved') or '0') + cpu > ncpu then 
 local nmem = tonumber(redis.call('HGET', nodek, 'memory_mib') or '0')
 if tonumber(redis.call('HGET', nodek, 'memory_reserved') or '0') + mem > nmem then return 'memory' end
 local vram, milli = tonumber(ARGV[6]), tonumber(ARGV[7])
-for i = 6, #KEYS do
+for i = 8, #KEYS do
   local cap = tonumber(redis.call('HGET', KEYS[i], 'vram_mib') or '-1')
   if cap < 0 then return 'no_gpu' end
   if tonumber(redis.call('HGET', KEYS[i], 'vram_reserved') or '0') + vram > cap then return 'gpu_vram' end
@@ -33,12 +41,14 @@ for i = 6, #KEYS do
 end
 redis.call('HINCRBY', nodek, 'cpu_reserved', cpu)
 redis.call('HINCRBY', nodek, 'memory_reserved', mem)
-for i = 6, #KEYS do
+redis.call('HINCRBY', usage, 'pods', 1)
+redis.call('HINCRBY', usage, 'vram_mib', total_vram)
+for i = 8, #KEYS do
   redis.call('HINCRBY', KEYS[i], 'vram_reserved', vram)
   redis.call('HINCRBY', KEYS[i], 'milli_reserved', milli)
 end
 redis.call('HSET', resv, 'fn', ARGV[2], 'node', ARGV[3], 'cpu_milli', cpu, 'memory_mib', mem,
-  'vram_mib', vram, 'gpu_milli', milli, 'gpus', ARGV[11])
+  'vram_mib', vram, 'gpu_milli', milli, 'gpus', ARGV[11], 'tenant', ARGV[13])
 redis.call('DEL', podk)
 redis.call('HSET', podk, 'fn', ARGV[2], 'node', ARGV[3], 'state', 'pending', 'state_at_ms', ARGV[10],
   'created_ms', ARGV[10], 'last_used_ms', ARGV[10], 'concurrency', ARGV[9], 'cpu_milli', cpu,
@@ -59,10 +69,17 @@ if #r > 0 then
   local nodek = prefix .. 'node:' .. t.node
   redis.call('HINCRBY', nodek, 'cpu_reserved', -tonumber(t.cpu_milli))
   redis.call('HINCRBY', nodek, 'memory_reserved', -tonumber(t.memory_mib))
+  local held = 0
   for idx in string.gmatch(t.gpus, '[^,]+') do
     local g = prefix .. 'gpu:' .. t.node .. ':' .. idx
     redis.call('HINCRBY', g, 'vram_reserved', -tonumber(t.vram_mib))
     redis.call('HINCRBY', g, 'milli_reserved', -tonumber(t.gpu_milli))
+    held = held + tonumber(t.vram_mib)
+  end
+  if t.tenant then
+    local usage = prefix .. 'tenant:' .. t.tenant .. ':usage'
+    redis.call('HINCRBY', usage, 'pods', -1)
+    redis.call('HINCRBY', usage, 'vram_mib', -held)
   end
   redis.call('DEL', resv)
   released = 1
@@ -95,6 +112,7 @@ class Reservation:
     max_pods: int
     concurrency: int
     snapshot: str = ""
+    tenant: str = "default"
 
 
 class Ledger:
@@ -106,11 +124,13 @@ class Ledger:
 
     async def reserve(self, res: Reservation, now_ms: int) -> str:
         """'ok' (or 'exists' on a repeat) when committed; else the reason it would over-commit:
-        'max_pods', 'no_node', 'cpu', 'memory', 'no_gpu', 'gpu_vram', 'gpu_milli'."""
-        keys = [K.reservation(res.pod), K.pod(res.pod), K.function_pods(res.fn), K.ALL_PODS, K.node(res.node)]
+        'max_pods', 'quota_pods', 'quota_vram', 'no_node', 'cpu', 'memory', 'no_gpu', 'gpu_vram',
+        'gpu_milli'."""
+        keys = [K.reservation(res.pod), K.pod(res.pod), K.function_pods(res.fn), K.ALL_PODS, K.node(res.node),
+                K.tenant_usage(res.tenant), K.tenant_quota(res.tenant)]
         keys += [K.gpu(res.node, i) for i in res.gpus]
         args = [res.pod, res.fn, res.node, res.cpu_milli, res.memory_mib, res.vram_mib, res.gpu_milli,
-                res.max_pods, res.concurrency, now_ms, ",".join(map(str, res.gpus)), res.snapshot]
+                res.max_pods, res.concurrency, now_ms, ",".join(map(str, res.gpus)), res.snapshot, res.tenant]
         return await self._reserve(keys=keys, args=args)
 
     async def release(self, pod: str, final: PodState, reason: str, now_ms: int) -> bool:
