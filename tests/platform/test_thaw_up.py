@@ -72,8 +72,12 @@ class ThawUp:
         return "".join(self.lines) + out, time.monotonic() - started
 
     def leftovers(self) -> list[int]:
+        """What of this platform still runs: its state dir in a command line, a worker of its
+        node, or a component thaw up recorded (placement's and the servers' command lines name
+        no state dir)."""
         found = subprocess.run(["pgrep", "-f", str(self.tmp_path)], capture_output=True, text=True).stdout.split()
-        return [int(p) for p in found] + self.workers()
+        recorded = [c["pid"] for c in self.components().values()] if (self.state / "run").exists() else []
+        return sorted({int(p) for p in found} | set(self.workers()) | {p for p in recorded if alive(p)})
 
     def clean_up(self) -> None:
         if self.proc.poll() is None:
