@@ -90,3 +90,9 @@ def tenant_quota(tenant: str) -> str:
 def tenant_usage(tenant: str) -> str:
     """Hash: pods, vram_mib (summed over a pod's GPUs) the tenant holds; kept by the ledger."""
     return f"{PREFIX}tenant:{tenant}:usage"
+
+
+def snapshot_failure(fn: str) -> str:
+    """Hash: error, at_ms: why the last snapshot of `fn` failed (written by the snapshotter, which
+    may not write the function's own hash: that holds the spec agents run)."""
+    return f"{PREFIX}snap:{fn}:failure"

@@ -9,7 +9,7 @@ away so the first restore on this node skips podman's import.
 Idempotent: a request for a pod that is gone, no longer serving, not on this node, or whose
 function already has a usable snapshot of the same spec changes nothing, so a redelivered or
 repeated request never dumps twice. A dump that fails is logged and recorded on the function
-(`snapshot_error` in its hash) and not retried: the next cold-started pod asks again.
+(`redis_keys.snapshot_failure(fn)`) and not retried: the next cold-started pod asks again.
 """
 
 import asyncio
@@ -68,8 +68,7 @@ class Dumps:
                 m, tiers = await self._capture(msg, target)
             except (SnapshotError, OSError) as exc:
                 log.warning("snapshot of pod %s (%s) failed: %s", msg.pod, msg.fn, exc)
-                await self._r.hset(K.function(msg.fn), mapping={"snapshot_error": str(exc)[:2000],
-                                                                 "snapshot_error_ms": now_ms()})
+                await self._r.hset(K.snapshot_failure(msg.fn), mapping={"error": str(exc)[:2000], "at_ms": now_ms()})
                 return
             took = asyncio.get_running_loop().time() - started
             if runtime == "container":

@@ -140,7 +140,7 @@ class DumpCase:
     criu_fails: bool
     calls: list[str]  # stand-in calls and the dump, in order, all for the worker's pid
     snapshot_gpu: bool | None  # the manifest's `gpu`; None: no snapshot was taken
-    error: str  # in the function's snapshot_error
+    error: str  # in the function's snapshot_failure record
     cuda_state_after: str  # of the worker, as the stand-in holds it
 
 
@@ -194,7 +194,7 @@ async def test_dump(case: DumpCase, criu, r, tmp_path, warm_worker, monkeypatch)
     indexed = await SnapshotIndex(r).latest(FN)
     if case.snapshot_gpu is None:
         assert indexed is None and js.published == []
-        assert case.error in await r.hget(K.function(FN), "snapshot_error")
+        assert case.error in await r.hget(K.snapshot_failure(FN), "error")
     else:
         assert indexed.manifest.gpu is case.snapshot_gpu and len(js.published) == 1
         assert indexed.manifest.gpu_indices == (case.pod_gpus if case.snapshot_gpu else "")

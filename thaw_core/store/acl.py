@@ -162,9 +162,9 @@ ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     # The agent releases its pods' reservations when they stop (agents/lifecycle.py), hence
     # "ledger.release": see the module docstring for what that leaves open.
     AGENT: ("functions.read", "pods.read", "pods.transition", "pods.events", "ledger.release", "snapshots.read"),
-    # Not "functions.annotate": snapshotter/dumps.py still records a failed dump as
-    # `snapshot_error` in the function's hash, and write access there would let every node's
-    # snapshotter rewrite any function's spec. That record needs a key of its own.
+    # Not "functions.annotate": write access to a function's hash would let every node's
+    # snapshotter rewrite any spec; a failed dump is recorded under snapshot_failure(fn), which
+    # "snapshots.index" covers.
     SNAPSHOTTER: ("pods.read", "snapshots.read", "snapshots.list", "snapshots.index", "snapshots.presence"),
 }
 
