@@ -13,7 +13,8 @@ from bus_schemas.nodes import NodeCapacity, NodeHeartbeat
 from bus_schemas.pods import PlacementMessage, PodAssigned
 from thaw_core import bus
 from thaw_core.clock import now_ms
-from thaw_core.store.client import connect_redis
+from thaw_core.store import acl
+from thaw_core.store.client import connect_redis_as
 from thaw_core.store.functions import Functions
 from thaw_core.store.ledger import Ledger
 from thaw_core.store.pods import Pods
@@ -44,7 +45,7 @@ def make_runtime(settings: AgentSettings):
 
 
 async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
-    r = connect_redis(settings.redis_url)
+    r = connect_redis_as(settings.redis_url, acl.AGENT, settings.redis_creds)
     nc = await bus.connect(settings.nats_url, f"agent-{settings.node}")
     js = nc.jetstream()
     await bus.ensure_streams(js)

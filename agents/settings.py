@@ -17,6 +17,7 @@ class AgentSettings:
     nats_url: str
     redis_url: str
     state_dir: Path
+    redis_creds: Path | None = None  # this service's store credentials (JSON, 0600); None: none needed
     runtime: str = "process"
     mock_gpus: tuple[MockGpu, ...] = (MockGpu(), MockGpu())
     force_mock_gpus: bool = False  # use the declared inventory even when NVML finds GPUs

@@ -1,6 +1,7 @@
 """`python -m gateway --nats URL --redis URL [--port N]`"""
 
 import argparse
+from pathlib import Path
 
 from thaw_core.process import run_until_signalled, tune_gc_for_throughput
 from thaw_core.telemetry import setup_logging, setup_tracing
@@ -13,6 +14,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m gateway", description="Thaw gateway: HTTP bridge and infer.request responder")
     p.add_argument("--nats", required=True)
     p.add_argument("--redis", required=True)
+    p.add_argument("--redis-credentials", type=Path, help="this service's store credentials (JSON; thaw up "
+                   "writes one per role, 0600, under <state dir>/secrets)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--lease-ttl", type=float, default=6.0)
@@ -20,7 +23,7 @@ def main() -> None:
     a = p.parse_args()
     setup_logging("gateway")
     setup_tracing("gateway")
-    settings = GatewaySettings(nats_url=a.nats, redis_url=a.redis, host=a.host, port=a.port,
+    settings = GatewaySettings(nats_url=a.nats, redis_url=a.redis, redis_creds=a.redis_credentials, host=a.host, port=a.port,
                                lease_ttl_s=a.lease_ttl, lease_hold_s=a.lease_hold)
     tune_gc_for_throughput()
     run_until_signalled(lambda stop: run_gateway(settings, stop))

@@ -9,7 +9,8 @@ from bus_schemas.codec import DecodeError, decode
 from bus_schemas.pods import PodState, PodStateChanged
 from thaw_core import bus
 from thaw_core.store.apikeys import ApiKeys
-from thaw_core.store.client import connect_redis
+from thaw_core.store import acl
+from thaw_core.store.client import connect_redis_as
 from thaw_core.store.functions import Functions
 from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Pods
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
-    r = connect_redis(settings.redis_url)
+    r = connect_redis_as(settings.redis_url, acl.GATEWAY, settings.redis_creds)
     nc = await bus.connect(settings.nats_url, "gateway")
     js = nc.jetstream()
     await bus.ensure_streams(js)

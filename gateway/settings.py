@@ -1,12 +1,14 @@
 """Gateway settings, parsed once at start-up."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     nats_url: str
     redis_url: str
+    redis_creds: Path | None = None  # this service's store credentials (JSON, 0600); None: none needed
     host: str = "127.0.0.1"
     port: int = 8080
     lease_ttl_s: float = 6.0  # a dead gateway's slots return to the pool within this

@@ -9,7 +9,8 @@ from bus_schemas import streams
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.nodes import NodeCapacity
 from thaw_core import bus
-from thaw_core.store.client import connect_redis
+from thaw_core.store import acl
+from thaw_core.store.client import connect_redis_as
 from thaw_core.subscriber import make_broker, subscribe
 from thaw_core.shutdown import run_steps
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> None:
-    r = connect_redis(settings.redis_url)
+    r = connect_redis_as(settings.redis_url, acl.PLACEMENT, settings.redis_creds)
     nc = await bus.connect(settings.nats_url, settings.name)
     js = nc.jetstream()
     await bus.ensure_streams(js)

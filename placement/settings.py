@@ -1,12 +1,14 @@
 """Placement worker settings, parsed once at start-up."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
 class PlacementSettings:
     nats_url: str
     redis_url: str
+    redis_creds: Path | None = None  # this service's store credentials (JSON, 0600); None: none needed
     name: str = "placement"
     housekeeping_every_s: float = 0.5
     node_timeout_s: float = 10.0  # a node silent this long is lost; its pods are reclaimed

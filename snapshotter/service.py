@@ -28,7 +28,8 @@ from bus_schemas.codec import DecodeError, decode, encode
 from bus_schemas.snapshots import SnapshotPong, SnapshotRequested, SnapshotRestore, SnapshotRestored
 from thaw_core import bus, telemetry
 from thaw_core.clock import now_ms
-from thaw_core.store.client import connect_redis
+from thaw_core.store import acl
+from thaw_core.store.client import connect_redis_as
 from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import announce_snapshotter, withdraw_snapshotter
 from thaw_core.podman.checkpoints import PodmanCheckpoints
@@ -55,7 +56,7 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     criu = await find_criu(settings.criu_path)  # CriuMissing says how to install one
     log.info("node %s: CRIU %s at %s; tiers %s", settings.node, criu.version, criu.path,
              ", ".join(f"{t.name}={t.root}" for t in settings.store().tiers))
-    r = connect_redis(settings.redis_url)
+    r = connect_redis_as(settings.redis_url, acl.SNAPSHOTTER, settings.redis_creds)
     nc = await bus.connect(settings.nats_url, f"snapshotter-{settings.node}")
     js = nc.jetstream()
     await bus.ensure_streams(js)

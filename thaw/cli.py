@@ -102,7 +102,7 @@ def cmd_snapshots(args) -> None:
     from snapshotter.listing import human_age, human_bytes
 
     if args.redis:
-        snaps = asyncio.run(_snapshots_from_redis(args.redis))
+        snaps = asyncio.run(_snapshots_from_redis(args))
     else:
         snaps = _gateway(args).json("GET", "/v1/snapshots")["snapshots"]
     if args.fn:
@@ -118,13 +118,26 @@ def cmd_snapshots(args) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-async def _snapshots_from_redis(url: str) -> list[dict]:
+def _operator_store(args):
+    """A store client as the operator: `--redis-credentials`, else the operator credentials
+    `thaw up` keeps in the state dir, else none (a store without users)."""
+    from thaw_core.store import acl
+    from thaw_core.store.client import connect_redis
+
+    path = args.redis_credentials or acl.credentials_path(Path(args.state_dir) / "secrets", acl.OPERATOR)
+    try:
+        creds = acl.read_credentials(path, acl.OPERATOR) if args.redis_credentials or path.exists() else None
+    except acl.CredentialsError as exc:
+        sys.exit(f"thaw {args.command}: {exc}")
+    return connect_redis(args.redis, creds)
+
+
+async def _snapshots_from_redis(args) -> list[dict]:
     from dataclasses import asdict
 
-    from thaw_core.store.client import connect_redis
     from thaw_core.store.snapshots import SnapshotCatalog
 
-    r = connect_redis(url)
+    r = _operator_store(args)
     try:
         return [asdict(s) for s in await SnapshotCatalog(r).all()]
     finally:
@@ -133,10 +146,9 @@ async def _snapshots_from_redis(url: str) -> list[dict]:
 
 def cmd_keys(args) -> None:
     from thaw_core.store.apikeys import ApiKeys
-    from thaw_core.store.client import connect_redis
 
     async def create() -> str:
-        r = connect_redis(args.redis)
+        r = _operator_store(args)
         try:
             return await ApiKeys(r).create(args.tenant, args.role, args.rate)
         finally:
@@ -150,11 +162,10 @@ def cmd_keys(args) -> None:
 
 def cmd_quota(args) -> None:
     """Set a tenant's quota (operator: straight against Redis, like `keys`) and print it."""
-    from thaw_core.store.client import connect_redis
     from thaw_core.store.quotas import Quotas
 
     async def apply() -> str:
-        r = connect_redis(args.redis)
+        r = _operator_store(args)
         try:
             quotas = Quotas(r)
             if args.max_pods is not None or args.max_vram_mib is not None or args.unlimited:
@@ -184,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=os.environ.get("THAW_URL", "http://127.0.0.1:8080"), help="gateway URL")
     p.add_argument("--key", default="", help="API key (default: $THAW_API_KEY, then .thaw/credentials)")
     p.add_argument("--state-dir", default=str(DEFAULT_STATE))
+    p.add_argument("--redis-credentials", type=Path, help="operator store credentials for keys, quota and "
+                   "snapshots --redis (default: <state dir>/secrets/operator.json, which `thaw up` writes)")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the whole platform on this machine")
     up.add_argument("--config", type=Path, help="node config (TOML); default: 2 mock GPUs x 24 GiB when NVML finds none")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from thaw.supervisor import Supervisor
 from thaw_core import servers
+from thaw_core.store import acl
 from thaw_core.ports import free_port
 
 
@@ -82,20 +83,26 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
         sup.add("nats-server", _restarts_of(nats, lambda: servers.start_nats(
             state_dir / "nats", port=nats.port, log_path=logs / "nats-server.log")), logs / "nats-server.log", server=True)
         say(f"nats-server ready at {nats.url}")
-        say("starting valkey-server (Redis protocol) ...")
-        redis = servers.start_redis(state_dir / "redis", port=redis_port, log_path=logs / "redis-server.log", persist=True)
+        say("starting valkey-server (Redis protocol; a user per role, no default user) ...")
+        secrets_dir = state_dir / "secrets"
+        users = acl.valkey_args(acl.write_acl_file(state_dir / "valkey-users.acl", acl.ensure_credentials(secrets_dir)))
+        redis = servers.start_redis(state_dir / "redis", port=redis_port, log_path=logs / "redis-server.log",
+                                    persist=True, extra_args=users)
         sup.add("valkey-server", _restarts_of(redis, lambda: servers.start_redis(
-            state_dir / "redis", port=redis.port, log_path=logs / "redis-server.log", persist=True)),
+            state_dir / "redis", port=redis.port, log_path=logs / "redis-server.log", persist=True, extra_args=users)),
             logs / "redis-server.log", server=True)
         say(f"valkey-server ready at {redis.url}")
         platform = Platform(state_dir, nats, redis, f"http://127.0.0.1:{http_port}", sup)
         common = ["--nats", nats.url, "--redis", redis.url]
-        _add_service(sup, "placement", ["-m", "placement", *common], logs)
+
+        def store_user(role: str) -> list[str]:
+            return ["--redis-credentials", str(acl.credentials_path(secrets_dir, role))]
+        _add_service(sup, "placement", ["-m", "placement", *common, *store_user(acl.PLACEMENT)], logs)
         say("placement worker started")
-        agent_args = ["-m", "agents", *common, "--state-dir", str(state_dir / "agent")]
+        agent_args = ["-m", "agents", *common, *store_user(acl.AGENT), "--state-dir", str(state_dir / "agent")]
         if config is not None:
             agent_args += ["--config", str(config)]
-        snapshotter_args = _snapshotter_args(state_dir, config, common)
+        snapshotter_args = _snapshotter_args(state_dir, config, [*common, *store_user(acl.SNAPSHOTTER)])
         if snapshotter_args:
             agent_args += ["--expect-snapshotter"]  # its silence then marks the node degraded
         _add_service(sup, "agent", agent_args, logs)
@@ -103,7 +110,7 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
         if snapshotter_args:
             _add_service(sup, "snapshotter", snapshotter_args, logs)
             say("snapshotter started: warm workers are snapshotted once, later pods restore from them")
-        _add_service(sup, "gateway", ["-m", "gateway", *common, "--port", str(http_port)], logs)
+        _add_service(sup, "gateway", ["-m", "gateway", *common, *store_user(acl.GATEWAY), "--port", str(http_port)], logs)
         wait_http_ok(f"{platform.gateway_url}/healthz", 30, sup.proc("gateway"), "gateway")
         say(f"gateway ready at {platform.gateway_url}")
     except BaseException:
@@ -157,7 +164,7 @@ def ensure_api_key(state_dir: Path, redis_url: str) -> str:
     path = state_dir / "credentials"
 
     async def check_or_create() -> str:
-        r = connect_redis(redis_url)
+        r = connect_redis(redis_url, operator_creds(state_dir))
         try:
             keys = ApiKeys(r)
             if path.exists():
@@ -172,6 +179,12 @@ def ensure_api_key(state_dir: Path, redis_url: str) -> str:
             await r.aclose()
 
     return asyncio.run(check_or_create())
+
+
+def operator_creds(state_dir: Path) -> acl.Creds | None:
+    """The operator's store credentials `thaw up` made in `state_dir`, None if there are none."""
+    path = acl.credentials_path(state_dir / "secrets", acl.OPERATOR)
+    return acl.read_credentials(path, acl.OPERATOR) if path.exists() else None
 
 
 __all__ = ["Platform", "up", "ensure_api_key", "free_port", "say"]

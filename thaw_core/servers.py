@@ -95,12 +95,13 @@ def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = 
 
 
 def start_redis(data_dir: Path, port: int | None = None, log_path: Path | None = None,
-                persist: bool = False) -> Server:
-    """valkey-server on loopback. With persist, an append-only file survives restarts."""
+                persist: bool = False, extra_args: tuple[str, ...] | list[str] = ()) -> Server:
+    """valkey-server on loopback. With persist, an append-only file survives restarts;
+    `extra_args` go to the server (e.g. thaw_core.store.acl.valkey_args for its users)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     cmd = [valkey_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-           "--save", "", "--appendonly", "yes" if persist else "no", "--protected-mode", "no"]
+           "--save", "", "--appendonly", "yes" if persist else "no", "--protected-mode", "no", *extra_args]
     process = _spawn(cmd, log_path or data_dir / "redis-server.log")
     wait_for_port(port, process, 15, "valkey-server")
     return Server("redis", f"redis://127.0.0.1:{port}/0", port, process, data_dir)

@@ -155,3 +155,38 @@ def test_thaw_up_serves_and_ctrl_c_stops_everything(tmp_path):
         assert up.leftovers() == [], "no process of this platform outlives thaw up, workers included"
     finally:
         up.clean_up()
+
+
+def test_thaw_ups_store_lets_no_one_in_without_a_role_and_keeps_the_secrets_private(tmp_path):
+    """The minting attack: one SET of thaw:apikey:<sha256> made a working key for any tenant."""
+    import re
+    import stat
+
+    import redis
+
+    up = ThawUp(tmp_path)
+    try:
+        up.wait_up()
+        url = re.search(r"valkey-server ready at (\S+)", "".join(up.lines)).group(1)
+        outsider = redis.Redis.from_url(url)
+        try:
+            outsider.set("thaw:apikey:" + "0" * 64, "default")
+            raise AssertionError("the store took a write from a client with no credentials")
+        except redis.exceptions.AuthenticationError:
+            pass
+        except redis.exceptions.ResponseError as exc:
+            assert "NOAUTH" in str(exc) or "NOPERM" in str(exc), exc
+        secrets = up.state / "secrets"
+        assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+        assert {stat.S_IMODE(p.stat().st_mode) for p in secrets.iterdir()} == {0o600}
+        users = (up.state / "valkey-users.acl").read_text()
+        assert not [p for p in secrets.iterdir() if json.loads(p.read_text())["password"] in users], \
+            "the ACL file holds password hashes only"
+        made = subprocess.run([sys.executable, "-m", "thaw.cli", "--state-dir", str(up.state), "keys",
+                               "--tenant", "team-b", "--role", "invoker", "--redis", url],
+                              capture_output=True, text=True, timeout=30)
+        assert made.returncode == 0 and made.stdout.startswith("thaw_"), made.stderr  # the operator still can
+        assert up.invoke() == b"hi"
+        up.ctrl_c(timeout_s=STOP_BOUND_S + 30)
+    finally:
+        up.clean_up()

@@ -6,7 +6,9 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from thaw_core.store.acl import Creds
+from pathlib import Path
+
+from thaw_core.store.acl import Creds, read_credentials
 
 
 def connect_redis(url: str, creds: Creds | None = None) -> redis.Redis:
@@ -19,3 +21,10 @@ def connect_redis(url: str, creds: Creds | None = None) -> redis.Redis:
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20),
         retry_on_error=[RedisConnectionError, RedisTimeoutError], health_check_interval=10, **auth,
     )
+
+
+def connect_redis_as(url: str, role: str, creds_path: Path | None) -> redis.Redis:
+    """A service's client: as `role`'s store user when given its credentials file (`thaw up`
+    gives each service its own), else as the URL says. Raises CredentialsError saying what to
+    fix when the file is unreadable or another role's."""
+    return connect_redis(url, read_credentials(creds_path, role) if creds_path else None)
