@@ -24,6 +24,11 @@ RSS_GROWTH_MAX_KIB = 30 * 1024
 # TTL (stopped pods' hashes kept an hour, pod events kept a day) are bounded by their expiry.
 REDIS_KEYS_PER_FN_MAX = 6
 SETTLE_S = 10.0  # a process started mid-run is first compared this long after it appeared
+# Growth compares the highest value over the first WINDOW samples of a life with the highest over
+# its last WINDOW (at most a third of its samples each). Sampled at one instant, a gateway's fds
+# swing by a function's worth of connections (35-43 second to second, measured at 1 s): two single
+# samples could differ by 10 with nothing leaking, while a leak lifts the ceiling too.
+WINDOW = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +161,10 @@ def _looks_like_id(part: str) -> bool:
 
 
 def process_growth(samples: list[Sample], warmup_s: float) -> list[Growth]:
-    """Growth per (service, pid) life that has a baseline and a later sample. The baseline is the
-    first sample at or after the warm-up; for a pid absent from the run's first sample (restarted
-    mid-run, still starting when first seen), also at least SETTLE_S after it was first seen."""
+    """Growth per (service, pid) life that has a baseline and a later sample: the ceiling of its
+    last WINDOW samples against the ceiling of its first WINDOW (fewer in a short life) from the
+    warm-up on; for a pid absent from the run's first sample (restarted mid-run, still starting
+    when first seen), from at least SETTLE_S after it was first seen."""
     lives: dict[tuple[str, int], list[tuple[float, ProcSample]]] = {}
     for s in samples:
         for p in s.procs:
@@ -171,8 +177,10 @@ def process_growth(samples: list[Sample], warmup_s: float) -> list[Growth]:
         later = [(t, p) for t, p in points if t >= since]
         if len(later) < 2:
             continue
-        (t0, p0), (t1, p1) = later[0], later[-1]
-        out.append(Growth(name, pid, t0, t1, p0.fds, p1.fds, p0.rss_kib, p1.rss_kib))
+        width = max(1, min(WINDOW, len(later) // 3))
+        first, last = [p for _, p in later[:width]], [p for _, p in later[-width:]]
+        out.append(Growth(name, pid, later[0][0], later[-1][0], max(p.fds for p in first), max(p.fds for p in last),
+                          max(p.rss_kib for p in first), max(p.rss_kib for p in last)))
     return sorted(out, key=lambda g: (g.name, g.base_at_s))
 
 

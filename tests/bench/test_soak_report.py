@@ -209,3 +209,12 @@ def test_the_report_says_how_many_wake_ups_a_recovery_window_excused():
     assert (w["after_snapshot_in_recovery"], w["restored_after_snapshot_in_recovery"]) == (9, 8)
     assert (w["after_snapshot"], w["restored_pct_after_snapshot"]) == (3, 100.0)
     assert "not judged, in recovery windows" in rep.format_report(s)
+
+
+def test_connections_that_come_and_go_are_not_growth_but_a_rising_ceiling_is():
+    swinging = [sample(10 * i, ("gateway", 1, 35 if i % 3 else 43, 1000)) for i in range(2, 40)]
+    [g] = rep.process_growth(swinging, warmup_s=12)
+    assert g.fds == 0, "35-43 at one instant or another, the same ceiling all along"
+    leaking = [sample(10 * i, ("gateway", 1, (35 if i % 3 else 43) + i // 4, 1000)) for i in range(2, 40)]
+    [g] = rep.process_growth(leaking, warmup_s=12)
+    assert g.fds >= 8
