@@ -6,7 +6,7 @@ current trace context.
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.aio.client import Client
@@ -19,11 +19,16 @@ from bus_schemas.codec import encode
 from bus_schemas.streams import ALL_STREAMS, StreamSpec
 from thaw_core import telemetry
 
+if TYPE_CHECKING:
+    from thaw_core.bus_auth import Credentials
+
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, name: str) -> Client:
-    """A client that reconnects forever: a restarted nats-server is a normal event."""
+async def connect(url: str, name: str, creds: "Credentials | None" = None) -> Client:
+    """A client that reconnects forever: a restarted nats-server is a normal event. With
+    `creds` it logs in as that user, takes that user's reply-inbox prefix (the only inboxes its
+    permissions let it read), and verifies a `tls://` server with the credentials' CA file."""
     async def on_disconnect():
         log.warning("%s: disconnected from NATS, reconnecting", name)
 
@@ -31,12 +36,14 @@ async def connect(url: str, name: str) -> Client:
         log.info("%s: reconnected to NATS", name)
 
     async def on_error(exc: Exception):
-        log.debug("%s: NATS error: %s", name, exc)
+        # A refused login or publish is a deployment error someone must see; the rest is noise.
+        refused = "violation" in str(exc).lower() or isinstance(exc, nats.errors.AuthorizationError)
+        log.log(logging.WARNING if refused else logging.DEBUG, "%s: NATS error: %s", name, exc)
 
     return await nats.connect(
         url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
         connect_timeout=2, allow_reconnect=True, disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect, error_cb=on_error,
+        reconnected_cb=on_reconnect, error_cb=on_error, **(creds.connect_options() if creds else {}),
     )
 
 
