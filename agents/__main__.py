@@ -16,6 +16,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m agents", description="Thaw node agent")
     p.add_argument("--nats", required=True)
     p.add_argument("--redis", required=True)
+    p.add_argument("--nats-credentials", type=Path, help="this service's bus credentials (JSON; thaw up "
+                   "writes one per user, 0600, under <state dir>/secrets)")
     p.add_argument("--redis-credentials", type=Path, help="this service's store credentials (JSON; thaw up "
                    "writes one per role, 0600, under <state dir>/secrets)")
     p.add_argument("--state-dir", type=Path, required=True)
@@ -27,8 +29,8 @@ def main() -> None:
     settings = load_agent_settings(a.config, a.nats, a.redis, a.state_dir, a.node)
     if a.expect_snapshotter:
         settings = dataclasses.replace(settings, expect_snapshotter=True)
-    if a.redis_credentials:
-        settings = dataclasses.replace(settings, redis_creds=a.redis_credentials)
+    if a.redis_credentials or a.nats_credentials:
+        settings = dataclasses.replace(settings, redis_creds=a.redis_credentials, nats_creds=a.nats_credentials)
     setup_logging(f"agent-{settings.node}")
     setup_tracing(f"agent-{settings.node}")
     # Its workers get stop_grace_s to end; the agent's own clean-up a little more.

@@ -11,7 +11,8 @@ import msgspec
 from bus_schemas import streams, subjects
 from bus_schemas.nodes import NodeCapacity, NodeHeartbeat
 from bus_schemas.pods import PlacementMessage, PodAssigned
-from thaw_core import bus
+from bus_schemas import permissions
+from thaw_core import bus, bus_auth
 from thaw_core.clock import now_ms
 from thaw_core.store import acl
 from thaw_core.store.client import connect_redis_as
@@ -46,9 +47,10 @@ def make_runtime(settings: AgentSettings):
 
 async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
     r = connect_redis_as(settings.redis_url, acl.AGENT, settings.redis_creds)
-    nc = await bus.connect(settings.nats_url, f"agent-{settings.node}")
+    creds = bus_auth.for_service(settings.nats_creds, permissions.AGENT, settings.node)
+    nc = await bus.connect(settings.nats_url, f"agent-{settings.node}", creds)
     js = nc.jetstream()
-    await bus.ensure_streams(js)
+    await bus_auth.streams_ready(js, creds)
     gpu_list, source = gpus.discover(settings.mock_gpus, settings.force_mock_gpus)
     capacity = NodeCapacity(node=settings.node, cpu_milli=settings.cpu_milli, memory_mib=settings.memory_mib,
                             gpus=gpu_list, gpu_source=source, runtimes=(settings.runtime,), at_ms=now_ms())
@@ -62,7 +64,7 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
         await reconcile(settings.node, lifecycle, records, runtime, Pods(r), Functions(r))
         report = _CapacityReport(js, capacity)
         await report.publish()
-        broker = make_broker(settings.nats_url, f"agent-{settings.node}")
+        broker = make_broker(settings.nats_url, f"agent-{settings.node}", creds)
 
         async def on_placement(msg: PlacementMessage, subject: str) -> None:
             if isinstance(msg, PodAssigned):
@@ -70,7 +72,7 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
             else:
                 await lifecycle.stop_if_confirmed(msg.pod, msg.reason)
 
-        subscribe(broker, streams.agent_placements(settings.node), PlacementMessage, on_placement)
+        subscribe(broker, streams.agent_placements(settings.node), PlacementMessage, on_placement, creds=creds)
         await broker.start()
         loops = [asyncio.create_task(_heartbeats(nc, settings, lifecycle, report)),
                  asyncio.create_task(_watch(settings, lifecycle))]

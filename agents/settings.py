@@ -17,6 +17,7 @@ class AgentSettings:
     nats_url: str
     redis_url: str
     state_dir: Path
+    nats_creds: Path | None = None  # this service's bus credentials (JSON, 0600); None: an open bus
     redis_creds: Path | None = None  # this service's store credentials (JSON, 0600); None: none needed
     runtime: str = "process"
     mock_gpus: tuple[MockGpu, ...] = (MockGpu(), MockGpu())

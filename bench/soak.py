@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 from bench import soak_report as rep
 from thaw.client import Gateway
 from thaw.functions_file import load_function_file
-from thaw.launcher import operator_creds
+from thaw.launcher import bus_credentials, operator_creds
 from thaw_core.ports import free_port
 from thaw_core.store import events
 from thaw_core.store.client import connect_redis
@@ -246,7 +246,9 @@ class Soak:
 
     async def run(self) -> None:
         self.r = connect_redis(self.p.redis_url, operator_creds(self.p.state_dir))  # thaw up's store has users
-        self.nc = await nats.connect(self.p.nats_url, max_reconnect_attempts=-1)
+        operator = bus_credentials(self.p.state_dir, "operator")
+        self.nc = await nats.connect(self.p.nats_url, max_reconnect_attempts=-1,
+                                     **(operator.connect_options() if operator else {}))
         self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.p.key}"},
                                           connector=aiohttp.TCPConnector(limit=0))
         try:

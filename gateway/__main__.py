@@ -14,6 +14,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m gateway", description="Thaw gateway: HTTP bridge and infer.request responder")
     p.add_argument("--nats", required=True)
     p.add_argument("--redis", required=True)
+    p.add_argument("--nats-credentials", type=Path, help="this service's bus credentials (JSON; thaw up "
+                   "writes one per user, 0600, under <state dir>/secrets)")
     p.add_argument("--redis-credentials", type=Path, help="this service's store credentials (JSON; thaw up "
                    "writes one per role, 0600, under <state dir>/secrets)")
     p.add_argument("--host", default="127.0.0.1")
@@ -23,7 +25,8 @@ def main() -> None:
     a = p.parse_args()
     setup_logging("gateway")
     setup_tracing("gateway")
-    settings = GatewaySettings(nats_url=a.nats, redis_url=a.redis, redis_creds=a.redis_credentials, host=a.host, port=a.port,
+    settings = GatewaySettings(nats_url=a.nats, redis_url=a.redis, redis_creds=a.redis_credentials,
+                               nats_creds=a.nats_credentials, host=a.host, port=a.port,
                                lease_ttl_s=a.lease_ttl, lease_hold_s=a.lease_hold)
     tune_gc_for_throughput()
     run_until_signalled(lambda stop: run_gateway(settings, stop))

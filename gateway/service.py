@@ -7,7 +7,8 @@ import logging
 from bus_schemas import subjects
 from bus_schemas.codec import DecodeError, decode
 from bus_schemas.pods import PodState, PodStateChanged
-from thaw_core import bus
+from bus_schemas import permissions
+from thaw_core import bus, bus_auth
 from thaw_core.store.apikeys import ApiKeys
 from thaw_core.store import acl
 from thaw_core.store.client import connect_redis_as
@@ -32,9 +33,10 @@ log = logging.getLogger(__name__)
 
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
     r = connect_redis_as(settings.redis_url, acl.GATEWAY, settings.redis_creds)
-    nc = await bus.connect(settings.nats_url, "gateway")
+    creds = bus_auth.for_service(settings.nats_creds, permissions.GATEWAY)
+    nc = await bus.connect(settings.nats_url, "gateway", creds)
     js = nc.jetstream()
-    await bus.ensure_streams(js)
+    await bus_auth.streams_ready(js, creds)
     functions = Functions(r)
     specs = SpecCache(functions, settings.spec_cache_s)
     keys = KeyCache(ApiKeys(r), settings.auth_cache_s)

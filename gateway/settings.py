@@ -8,6 +8,7 @@ from pathlib import Path
 class GatewaySettings:
     nats_url: str
     redis_url: str
+    nats_creds: Path | None = None  # this service's bus credentials (JSON, 0600); None: an open bus
     redis_creds: Path | None = None  # this service's store credentials (JSON, 0600); None: none needed
     host: str = "127.0.0.1"
     port: int = 8080

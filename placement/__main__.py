@@ -14,6 +14,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m placement", description="Thaw placement worker")
     p.add_argument("--nats", required=True)
     p.add_argument("--redis", required=True)
+    p.add_argument("--nats-credentials", type=Path, help="this service's bus credentials (JSON; thaw up "
+                   "writes one per user, 0600, under <state dir>/secrets)")
     p.add_argument("--redis-credentials", type=Path, help="this service's store credentials (JSON; thaw up "
                    "writes one per role, 0600, under <state dir>/secrets)")
     p.add_argument("--name", default="placement")
@@ -21,7 +23,8 @@ def main() -> None:
     a = p.parse_args()
     setup_logging(a.name)
     setup_tracing(a.name)
-    settings = PlacementSettings(nats_url=a.nats, redis_url=a.redis, redis_creds=a.redis_credentials, name=a.name, node_timeout_s=a.node_timeout)
+    settings = PlacementSettings(nats_url=a.nats, redis_url=a.redis, redis_creds=a.redis_credentials,
+                                 nats_creds=a.nats_credentials, name=a.name, node_timeout_s=a.node_timeout)
     run_until_signalled(lambda stop: run_placement(settings, stop))
 
 

@@ -8,7 +8,8 @@ from nats.js.api import DeliverPolicy
 from bus_schemas import streams
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.nodes import NodeCapacity
-from thaw_core import bus
+from bus_schemas import permissions
+from thaw_core import bus, bus_auth
 from thaw_core.store import acl
 from thaw_core.store.client import connect_redis_as
 from thaw_core.subscriber import make_broker, subscribe
@@ -22,14 +23,15 @@ log = logging.getLogger(__name__)
 
 async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> None:
     r = connect_redis_as(settings.redis_url, acl.PLACEMENT, settings.redis_creds)
-    nc = await bus.connect(settings.nats_url, settings.name)
+    creds = bus_auth.for_service(settings.nats_creds, permissions.PLACEMENT)
+    nc = await bus.connect(settings.nats_url, settings.name, creds)
     js = nc.jetstream()
-    await bus.ensure_streams(js)
+    await bus_auth.streams_ready(js, creds)
     worker = PlacementWorker(settings, js, r)
-    broker = make_broker(settings.nats_url, settings.name)
-    subscribe(broker, streams.PLACEMENT_CAPACITY, NodeCapacity, worker.on_capacity,
+    broker = make_broker(settings.nats_url, settings.name, creds)
+    subscribe(broker, streams.PLACEMENT_CAPACITY, NodeCapacity, worker.on_capacity, creds=creds,
               deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
-    subscribe(broker, streams.PLACEMENT_LEASES, LeaseRequested, worker.on_lease_requested)
+    subscribe(broker, streams.PLACEMENT_LEASES, LeaseRequested, worker.on_lease_requested, creds=creds)
     await broker.start()
 
     async def on_heartbeat(msg):

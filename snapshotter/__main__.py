@@ -25,6 +25,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m snapshotter", description="Thaw node snapshotter (CRIU)")
     p.add_argument("--nats", required=True)
     p.add_argument("--redis", required=True)
+    p.add_argument("--nats-credentials", type=Path, help="this service's bus credentials (JSON; thaw up "
+                   "writes one per user, 0600, under <state dir>/secrets)")
     p.add_argument("--redis-credentials", type=Path, help="this service's store credentials (JSON; thaw up "
                    "writes one per role, 0600, under <state dir>/secrets)")
     p.add_argument("--node", required=True, help="the node name its agent uses")
@@ -48,7 +50,7 @@ def main() -> None:
     except ValueError as exc:
         p.error(str(exc))
     settings = SnapshotterSettings(node=a.node, nats_url=a.nats, redis_url=a.redis, redis_creds=a.redis_credentials,
-                                   state_dir=a.state_dir,
+                                   nats_creds=a.nats_credentials, state_dir=a.state_dir,
                                    shared_dir=a.shared_dir, criu_path=a.criu, retention=retention,
                                    runtime=a.runtime, podman_socket=a.podman_socket,
                                    standby_per_snapshot=a.standby, cuda_checkpoint_path=a.cuda_checkpoint)

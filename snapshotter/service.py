@@ -23,10 +23,10 @@ import logging
 import msgspec
 from nats.js.api import DeliverPolicy
 
-from bus_schemas import streams, subjects
+from bus_schemas import permissions, streams, subjects
 from bus_schemas.codec import DecodeError, decode, encode
 from bus_schemas.snapshots import SnapshotPong, SnapshotRequested, SnapshotRestore, SnapshotRestored
-from thaw_core import bus, telemetry
+from thaw_core import bus, bus_auth, telemetry
 from thaw_core.clock import now_ms
 from thaw_core.store import acl
 from thaw_core.store.client import connect_redis_as
@@ -57,9 +57,10 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     log.info("node %s: CRIU %s at %s; tiers %s", settings.node, criu.version, criu.path,
              ", ".join(f"{t.name}={t.root}" for t in settings.store().tiers))
     r = connect_redis_as(settings.redis_url, acl.SNAPSHOTTER, settings.redis_creds)
-    nc = await bus.connect(settings.nats_url, f"snapshotter-{settings.node}")
+    creds = bus_auth.for_service(settings.nats_creds, permissions.SNAPSHOTTER, settings.node)
+    nc = await bus.connect(settings.nats_url, f"snapshotter-{settings.node}", creds)
     js = nc.jetstream()
-    await bus.ensure_streams(js)
+    await bus_auth.streams_ready(js, creds)
     if killed := await stop_orphans(settings.node, Pods(r)):
         log.warning("stopped %d restored worker(s) left by a snapshotter that died mid-restore", killed)
     gpu = gpu_support.detect(settings.cuda_checkpoint_path)
@@ -70,10 +71,10 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     containers = await _containers(settings, criu.version, lock)
     dumps = Dumps(settings, criu, js, r, lock, containers, cuda)
     restores = Restores(settings, criu, r, lock, containers, cuda)
-    broker = make_broker(settings.nats_url, f"snapshotter-{settings.node}")
+    broker = make_broker(settings.nats_url, f"snapshotter-{settings.node}", creds)
     # NEW: a node's first snapshotter does not replay a week of other pods' requests.
     subscribe(broker, streams.snapshotter_requests(settings.node), SnapshotRequested, dumps.on_requested,
-              deliver_policy=DeliverPolicy.NEW)
+              deliver_policy=DeliverPolicy.NEW, creds=creds)
     await broker.start()
     tasks: set[asyncio.Task] = set()
 

@@ -13,6 +13,7 @@ class SnapshotterSettings:
     nats_url: str
     redis_url: str
     state_dir: Path  # local tier, unpacked-image cache, dump scratch space
+    nats_creds: Path | None = None  # this service's bus credentials (JSON, 0600); None: an open bus
     redis_creds: Path | None = None  # this service's store credentials (JSON, 0600); None: none needed
     shared_dir: Path | None = None  # a directory every node mounts: the shared tier
     criu_path: str | None = None  # default: /usr/local/sbin/criu, then PATH

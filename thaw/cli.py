@@ -40,7 +40,8 @@ def cmd_invoke(args) -> None:
     data = args.data.encode() if args.data != "-" else sys.stdin.buffer.read()
     started = time.perf_counter()
     if args.nats:
-        status, body = asyncio.run(_invoke_nats(args.nats, _key(args), args.name, data, args.timeout))
+        status, body = asyncio.run(_invoke_nats(args.nats, _key(args), args.name, data, args.timeout,
+                                                Path(args.state_dir)))
     else:
         status, body, _ = _gateway(args).call("POST", f"/v1/functions/{args.name}/invoke", data, args.content_type)
     took = (time.perf_counter() - started) * 1000
@@ -50,10 +51,16 @@ def cmd_invoke(args) -> None:
         sys.exit(1)
 
 
-async def _invoke_nats(url: str, key: str, name: str, data: bytes, timeout_s: float) -> tuple[int, bytes]:
+async def _invoke_nats(url: str, key: str, name: str, data: bytes, timeout_s: float,
+                       state_dir: Path = DEFAULT_STATE) -> tuple[int, bytes]:
+    """Over `infer.request.<name>`, as the bus user `client` when `thaw up` made one in
+    `state_dir` (its bus lets no one in without)."""
     import nats
 
-    nc = await nats.connect(url)
+    from thaw.launcher import bus_credentials
+
+    creds = bus_credentials(state_dir, "client")
+    nc = await nats.connect(url, **(creds.connect_options() if creds else {}))
     try:
         msg = await nc.request(f"infer.request.{name}", data, timeout=timeout_s,
                                headers={"Authorization": f"Bearer {key}"})

@@ -9,6 +9,7 @@ The snapshotter starts only when CRIU is usable here (`criu check` passes, which
 CRIU 4.x); otherwise `thaw up` says why and every pod cold-starts.
 """
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -19,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bus_schemas import permissions
 from thaw.supervisor import Supervisor
-from thaw_core import servers
+from thaw_core import bus_auth, servers
 from thaw_core.store import acl
 from thaw_core.ports import free_port
 
@@ -78,13 +80,22 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
     logs = state_dir / "logs"
     sup = Supervisor(state_dir / "run" / "components.json", say)
     try:
-        say(f"starting nats-server (JetStream) ... store in {state_dir / 'nats'}")
-        nats = servers.start_nats(state_dir / "nats", port=nats_port, log_path=logs / "nats-server.log")
-        sup.add("nats-server", _restarts_of(nats, lambda: servers.start_nats(
-            state_dir / "nats", port=nats.port, log_path=logs / "nats-server.log")), logs / "nats-server.log", server=True)
-        say(f"nats-server ready at {nats.url}")
-        say("starting valkey-server (Redis protocol; a user per role, no default user) ...")
+        from agents.config import load_agent_settings
+
         secrets_dir = state_dir / "secrets"
+        node = load_agent_settings(config, "", "", state_dir / "agent").node
+        say(f"starting nats-server (JetStream; a user per role, node {node}) ... store in {state_dir / 'nats'}")
+        nats_port = nats_port or free_port()
+        bus_users = bus_auth.server_args(bus_auth.write_platform_config(
+            secrets_dir, [node], listen=f"127.0.0.1:{nats_port}", store_dir=state_dir / "nats"))
+        nats = servers.start_nats(state_dir / "nats", port=nats_port, log_path=logs / "nats-server.log",
+                                  config_args=bus_users)
+        sup.add("nats-server", _restarts_of(nats, lambda: servers.start_nats(
+            state_dir / "nats", port=nats.port, log_path=logs / "nats-server.log", config_args=bus_users)),
+            logs / "nats-server.log", server=True)
+        asyncio.run(bus_auth.provision_streams(nats.url, bus_credentials(state_dir, permissions.OPERATOR)))
+        say(f"nats-server ready at {nats.url} (streams provisioned; credentials in {secrets_dir})")
+        say("starting valkey-server (Redis protocol; a user per role, no default user) ...")
         users = acl.valkey_args(acl.write_acl_file(state_dir / "valkey-users.acl", acl.ensure_credentials(secrets_dir)))
         redis = servers.start_redis(state_dir / "redis", port=redis_port, log_path=logs / "redis-server.log",
                                     persist=True, extra_args=users)
@@ -95,14 +106,17 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
         platform = Platform(state_dir, nats, redis, f"http://127.0.0.1:{http_port}", sup)
         common = ["--nats", nats.url, "--redis", redis.url]
 
-        def store_user(role: str) -> list[str]:
-            return ["--redis-credentials", str(acl.credentials_path(secrets_dir, role))]
-        _add_service(sup, "placement", ["-m", "placement", *common, *store_user(acl.PLACEMENT)], logs)
+        def credentials(role: str) -> list[str]:
+            """This role's store credentials, and its bus credentials (per node for node roles)."""
+            bus_user = permissions.user_name(role, node if role in permissions.NODE_ROLES else "")
+            return ["--redis-credentials", str(acl.credentials_path(secrets_dir, role)),
+                    "--nats-credentials", str(bus_auth.credentials_path(secrets_dir, bus_user))]
+        _add_service(sup, "placement", ["-m", "placement", *common, *credentials(acl.PLACEMENT)], logs)
         say("placement worker started")
-        agent_args = ["-m", "agents", *common, *store_user(acl.AGENT), "--state-dir", str(state_dir / "agent")]
+        agent_args = ["-m", "agents", *common, *credentials(acl.AGENT), "--state-dir", str(state_dir / "agent")]
         if config is not None:
             agent_args += ["--config", str(config)]
-        snapshotter_args = _snapshotter_args(state_dir, config, [*common, *store_user(acl.SNAPSHOTTER)])
+        snapshotter_args = _snapshotter_args(state_dir, config, [*common, *credentials(acl.SNAPSHOTTER)])
         if snapshotter_args:
             agent_args += ["--expect-snapshotter"]  # its silence then marks the node degraded
         _add_service(sup, "agent", agent_args, logs)
@@ -110,7 +124,7 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
         if snapshotter_args:
             _add_service(sup, "snapshotter", snapshotter_args, logs)
             say("snapshotter started: warm workers are snapshotted once, later pods restore from them")
-        _add_service(sup, "gateway", ["-m", "gateway", *common, *store_user(acl.GATEWAY), "--port", str(http_port)], logs)
+        _add_service(sup, "gateway", ["-m", "gateway", *common, *credentials(acl.GATEWAY), "--port", str(http_port)], logs)
         wait_http_ok(f"{platform.gateway_url}/healthz", 30, sup.proc("gateway"), "gateway")
         say(f"gateway ready at {platform.gateway_url}")
     except BaseException:
@@ -135,8 +149,6 @@ def _add_service(sup: Supervisor, name: str, args: list[str], logs: Path) -> Non
 
 def _snapshotter_args(state_dir: Path, config: Path | None, common: list[str]) -> list[str] | None:
     """Arguments for this node's snapshotter, or None (said why) when CRIU is not usable."""
-    import asyncio
-
     from agents.config import load_agent_settings
     from snapshotter.criu import find_criu
     from snapshotter.errors import CriuMissing
@@ -179,6 +191,13 @@ def ensure_api_key(state_dir: Path, redis_url: str) -> str:
             await r.aclose()
 
     return asyncio.run(check_or_create())
+
+
+def bus_credentials(state_dir: Path, role: str) -> bus_auth.Credentials | None:
+    """A platform-wide bus user's credentials `thaw up` made in `state_dir` (client, operator),
+    None where it made none."""
+    path = bus_auth.credentials_path(state_dir / "secrets", permissions.user_name(role))
+    return bus_auth.read_credentials(path, permissions.user_name(role)) if path.exists() else None
 
 
 def operator_creds(state_dir: Path) -> acl.Creds | None:

@@ -36,7 +36,7 @@ def run_up(args) -> None:
             out = gw.json("POST", "/v1/functions", msgspec.to_builtins(spec))
             say(f"deployed {spec.name} (revision {out['revision']}) from {f}")
         if args.demo:
-            demo(gw, platform.nats.url, key, embeddings=any(f.parent.name == "embeddings" for f in files))
+            demo(gw, platform.nats.url, key, state_dir, embeddings=any(f.parent.name == "embeddings" for f in files))
         if args.exit_after_demo:
             return
         say(f"up: HTTP {platform.gateway_url}  NATS {platform.nats.url}  Redis {platform.redis.url}")
@@ -63,7 +63,7 @@ def demo_files() -> list[Path]:
     return files
 
 
-def demo(gw: Gateway, nats_url: str, key: str, embeddings: bool) -> None:
+def demo(gw: Gateway, nats_url: str, key: str, state_dir: Path, embeddings: bool) -> None:
     import asyncio
 
     from thaw.cli import _invoke_nats
@@ -74,7 +74,7 @@ def demo(gw: Gateway, nats_url: str, key: str, embeddings: bool) -> None:
         say(f"echo over HTTP, {label}: {status} {body.decode()} in {(time.perf_counter() - started) * 1000:.1f} ms "
             f"(pod {headers.get('Thaw-Pod', '?')})")
     started = time.perf_counter()
-    status, body = asyncio.run(_invoke_nats(nats_url, key, "echo", b'{"via": "nats"}', 60))
+    status, body = asyncio.run(_invoke_nats(nats_url, key, "echo", b'{"via": "nats"}', 60, state_dir))
     say(f"echo over NATS infer.request.echo: {status} {body.decode()} in {(time.perf_counter() - started) * 1000:.1f} ms")
     if embeddings:
         _demo_embeddings(gw)

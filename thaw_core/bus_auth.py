@@ -226,6 +226,21 @@ async def require_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = 
         raise StreamsMissing(missing)
 
 
+def for_service(path: Path | None, role: str, node: str = "") -> Credentials | None:
+    """A service's bus credentials from its file (`thaw up` gives each its own), None when it
+    was given none (an open bus, as in the component tests)."""
+    return read_credentials(path, P.user_name(role, node)) if path else None
+
+
+async def streams_ready(js: JetStreamContext, creds: Credentials | None) -> None:
+    """With credentials the operator provisioned the streams (no service may): check they are
+    there. Without, on an open bus, create or update them as before."""
+    if creds is None:
+        await bus.ensure_streams(js)
+    else:
+        await require_streams(js)
+
+
 def _rights(allow: tuple[str, ...], deny: tuple[str, ...]) -> dict[str, list[str]]:
     if not allow:
         return {"deny": [P.EVERYTHING]}

@@ -84,11 +84,15 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float, name: 
     raise TimeoutError(f"{name} did not listen on port {port} within {timeout_s}s")
 
 
-def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = None) -> Server:
-    """nats-server with JetStream, storing under data_dir. Reusing data_dir keeps the streams."""
+def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = None,
+               config_args: tuple[str, ...] | list[str] = ()) -> Server:
+    """nats-server with JetStream, storing under data_dir. Reusing data_dir keeps the streams.
+    `config_args` (thaw_core.bus_auth.server_args) run it from a config file instead, which
+    names the same port and store and the bus users."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(data_dir)]
+    flags = list(config_args) or ["-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(data_dir)]
+    cmd = [nats_server_binary(), *flags]
     process = _spawn(cmd, log_path or data_dir / "nats-server.log")
     wait_for_port(port, process, 15, "nats-server")
     return Server("nats", f"nats://127.0.0.1:{port}", port, process, data_dir)

@@ -20,6 +20,7 @@ from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from nats.js.api import DeliverPolicy
 
+from thaw_core.bus_auth import Credentials
 from bus_schemas.codec import DecodeError, decode
 from bus_schemas.streams import ConsumerSpec
 from thaw_core import telemetry
@@ -36,8 +37,10 @@ class Retry(Exception):
         self.delay_s = delay_s
 
 
-def make_broker(url: str, name: str) -> NatsBroker:
+def make_broker(url: str, name: str, creds: Credentials | None = None) -> NatsBroker:
+    """With `creds`, logged in as that bus user (thaw_core.bus_auth)."""
     return NatsBroker(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
+                      **(creds.broker_options() if creds else {}),
                       logger=logging.getLogger(f"faststream.{name}"), log_level=logging.DEBUG)
 
 
@@ -47,8 +50,9 @@ async def _raw_body(msg: NatsMessage) -> bytes:
 
 def subscribe(broker: NatsBroker, spec: ConsumerSpec, type_: type[T],
               handler: Callable[[T, str], Awaitable[Any]],
-              deliver_policy: DeliverPolicy = DeliverPolicy.ALL) -> None:
-    """Attach `handler(message, subject)` to the durable consumer `spec`."""
+              deliver_policy: DeliverPolicy = DeliverPolicy.ALL, creds: Credentials | None = None) -> None:
+    """Attach `handler(message, subject)` to the durable consumer `spec`. Pass the broker's
+    `creds`: faststream gives a pull consumer its own reply inbox, which must be the user's."""
     config = ConsumerConfig(ack_wait=spec.ack_wait_s, max_deliver=spec.max_deliver,
                             max_ack_pending=spec.max_ack_pending, deliver_policy=deliver_policy)
 
@@ -59,7 +63,7 @@ def subscribe(broker: NatsBroker, spec: ConsumerSpec, type_: type[T],
     broker.subscriber(
         spec.filter_subject, stream=JStream(spec.stream, declare=False), durable=spec.durable,
         pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.MANUAL,
-        config=config, decoder=_raw_body,
+        config=config, decoder=_raw_body, **({"inbox_prefix": creds.subscriber_inbox_prefix} if creds else {}),
     )(on_message)
 
 

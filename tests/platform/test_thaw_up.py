@@ -157,8 +157,9 @@ def test_thaw_up_serves_and_ctrl_c_stops_everything(tmp_path):
         up.clean_up()
 
 
-def test_thaw_ups_store_lets_no_one_in_without_a_role_and_keeps_the_secrets_private(tmp_path):
-    """The minting attack: one SET of thaw:apikey:<sha256> made a working key for any tenant."""
+def test_thaw_ups_bus_and_store_let_no_one_in_without_a_role_and_keep_the_secrets_private(tmp_path):
+    """The minting attack (one SET of thaw:apikey:<sha256> made a working key for any tenant),
+    and reading every caller's Authorization header by subscribing to `>` on the bus."""
     import re
     import stat
 
@@ -180,13 +181,23 @@ def test_thaw_ups_store_lets_no_one_in_without_a_role_and_keeps_the_secrets_priv
         assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
         assert {stat.S_IMODE(p.stat().st_mode) for p in secrets.iterdir()} == {0o600}
         users = (up.state / "valkey-users.acl").read_text()
-        assert not [p for p in secrets.iterdir() if json.loads(p.read_text())["password"] in users], \
+        assert not [p for p in secrets.glob("*.json") if json.loads(p.read_text())["password"] in users], \
             "the ACL file holds password hashes only"
         made = subprocess.run([sys.executable, "-m", "thaw.cli", "--state-dir", str(up.state), "keys",
                                "--tenant", "team-b", "--role", "invoker", "--redis", url],
                               capture_output=True, text=True, timeout=30)
         assert made.returncode == 0 and made.stdout.startswith("thaw_"), made.stderr  # the operator still can
         assert up.invoke() == b"hi"
+        bus = re.search(r"nats-server ready at (\S+)", "".join(up.lines)).group(1)
+        anyone = subprocess.run([sys.executable, "-c", "import asyncio, nats, sys\n"
+                                 "async def main():\n    await nats.connect(sys.argv[1], allow_reconnect=False, "
+                                 "max_reconnect_attempts=0, connect_timeout=3)\n"
+                                 "asyncio.run(main())", bus], capture_output=True, text=True, timeout=30)
+        assert anyone.returncode != 0 and "authorization" in anyone.stderr.lower(), anyone.stderr[-500:]
+        client = subprocess.run([sys.executable, "-m", "thaw.cli", "--state-dir", str(up.state), "--url",
+                                 f"http://127.0.0.1:{up.port}", "invoke", "echo", "over-the-bus", "--nats", bus],
+                                capture_output=True, text=True, timeout=60)
+        assert client.stdout.strip() == "over-the-bus", client.stderr[-500:]
         up.ctrl_c(timeout_s=STOP_BOUND_S + 30)
     finally:
         up.clean_up()
