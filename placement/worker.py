@@ -117,8 +117,10 @@ class PlacementWorker:
     async def _assign(self, pod: str, spec: FunctionSpec, p: Placed, snapshot: str = "") -> None:
         msg = PodAssigned(pod=pod, node=p.node, spec=spec, snapshot=snapshot,
                           gpus=GpuSlice(indices=p.gpus, vram_mib=p.vram_mib, gpu_milli=p.gpu_milli))
-        await bus.publish(self._js, subjects.place_assigned(p.node), msg, msg_id=f"assign:{pod}")
+        # `pending` is on the PODS stream before the agent can hear of the pod, so its `restoring`
+        # or `starting` never lands first (a pod's states had two producers racing).
         await self._announce(pod, spec.name, p.node, PodState.PENDING)
+        await bus.publish(self._js, subjects.place_assigned(p.node), msg, msg_id=f"assign:{pod}")
         log.info("placed %s on %s GPUs %s (%d MiB, %d milli each)", pod, p.node, p.gpus, p.vram_mib, p.gpu_milli)
 
     async def _record_unplaceable(self, fn: str, reasons: dict[str, str]) -> None:
