@@ -9,11 +9,12 @@ set `THAW_*` variables): reconciliation touches only processes that carry this a
 """
 
 import hashlib
-import os
 import re
 import secrets
 import socket
 from pathlib import Path
+
+from thaw_core.private_files import publish_once
 
 TOKEN_ENV = "THAW_AGENT"
 _TOKEN_FILE = "agent-token"
@@ -34,13 +35,5 @@ def agent_token(state_dir: Path) -> str:
     path = state_dir / _TOKEN_FILE
     if not path.exists():
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{_TOKEN_FILE}.{secrets.token_hex(4)}")
-        tmp.write_text(secrets.token_hex(16))
-        tmp.chmod(0o600)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+        publish_once(path, secrets.token_hex(16))
     return path.read_text().strip()

@@ -36,6 +36,7 @@ from bus_schemas import permissions as P
 from bus_schemas.permissions import BusUser, Permissions
 from bus_schemas.streams import ALL_STREAMS, StreamSpec
 from thaw_core import bus
+from thaw_core.private_files import publish_once, replace_private
 
 CONFIG_FILE = "nats-server.conf"
 
@@ -120,7 +121,7 @@ def ensure_credentials(secrets_dir: Path, users: Iterable[str]) -> dict[str, Cre
     for user in users:
         path = credentials_path(secrets_dir, user)
         if not path.exists():
-            _publish_once(path, json.dumps({"user": user, "password": secrets.token_urlsafe(32)}) + "\n")
+            publish_once(path, json.dumps({"user": user, "password": secrets.token_urlsafe(32)}) + "\n")
         os.chmod(path, 0o600)
         found[user] = read_credentials(path, user)
     return found
@@ -175,10 +176,7 @@ def permissions_block(p: Permissions) -> dict[str, Any]:
 def write_server_config(path: Path, text: str) -> Path:
     """Write (or replace, whole) the server config, mode 0600; returns `path`."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    _write_private(tmp, text)
-    os.replace(tmp, path)
-    return path
+    return replace_private(path, text)
 
 
 def write_platform_config(secrets_dir: Path, nodes: Iterable[str], *, listen: str, store_dir: Path,
@@ -247,21 +245,3 @@ def _rights(allow: tuple[str, ...], deny: tuple[str, ...]) -> dict[str, list[str
     return {"allow": list(allow), **({"deny": list(deny)} if deny else {})}
 
 
-def _publish_once(path: Path, body: str) -> None:
-    """Create `path` with `body` (0600) unless it already exists; never a half-written file."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    _write_private(tmp, body)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass  # another caller made it first: theirs stands
-    finally:
-        tmp.unlink()
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus_schemas import redis_keys as K
+from thaw_core.private_files import publish_once, replace_private
 
 GATEWAY, PLACEMENT, AGENT, SNAPSHOTTER, OPERATOR = "gateway", "placement", "agent", "snapshotter", "operator"
 ROLES = (GATEWAY, PLACEMENT, AGENT, SNAPSHOTTER, OPERATOR)
@@ -219,7 +220,7 @@ def ensure_credentials(secrets_dir: Path, roles: Iterable[str] = ROLES) -> dict[
         path = credentials_path(secrets_dir, role)
         if not path.exists():
             body = json.dumps({"user": role, "password": secrets.token_urlsafe(32)}) + "\n"
-            _publish_once(path, body)
+            publish_once(path, body)
         out[role] = read_credentials(path, role)
         os.chmod(path, 0o600)
     return out
@@ -243,30 +244,7 @@ def read_credentials(path: Path, role: str | None = None) -> Creds:
 
 def write_acl_file(path: Path, creds: dict[str, Creds]) -> Path:
     """Write (or replace, whole) the ACL file for `creds`, mode 0600; returns `path`."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    _write_private(tmp, acl_file_text(creds))
-    os.replace(tmp, path)
-    return path
-
-
-def _publish_once(path: Path, body: str) -> None:
-    """Create `path` with `body` (0600) unless it already exists; never a half-written file."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    _write_private(tmp, body)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass  # another caller made it first: theirs stands
-    finally:
-        tmp.unlink()
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    return replace_private(path, acl_file_text(creds))
 
 
 def _unique(items: Iterable[str]) -> list[str]:
