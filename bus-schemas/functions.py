@@ -31,7 +31,8 @@ class Resources(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     gpu_count: Annotated[int, Meta(ge=0, le=16)] = 1  # 0: CPU-only worker
     gpu_models: tuple[GpuModel, ...] = ()  # allowed models; empty means any
     cpu_milli: Annotated[int, Meta(ge=1, le=1_024_000)] = 500
-    memory_mib: Annotated[int, Meta(ge=16, le=4 << 20)] = 512
+    memory_mib: Annotated[int, Meta(ge=16, le=4 << 20)] = 512  # the worker's memory limit (its cgroup)
+    pids: Annotated[int, Meta(ge=8, le=1 << 20)] = 4096  # processes and threads the worker may have
 
 
 class Scaling(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

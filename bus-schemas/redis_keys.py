@@ -12,6 +12,7 @@ def function(fn: str) -> str:
 
 
 FUNCTIONS = f"{PREFIX}fns"  # set of function names
+WORKER_UIDS = f"{PREFIX}worker_uids"  # counter: functions given a worker uid so far
 
 
 def function_pods(fn: str) -> str:

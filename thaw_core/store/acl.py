@@ -108,8 +108,9 @@ GRANTS: dict[str, Grant] = {
     # Functions.get / all; the gateway's why-unplaceable (HMGET on the function's hash)
     "functions.read": Grant(reads=(FUNCTION, K.FUNCTIONS), commands=("hget", "hmget", "smembers")),
     # Functions.put (script) and delete (MULTI)
-    "functions.deploy": Grant(writes=(FUNCTION, K.FUNCTIONS),
-                              commands=(*SCRIPTS, *TRANSACTION, "hget", "hincrby", "hset", "sadd", "del", "srem")),
+    "functions.deploy": Grant(writes=(FUNCTION, K.FUNCTIONS, K.WORKER_UIDS),
+                              commands=(*SCRIPTS, *TRANSACTION, "hget", "hincrby", "hset", "hexists", "incr", "sadd",
+                                        "del", "srem")),
     # placement/worker.py records why a function cannot be placed in the function's hash
     "functions.annotate": Grant(writes=(FUNCTION,), commands=("hset",)),
     # Pods.get / live_ids / live; the snapshotter's HGET of a pod's state and GPUs

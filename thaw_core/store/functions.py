@@ -1,4 +1,9 @@
-"""Deployed function specs. Names are global; each function belongs to one tenant."""
+"""Deployed function specs. Names are global; each function belongs to one tenant.
+
+Each function also gets its own host uid for its workers when it is first deployed (kept on
+redeploys, never reused: a counter), so no two functions' workers share file ownership
+(thaw_core/sandbox). The uid is the store's, never the message's.
+"""
 
 import redis.asyncio as redis
 
@@ -12,8 +17,14 @@ if owner and owner ~= ARGV[2] then return -1 end
 local rev = redis.call('HINCRBY', KEYS[1], 'revision', 1)
 redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'tenant', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
+if redis.call('HEXISTS', KEYS[1], 'uid') == 0 then
+  redis.call('HSET', KEYS[1], 'uid', tonumber(ARGV[4]) + redis.call('INCR', KEYS[3]))
+end
 return rev
 """
+WORKER_UID_BASE = 2_000_000
+"""Function n's workers run as host uid WORKER_UID_BASE + n: far above login users and the
+100000-165535 ranges that /etc/subuid usually hands to rootless containers."""
 
 
 class FunctionOwnedElsewhere(Exception):
@@ -27,8 +38,8 @@ class Functions:
 
     async def put(self, spec: FunctionSpec) -> int:
         """Create or replace; returns the new revision. Raises FunctionOwnedElsewhere."""
-        rev = await self._put(keys=[K.function(spec.name), K.FUNCTIONS],
-                              args=[encode(spec).decode(), spec.tenant, spec.name])
+        rev = await self._put(keys=[K.function(spec.name), K.FUNCTIONS, K.WORKER_UIDS],
+                              args=[encode(spec).decode(), spec.tenant, spec.name, WORKER_UID_BASE])
         if int(rev) < 0:
             raise FunctionOwnedElsewhere(spec.name)
         return int(rev)
@@ -36,6 +47,12 @@ class Functions:
     async def get(self, name: str) -> FunctionSpec | None:
         raw = await self._r.hget(K.function(name), "spec")
         return decode(raw, FunctionSpec) if raw else None
+
+    async def worker_uid(self, name: str) -> int | None:
+        """The host uid of the function's workers, None for a function not deployed (or
+        deployed before uids existed: redeploy it)."""
+        raw = await self._r.hget(K.function(name), "uid")
+        return int(raw) if raw else None
 
     async def all(self) -> list[FunctionSpec]:
         names = sorted(await self._r.smembers(K.FUNCTIONS))
