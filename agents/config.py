@@ -8,7 +8,8 @@
     vram_mib = 24576
 
 Other `[node]` keys are the AgentSettings fields of the same name (e.g. `heartbeat_s`,
-`expect_snapshotter`, `snapshotter_ping_timeout_s`, `snapshotter_down_after`).
+`expect_snapshotter`, `snapshotter_ping_timeout_s`, `snapshotter_down_after`, `sandbox`,
+`pod_cidr`: the snapshotter of the node must be given the same `--pod-cidr`).
 """
 
 import tomllib
@@ -34,7 +35,7 @@ def load_agent_settings(path: Path | None, nats_url: str, redis_url: str, state_
     kwargs = {k: section[k] for k in ("runtime", "cpu_milli", "memory_mib", "heartbeat_s", "force_mock_gpus",
                                             "stop_workers_on_exit", "request_snapshots", "restore_timeout_s",
                                             "expect_snapshotter", "snapshotter_ping_timeout_s",
-                                            "snapshotter_down_after")
+                                            "snapshotter_down_after", "sandbox", "pod_cidr")
               if k in section}
     if "container_socket" in section:
         kwargs["container_socket"] = Path(section["container_socket"])

@@ -4,7 +4,9 @@ own variables, and what the platform tells it (port, GPUs, vRAM share)."""
 import os
 import sys
 
+from bus_schemas.functions import FunctionSpec
 from bus_schemas.pods import PodAssigned
+from thaw_core.sandbox.cgroups import Limits
 
 PASS_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "HF_HOME", "HF_HUB_OFFLINE")
 
@@ -28,3 +30,9 @@ def worker_env(a: PodAssigned, port: int) -> dict[str, str]:
 def expand_command(command: tuple[str, ...]) -> tuple[str, ...]:
     """`{python}` is the agent's interpreter, so examples run in the platform's venv."""
     return tuple(part.replace("{python}", sys.executable) for part in command)
+
+
+def worker_limits(spec: FunctionSpec) -> Limits:
+    """The cgroup limits of the function's workers: what it reserved, enforced."""
+    r = spec.resources
+    return Limits(memory_mib=r.memory_mib, cpu_milli=r.cpu_milli, pids=r.pids)

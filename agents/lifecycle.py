@@ -30,11 +30,12 @@ from thaw_core.store.ledger import Ledger
 from thaw_core.store.pods import Pods
 
 from agents.claims import confirmed, stop_refused
-from agents.env import expand_command, worker_env
+from agents.env import expand_command, worker_env, worker_limits
 from agents.health import healthy
 from agents.records import WorkerRecords
 from agents.runtime.base import WorkerHandle, WorkerLaunch, WorkerRuntime
 from agents.snapshots import RestoreUnavailable, SnapshotClient
+from agents.vram import Share, VramWatch
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,13 @@ class Lifecycle:
     def __init__(self, node: str, js: JetStreamContext, pods: Pods, ledger: Ledger, functions: Functions,
                  runtime: WorkerRuntime,
                  records: WorkerRecords, http: aiohttp.ClientSession, log_dir: Path, stop_grace_s: float,
-                 snapshots: SnapshotClient | None = None):
+                 snapshots: SnapshotClient | None = None, vram: VramWatch | None = None):
         self.node = node
         self._functions = functions
         self._js, self._pods, self._ledger, self._runtime = js, pods, ledger, runtime
         self._records, self._http, self._log_dir, self._grace = records, http, log_dir, stop_grace_s
         self._snapshots = snapshots  # None: this node neither restores nor asks for snapshots
+        self._vram = vram  # None: GPU memory is not watched
         self.workers: dict[str, Worker] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -93,7 +95,11 @@ class Lifecycle:
     async def _restore(self, a: PodAssigned) -> bool:
         """Have the snapshotter restore the worker; True once it runs and is being watched."""
         try:
+            self._runtime.prepare(a.pod, worker_limits(a.spec))
             handle, took_s = await self._snapshots.restore(a)
+        except OSError as exc:
+            await self._snapshots.record(a.pod, "restore_failed", f"cold start instead: the pod's cgroup: {exc}")
+            return False
         except RestoreUnavailable as exc:
             await self._snapshots.record(a.pod, "restore_failed", f"cold start instead: {exc}")
             return False
@@ -117,13 +123,16 @@ class Lifecycle:
         applied, found = await self._pods.transition(a.pod, {PodState.RESTORING}, PodState.STARTING, now_ms())
         if not applied:
             log.info("pod %s is %s, not restoring: no cold start", a.pod, found or "gone")
+            await self._runtime.forget(a.pod)
             return
         await self._cold_start(a)
 
     async def _cold_start(self, a: PodAssigned) -> None:
         port = a.spec.port or free_port()
+        uid = await self._functions.worker_uid(a.spec.name) or 0
         launch = WorkerLaunch(pod=a.pod, fn=a.spec.name, port=port, command=expand_command(a.spec.command),
-                              image=a.spec.image, env=worker_env(a, port), log_path=self._log_dir / f"{a.pod}.log")
+                              image=a.spec.image, env=worker_env(a, port), log_path=self._log_dir / f"{a.pod}.log",
+                              uid=uid, limits=worker_limits(a.spec))
         try:
             handle = await self._runtime.start(launch)
         except (OSError, ValueError) as exc:
@@ -154,7 +163,8 @@ class Lifecycle:
                 if fallback is not None:
                     await self._fall_back(fallback, "the restored worker exited before it was healthy")
                     return
-                await self.fail(pod, spec.name, f"worker exited during start-up; see {self._log_dir / (pod + '.log')}")
+                why = self._runtime.exit_reason(worker.handle) or "worker exited during start-up"
+                await self.fail(pod, spec.name, f"{why}; see {self._log_dir / (pod + '.log')}")
                 return
             if await healthy(self._http, worker.handle.endpoint, spec.health_path):
                 if await self._ready(pod, spec.name, worker.handle) and not worker.restored_from \
@@ -201,6 +211,8 @@ class Lifecycle:
         handle = worker.handle if worker else self._recorded_handle(pod)
         if handle is not None:
             await self._runtime.stop(handle, self._grace)
+        else:
+            await self._runtime.forget(pod)
         # Dropped only now, so heartbeats keep listing the pod while it drains.
         self.workers.pop(pod, None)
         fn = worker.fn if worker else ""
@@ -226,7 +238,9 @@ class Lifecycle:
         self._records.remove(pod)
 
     async def check_workers(self) -> None:
-        """Fail pods whose process died, or that failed three health probes in a row."""
+        """Fail pods whose process died, that failed three health probes in a row, or that use
+        more GPU memory than their share."""
+        shares: list[Share] = []
         for pod, worker in list(self.workers.items()):
             if not await self._runtime.is_alive(worker.handle):
                 record = await self._pods.get(pod)
@@ -234,17 +248,22 @@ class Lifecycle:
                     continue  # its start watcher decides: fail a cold start, fall back from a restore
                 if record is not None and record.state == PodState.DRAINING:
                     continue  # being stopped: a container is gone before `stop` returns
-                await self.fail(pod, worker.fn, "worker process exited")
+                await self.fail(pod, worker.fn, self._runtime.exit_reason(worker.handle) or "worker process exited")
                 continue
             record = await self._pods.get(pod)
             if record is None or record.state not in (PodState.IDLE, PodState.BUSY):
                 continue
+            if record.gpus:
+                shares.append(Share(pod, worker.fn, record.gpus, record.vram_mib, self._runtime.pids(worker.handle)))
             if await healthy(self._http, worker.handle.endpoint, worker.health_path, timeout_s=2.0):
                 worker.probe_failures = 0
             else:
                 worker.probe_failures += 1
                 if worker.probe_failures >= 3:
                     await self.fail(pod, worker.fn, "worker failed 3 health probes in a row")
+        if self._vram is not None:
+            for over in await self._vram.over(shares):
+                await self.fail(over.pod, over.fn, over.reason())
 
     def _recorded_handle(self, pod: str) -> WorkerHandle | None:
         for handle, _ in self._records.all():
@@ -265,3 +284,4 @@ class Lifecycle:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._runtime.close()

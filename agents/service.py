@@ -31,13 +31,15 @@ from agents.records import WorkerRecords
 from agents.runtime.process import ProcessRuntime
 from agents.settings import AgentSettings
 from agents.snapshots import SnapshotClient, SnapshotterSilent
+from agents.vram import MockMeter, NvmlMeter, VramWatch
 
 log = logging.getLogger(__name__)
 
 
 def make_runtime(settings: AgentSettings):
     if settings.runtime == "process":
-        return ProcessRuntime(settings.state_dir / "logs", settings.node, agent_token(settings.state_dir))
+        return ProcessRuntime(settings.state_dir / "logs", settings.node, agent_token(settings.state_dir),
+                              sandbox=settings.sandbox, pod_cidr=settings.pod_cidr)
     if settings.runtime == "container":
         from agents.runtime.container import ContainerRuntime
 
@@ -59,8 +61,9 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
     records = WorkerRecords(settings.state_dir / "workers")
     snapshots = _snapshot_client(settings, runtime, nc, js, r)
     async with aiohttp.ClientSession() as http:
+        vram = VramWatch(NvmlMeter() if source == "nvml" else MockMeter(), r)
         lifecycle = Lifecycle(settings.node, js, Pods(r), Ledger(r), Functions(r), runtime, records, http,
-                              settings.state_dir / "logs", settings.stop_grace_s, snapshots)
+                              settings.state_dir / "logs", settings.stop_grace_s, snapshots, vram)
         await reconcile(settings.node, lifecycle, records, runtime, Pods(r), Functions(r))
         report = _CapacityReport(js, capacity)
         await report.publish()

@@ -41,6 +41,10 @@ class AgentSettings:
     container_mounts: tuple[Path, ...] = ()  # host dirs bind-mounted read-only into containers
     # A graceful stop (SIGTERM/Ctrl-C) stops this node's workers; a crash leaves them to adopt.
     stop_workers_on_exit: bool = True
+    # Process workers run sandboxed (thaw_core/sandbox) wherever the node can: None. False runs
+    # them as the agent's user, in the node's network namespace (and one restored copy at a time).
+    sandbox: bool | None = None
+    pod_cidr: str = ""  # the node's pod subnet; "" derives one from the node id (the snapshotter's too)
 
 
 def _memory_mib() -> int:

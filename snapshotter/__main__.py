@@ -42,6 +42,9 @@ def main() -> None:
                    help="podman API socket (container runtime; the agent's container_socket)")
     p.add_argument("--standby", type=int, default=1, help="staged containers kept per container "
                    "snapshot, so a restore skips podman's import (0: always import)")
+    p.add_argument("--pod-cidr", default="", help="the node's pod subnet, as given to its agent "
+                   "(default: derived from the node name, as the agent does)")
+    p.add_argument("--max-restores", type=int, default=0, help="CRIU restores at once (default: one per core)")
     p.add_argument("--cuda-checkpoint", help="NVIDIA's cuda-checkpoint binary (default: PATH); used with "
                    "driver 550+ to dump a GPU worker's device memory")
     a = p.parse_args()
@@ -50,7 +53,7 @@ def main() -> None:
     except ValueError as exc:
         p.error(str(exc))
     settings = SnapshotterSettings(node=a.node, nats_url=a.nats, redis_url=a.redis, redis_creds=a.redis_credentials,
-                                   nats_creds=a.nats_credentials, state_dir=a.state_dir,
+                                   pod_cidr=a.pod_cidr, max_restores=a.max_restores, nats_creds=a.nats_credentials, state_dir=a.state_dir,
                                    shared_dir=a.shared_dir, criu_path=a.criu, retention=retention,
                                    runtime=a.runtime, podman_socket=a.podman_socket,
                                    standby_per_snapshot=a.standby, cuda_checkpoint_path=a.cuda_checkpoint)

@@ -12,7 +12,10 @@ import time
 import uuid
 from pathlib import Path
 
+from thaw_core.sandbox import network as pod_network
+
 from snapshotter import criu as criu_mod
+from snapshotter import sandboxed
 from snapshotter.cuda_state import CudaCheckpoint
 from snapshotter.errors import CudaCheckpointFailed
 from snapshotter.index import SnapshotIndex
@@ -48,7 +51,8 @@ async def capture_process(criu: criu_mod.Criu, store: TieredStore, index: Snapsh
                           fn: str, node: str, pid: int, port: int, work_dir: Path,
                           policy: RetentionPolicy, progress: Progress = _quiet,
                           spec_digest: str = "", cuda: CudaCheckpoint | None = None,
-                          gpus: tuple[int, ...] = ()) -> tuple[Manifest, tuple[str, ...]]:
+                          gpus: tuple[int, ...] = (),
+                          net: pod_network.PodNetwork | None = None) -> tuple[Manifest, tuple[str, ...]]:
     """Dump the running worker `pid` (left running) and capture the image. The dump directory
     under `work_dir` is removed afterwards, success or not. `spec_digest` is recorded so a
     restore is only offered to pods of the same function spec.
@@ -56,33 +60,45 @@ async def capture_process(criu: criu_mod.Criu, store: TieredStore, index: Snapsh
     With `cuda` (a GPU worker on a node with cuda-checkpoint; `gpus` are the pod's GPU
     indices), the worker's CUDA state is moved to host memory for the dump and back right after
     it, before the image is stored: the image holds device memory and the manifest says so.
-    A failed toggle fails the snapshot (CudaCheckpointFailed), the worker left on its GPU."""
+    A failed toggle fails the snapshot (CudaCheckpointFailed), the worker left on its GPU.
+
+    A sandboxed worker (`net`: this node's pod network) is dumped off its network for the
+    moment of the dump (snapshotter/sandboxed.py); its address is given back either way."""
     sid = new_snapshot_id(fn)
     image_dir = work_dir / f"dump-{sid}"
+    boxed = net is not None and sandboxed.is_sandboxed(pid)
+    mounts = sandboxed.external_mounts(pid) if boxed else {}
     try:
         progress(f"checkpointing pid {pid}")
-        d = await (_dump_with_gpu(criu, cuda, pid, image_dir, progress) if cuda is not None
-                   else criu_mod.dump(criu, pid, image_dir))
+        extra = sandboxed.dump_options(mounts)
+        address = await pod_network.detach(net, pid) if boxed else ""
+        try:
+            d = await (_dump_with_gpu(criu, cuda, pid, image_dir, progress, extra) if cuda is not None
+                       else criu_mod.dump(criu, pid, image_dir, extra=extra))
+        finally:
+            if address:
+                await pod_network.attach(net, pid, address)
         progress(f"dumped {d.size_bytes / 2**20:.1f} MiB in {d.duration_s:.2f}s")
         draft = Manifest(id=sid, fn=fn, node=node, runtime="process",
                          created_ms=int(time.time() * 1000), sha256="", size_bytes=0, raw_bytes=0,
                          arch=platform.machine(), kernel=platform.release(),
                          criu_version=criu.version, port=port, spec_digest=spec_digest,
-                         gpu=cuda is not None, gpu_indices=",".join(map(str, gpus)) if cuda else "")
+                         gpu=cuda is not None, gpu_indices=",".join(map(str, gpus)) if cuda else "",
+                         sandboxed=boxed, mounts=mounts)
         return await capture_image(store, index, image_dir, draft, policy, progress)
     finally:
         shutil.rmtree(image_dir, ignore_errors=True)
 
 
 async def _dump_with_gpu(criu: criu_mod.Criu, cuda: CudaCheckpoint, pid: int, image_dir: Path,
-                         progress: Progress) -> criu_mod.DumpResult:
+                         progress: Progress, extra: tuple[str, ...] = ()) -> criu_mod.DumpResult:
     """cuda-checkpoint on, CRIU dump (left running), cuda-checkpoint off: the worker is off its
     GPU only while CRIU copies it. Moving it back is tried twice; if that still fails the
     snapshot is refused even when the dump succeeded, and the error says the worker is stuck."""
     progress(f"moving pid {pid}'s GPU memory to host memory (cuda-checkpoint)")
     await cuda.suspend(pid)  # on failure it has tried to leave the worker on its GPU
     try:
-        return await criu_mod.dump(criu, pid, image_dir)
+        return await criu_mod.dump(criu, pid, image_dir, extra=extra)
     finally:
         progress(f"moving pid {pid}'s GPU memory back to its GPU")
         try:

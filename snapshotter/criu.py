@@ -107,7 +107,7 @@ def _dir_size(path: Path) -> int:
 
 
 async def dump(criu: Criu, pid: int, image_dir: Path, *, leave_running: bool = True,
-               tcp_established: bool = True, shell_job: bool = False) -> DumpResult:
+               tcp_established: bool = True, shell_job: bool = False, extra: tuple[str, ...] = ()) -> DumpResult:
     """Checkpoint the process tree rooted at `pid` into `image_dir` (created, must be empty).
 
     `leave_running` keeps the worker serving; `tcp_established` lets a dump succeed while a
@@ -121,7 +121,11 @@ async def dump(criu: Criu, pid: int, image_dir: Path, *, leave_running: bool = T
     argv = [str(criu.path), "dump", "-t", str(pid), "-D", str(image_dir), "-o", log]
     argv += ["--leave-running"] if leave_running else []
     argv += ["--tcp-established"] if tcp_established else []
+    # A connection still in the listen queue (a health probe mid-handshake) is not the image's:
+    # its client retries, and the worker left running still has it.
+    argv += ["--skip-in-flight"]
     argv += ["--shell-job"] if shell_job else []
+    argv += extra
     t0 = time.monotonic()
     code, out = await _run(*argv)
     if code:
@@ -132,13 +136,15 @@ async def dump(criu: Criu, pid: int, image_dir: Path, *, leave_running: bool = T
 
 
 async def restore(criu: Criu, image_dir: Path, *, tcp_close: bool = True,
-                  shell_job: bool = False) -> RestoreResult:
+                  shell_job: bool = False, extra: tuple[str, ...] = (),
+                  wrapper: tuple[str, ...] = ()) -> RestoreResult:
     """Restore the image in `image_dir` as a detached process tree and return its root's pid.
 
     The same image may be restored many times (each restore writes only its own log and pid
     file). `tcp_close` restores connections that were open at dump time as closed: their client
-    is gone, and the original may still hold the same 4-tuple. Raises RestoreFailed (a
-    SnapshotUnusable): the caller falls back to a cold start.
+    is gone, and the original may still hold the same 4-tuple. `wrapper`: a command that
+    prepares CRIU's surroundings and execs it (the sandbox's: snapshotter/sandboxed.py). Raises
+    RestoreFailed (a SnapshotUnusable): the caller falls back to a cold start.
     """
     op = uuid.uuid4().hex[:8]
     log, pidfile = f"restore-{op}.log", image_dir / f"restore-{op}.pid"
@@ -146,6 +152,7 @@ async def restore(criu: Criu, image_dir: Path, *, tcp_close: bool = True,
             "--restore-detached", "--pidfile", str(pidfile)]
     argv += ["--tcp-close"] if tcp_close else ["--tcp-established"]
     argv += ["--shell-job"] if shell_job else []
+    argv = [*wrapper, *argv, *extra]
     t0 = time.monotonic()
     code, out = await _run(*argv)
     if code:

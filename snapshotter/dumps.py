@@ -49,7 +49,7 @@ class Dumps:
         self.s, self.criu, self._js, self._r = settings, criu, js, r
         self.store, self.index = settings.store(), SnapshotIndex(r)
         self.pods, self.catalog = Pods(r), SnapshotCatalog(r)
-        self._lock = lock  # one CRIU operation at a time on a node
+        self._lock = lock  # one dump at a time on a node (restores do not wait for it)
         self.containers = containers  # None: process workers only
         self.cuda = cuda  # None: this node cannot checkpoint GPU memory (gpu_support.detect)
 
@@ -101,7 +101,7 @@ class Dumps:
             log.info("snapshot of %s: the pod holds GPU(s) %s but this node has no cuda-checkpoint; "
                      "dumping without GPU state", msg.pod, ",".join(map(str, gpus)))
         return await capture_process(self.criu, self.store, self.index, pid=pid, port=port,
-                                     cuda=cuda, gpus=gpus, **common)
+                                     cuda=cuda, gpus=gpus, net=self.s.network(), **common)
 
     async def _target(self, msg: SnapshotRequested) -> str | tuple[int, int, tuple[int, ...]] | None:
         """The pod's worker if it is ours to dump now: a container id, or (pid, port, GPU

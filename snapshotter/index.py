@@ -23,15 +23,23 @@ class IndexedSnapshot:
 
 def _to_hash(m: Manifest, tiers: tuple[str, ...]) -> dict[str, str]:
     fields = {f: getattr(m, f) for f in m.__struct_fields__}
-    out = {k: (str(int(v)) if isinstance(v, bool) else str(v)) for k, v in fields.items()}
+    out = {k: _field(v) for k, v in fields.items()}
     out["tiers"] = ",".join(tiers)
     return out
+
+
+def _field(v) -> str:
+    if isinstance(v, bool):
+        return str(int(v))
+    return msgspec.json.encode(v).decode() if isinstance(v, dict) else str(v)
 
 
 def _from_hash(raw: dict) -> IndexedSnapshot:
     h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
          for k, v in raw.items()}
     tiers = tuple(t for t in h.pop("tiers", "").split(",") if t)
+    if "mounts" in h:  # the one structured field, kept as JSON
+        h["mounts"] = msgspec.json.decode(h["mounts"] or "{}")
     m = msgspec.convert(h, type=Manifest, strict=False)
     return IndexedSnapshot(manifest=m, tiers=tiers)
 

@@ -29,6 +29,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     gpu: bool = False  # device memory included (cuda-checkpoint)
     gpu_indices: str = ""  # with gpu: the node's GPU indices the worker held ("0,1"); a restore needs the same
     spec_digest: str = ""  # bus_schemas.functions.spec_digest of the spec the worker ran
+    sandboxed: bool = False  # taken of a sandboxed worker (thaw_core/sandbox): restored into a new sandbox
+    mounts: dict[str, str] = {}  # sandboxed: host mounts the image refers to, key -> host path
     v: int = MANIFEST_VERSION
 
 

@@ -4,14 +4,21 @@ Every failure is an answer with `ok = false` and a reason (the agent then cold-s
 and records the reason in its events); nothing here leaves a half-restored worker running.
 Contract of a successful answer: the worker runs and answers on `endpoint`.
 
-- process snapshots: `runtime_ref` is "pid:starttime" of the init of a fresh PID namespace,
-  listening on the snapshot's port, which is the port of the worker it was taken from;
+- process snapshots of a sandboxed worker (thaw_core/sandbox, snapshotter/sandboxed.py):
+  `runtime_ref` is "pid:starttime" of the init of a fresh sandbox, in the pod's cgroup (the
+  agent made it), answering at an address of its own on the node's pod bridge: any number of
+  copies of one snapshot run side by side, restored in parallel (at most `max_restores` CRIU
+  runs at once, default one per core; a dump never holds one up), and concurrent restores of
+  one snapshot share one fetched, checked and unpacked image;
+- process snapshots of a plain worker (a node that cannot sandbox): the init of a fresh PID
+  namespace, listening on the snapshot's port, which is the port of the worker it was taken
+  from, so one copy at a time;
 - container snapshots (container_restores.py): `runtime_ref` is the id of container
   ``thaw-<pod>``, with its own network namespace, published on a free host port.
 
 So:
 
-- for a process snapshot the port must be free: "snapshot port busy" otherwise (e.g. the
+- for a plain process snapshot the port must be free: "snapshot port busy" otherwise (e.g. the
   original still serves); containers, with a network namespace per copy, have no such limit;
 - a corrupt or vanished image is removed from the index (and the tiers), so the next pod does
   not try it again and the next warm pod asks for a fresh snapshot;
@@ -25,6 +32,7 @@ So:
 
 import asyncio
 import logging
+import os
 import time
 
 from redis.asyncio import Redis
@@ -32,9 +40,10 @@ from redis.asyncio import Redis
 from bus_schemas import redis_keys as K
 from bus_schemas.pods import PodState
 from bus_schemas.snapshots import SnapshotRestore, SnapshotRestored
+from thaw_core.sandbox import cgroups, network
 
 from snapshotter import criu as criu_mod
-from snapshotter import procs
+from snapshotter import procs, sandboxed
 from snapshotter.container_restores import ContainerRestores
 from snapshotter.criu import Criu
 from snapshotter.cuda_state import CudaCheckpoint
@@ -55,7 +64,10 @@ class Restores:
         self.store, self.index = settings.store(), SnapshotIndex(r)
         self.host = HostFacts.local(criu.version, gpu_checkpoint=cuda is not None)
         self.cuda = cuda  # None: GPU snapshots are incompatible here (materialize refuses them)
-        self._lock = lock
+        self._lock = lock  # plain process images and containers: one at a time
+        self._slots = asyncio.Semaphore(settings.max_restores or os.cpu_count() or 1)
+        self._images: dict[str, asyncio.Future] = {}  # snapshot id -> its materialization in flight
+        self.net = settings.network()
         self.containers = containers  # None: this node restores process snapshots only
 
     async def restore(self, req: SnapshotRestore) -> SnapshotRestored:
@@ -99,26 +111,69 @@ class Restores:
         return restored.id, restored.endpoint
 
     async def _restore_process(self, req: SnapshotRestore, m: Manifest) -> tuple[int, str]:
+        if m.gpu:
+            await self._check_gpus(req, m)
+        if m.sandboxed:
+            pid, endpoint = await self._restore_sandboxed(req, m)
+        else:
+            pid, endpoint = await self._restore_plain(m)
+        state = await self._r.hget(K.pod(req.pod), "state")
+        if state != PodState.RESTORING.value:
+            procs.kill(pid)
+            raise SnapshotUnusable("restore snapshot", f"pod {req.pod} is {state or 'gone'}, no longer restoring; "
+                                   "the restored worker was stopped", snapshot=m.id)
+        return pid, endpoint
+
+    async def _restore_plain(self, m: Manifest) -> tuple[int, str]:
         async with self._lock:  # one restore at a time: the port check and the bind stay together
-            if m.gpu:
-                await self._check_gpus(req, m)
             if procs.port_in_use(m.port):
                 raise SnapshotUnusable("restore snapshot", f"snapshot port busy: 127.0.0.1:{m.port} is in use "
                                        "(the worker it was taken from may still run)", snapshot=m.id)
-            try:
-                image = await materialize(self.store, self.host, "process", m, self.s.cache_dir)
-            except (SnapshotCorrupt, SnapshotMissing):
-                await self._forget(m.fn, m.id)
-                raise
+            image = await self._image(m)
             restored = await criu_mod.restore(self.criu, image)
             if m.gpu:
                 await self._resume_gpu(restored.pid, m)
-        state = await self._r.hget(K.pod(req.pod), "state")
-        if state != PodState.RESTORING.value:
-            procs.kill(restored.pid)
-            raise SnapshotUnusable("restore snapshot", f"pod {req.pod} is {state or 'gone'}, no longer restoring; "
-                                   "the restored worker was stopped", snapshot=m.id)
         return restored.pid, f"http://127.0.0.1:{m.port}"
+
+    async def _restore_sandboxed(self, req: SnapshotRestore, m: Manifest) -> tuple[int, str]:
+        dirs = cgroups.pod_dirs(self.s.node, req.pod) if cgroups.version() else ()
+        if dirs and not dirs[0].is_dir():
+            raise SnapshotUnusable("restore snapshot", f"pod {req.pod} has no cgroup on this node (the agent "
+                                   "makes it before asking for a restore)", snapshot=m.id)
+        missing = sandboxed.missing_mounts(m.mounts)
+        if missing:
+            raise SnapshotIncompatible("restore snapshot", f"the image needs {', '.join(missing)} from the host, "
+                                       "and this node has none", snapshot=m.id)
+        image = await self._image(m)
+        wrapper, options = sandboxed.restore_command(m.mounts, cgroups.join_script(dirs), self.net.tag)
+        async with self._slots:
+            restored = await criu_mod.restore(self.criu, image, extra=options, wrapper=wrapper)
+        try:
+            if m.gpu:
+                await self._resume_gpu(restored.pid, m)
+            address = await network.attach(self.net, restored.pid)
+        except network.NetworkError as exc:
+            procs.kill(restored.pid)
+            raise SnapshotUnusable("restore snapshot", f"restored worker got no address: {exc}", snapshot=m.id) from None
+        except BaseException:
+            procs.kill(restored.pid)
+            raise
+        sandboxed.sweep_criu_scratch()
+        return restored.pid, f"http://{address}:{m.port}"
+
+    async def _image(self, m: Manifest):
+        """The verified local image of `m`: one fetch, check and unpack serves every restore
+        of it that asks meanwhile. A corrupt or vanished snapshot is forgotten everywhere."""
+        pending = self._images.get(m.id)
+        if pending is None:
+            pending = asyncio.ensure_future(materialize(self.store, self.host, "process", m, self.s.cache_dir))
+            self._images[m.id] = pending
+            pending.add_done_callback(lambda _: self._images.pop(m.id, None))
+        try:
+            return await asyncio.shield(pending)
+        except (SnapshotCorrupt, SnapshotMissing):
+            await self._forget(m.fn, m.id)
+            raise
 
     async def _check_gpus(self, req: SnapshotRestore, m: Manifest) -> None:
         """The restored worker resumes on the GPUs it was dumped on: the pod must hold those."""

@@ -37,7 +37,7 @@ from thaw_core.podman.service import ensure_service
 from thaw_core.subscriber import make_broker, subscribe
 from thaw_core.shutdown import run_steps
 
-from snapshotter import gpu_support
+from snapshotter import gpu_support, sandboxed
 from snapshotter.container_restores import ContainerRestores
 from snapshotter.criu import find_criu
 from snapshotter.cuda_state import CudaCheckpoint
@@ -61,6 +61,7 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     nc = await bus.connect(settings.nats_url, f"snapshotter-{settings.node}", creds)
     js = nc.jetstream()
     await bus_auth.streams_ready(js, creds)
+    sandboxed.sweep_criu_scratch()
     if killed := await stop_orphans(settings.node, Pods(r)):
         log.warning("stopped %d restored worker(s) left by a snapshotter that died mid-restore", killed)
     gpu = gpu_support.detect(settings.cuda_checkpoint_path)

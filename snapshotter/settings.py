@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from thaw_core.sandbox.network import PodNetwork
+
 from snapshotter.retention import RetentionPolicy
 from snapshotter.store import Tier, TieredStore
 
@@ -25,11 +27,16 @@ class SnapshotterSettings:
     podman_socket: Path = Path("/run/thaw/podman.sock")
     standby_per_snapshot: int = 1  # staged containers kept per container snapshot (0: always import)
     cuda_checkpoint_path: str | None = None  # NVIDIA's cuda-checkpoint (default: PATH); see gpu_support.py
+    pod_cidr: str = ""  # the node's pod subnet (thaw_core/sandbox/network.py); "" derives it from the node id
+    max_restores: int = 0  # CRIU restores at once on this node; 0: one per core
 
     def capabilities(self, gpu: tuple[str, ...] = ()) -> tuple[str, ...]:
         """What this snapshotter announces: ("criu",) or ("criu", "container"), then `gpu`
         (GpuCheckpointSupport.capability(): ("cuda-checkpoint",) where detected)."""
         return (("criu", "container") if self.runtime == "container" else ("criu",)) + gpu
+
+    def network(self) -> PodNetwork:
+        return PodNetwork.for_node(self.node, self.pod_cidr)
 
     def store(self) -> TieredStore:
         tiers = [Tier("local", self.state_dir / "local")]

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from thaw_core.sandbox.cgroups import Limits
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerLaunch:
@@ -21,6 +23,8 @@ class WorkerLaunch:
     container_port: int = 0  # port inside the container; 0 means same as `port`
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    uid: int = 0  # the function's host uid (sandboxed process workers run as it)
+    limits: Limits | None = None  # memory / CPU / pids of the worker's cgroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +34,7 @@ class WorkerHandle:
     pod: str
     runtime: str  # "process" | "container"
     ref: str  # pid (with start time) or container id
-    endpoint: str  # http://127.0.0.1:PORT
+    endpoint: str  # http://ADDRESS:PORT (the pod's own address when sandboxed)
 
 
 class WorkerRuntime(Protocol):
@@ -47,3 +51,18 @@ class WorkerRuntime(Protocol):
 
     async def running(self) -> list[WorkerHandle]:
         """Workers of this node that the runtime can see, for reconciliation after a restart."""
+
+    def prepare(self, pod: str, limits: Limits) -> None:
+        """Make what a worker restored for `pod` must join (its cgroup); idempotent."""
+
+    async def close(self) -> None:
+        """The agent is going: release the runtime's own resources (not the workers')."""
+
+    def pids(self, handle: WorkerHandle) -> frozenset[int]:
+        """Host pids of the worker and everything it started (for its GPU memory); may be empty."""
+
+    async def forget(self, pod: str) -> None:
+        """Drop what `prepare` made for a pod that got no worker after all; idempotent."""
+
+    def exit_reason(self, handle: WorkerHandle) -> str:
+        """Why a worker that is gone went, when the runtime knows (an OOM kill), else ""."""

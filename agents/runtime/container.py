@@ -47,8 +47,19 @@ def create_config(launch: WorkerLaunch, settings: ContainerSettings) -> dict:
         "HostConfig": {
             "PortBindings": {f"{cport}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(launch.port)}]},
             "Binds": [f"{m}:{m}:ro" for m in settings.mounts],
+            **_limits(launch),
         },
     }
+
+
+def _limits(launch: WorkerLaunch) -> dict:
+    """The function's memory, CPU and pids limits, the same as a process worker's cgroup, and
+    no privileges to gain: the container's cgroup is podman's to make."""
+    limits = {"SecurityOpt": ["no-new-privileges"], "CapDrop": ["ALL"]}
+    if launch.limits is not None:
+        limits.update({"Memory": launch.limits.memory_mib << 20, "MemorySwap": launch.limits.memory_mib << 20,
+                       "NanoCpus": launch.limits.cpu_milli * 1_000_000, "PidsLimit": launch.limits.pids})
+    return limits
 
 
 def _host_ports(container) -> set[int]:
@@ -128,6 +139,19 @@ class ContainerRuntime:
         except aiodocker.DockerError as e:
             if e.status != 404:
                 raise
+
+    def prepare(self, pod: str, limits) -> None:
+        """Podman makes a restored container's cgroup itself."""
+
+    def pids(self, handle: WorkerHandle) -> frozenset[int]:
+        """Not known here (podman's cgroup): a container's GPU memory is not watched yet."""
+        return frozenset()
+
+    async def forget(self, pod: str) -> None:
+        """Nothing of a container's outlives it."""
+
+    def exit_reason(self, handle: WorkerHandle) -> str:
+        return ""
 
     async def running(self) -> list[WorkerHandle]:
         """Running ``thaw-*`` containers of this engine (one engine per node). The pod comes

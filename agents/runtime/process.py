@@ -14,18 +14,29 @@ the worker and kill every restored copy as soon as CRIU exits. As a namespace in
 must handle SIGTERM itself (the kernel ignores default-action signals for PID 1); one that
 does not is SIGKILLed after the stop grace.
 Without unshare rights workers start plainly, and the node simply has no snapshots.
+
+As root with the tools for it, a worker runs sandboxed (thaw_core/sandbox): as its function's
+own uid, in its own user, PID, network and mount namespaces and its own cgroup, answering at
+its own address on the node's pod bridge. That is the default wherever it is possible; the
+endpoint is then http://<pod address>:<port>, and the worker must listen on $HOST (0.0.0.0).
 """
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from thaw_core import spawn
+from thaw_core.sandbox import cgroups, enter, network
+from thaw_core.sandbox.cgroups import Limits
 
 from agents.identity import TOKEN_ENV
 from agents.runtime.base import WorkerHandle, WorkerLaunch
+
+log = logging.getLogger(__name__)
 
 
 def _start_time(pid: int) -> str | None:
@@ -51,6 +62,22 @@ def _environ(proc: Path) -> dict[str, str]:
 def _parse_ref(ref: str) -> tuple[int, str]:
     pid, start = ref.split(":", 1)
     return int(pid), start
+
+
+def _descendants(pid: int) -> set[int]:
+    """`pid` and every process under it, from /proc/<pid>/task/*/children."""
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p in found:
+            continue
+        found.add(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return found
 
 
 def ref_of(pid: int) -> str | None:
@@ -82,18 +109,58 @@ def _is_worker_root(proc: Path) -> bool:
     return comm != "unshare"
 
 
+def sandbox_available() -> bool:
+    """Whether workers can be sandboxed here: root, the network tools, and user namespaces."""
+    if not network.available():
+        return False
+    try:
+        return subprocess.run(["unshare", "--user", "--mount", "--pid", "--net", "--fork", "true"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def needed_paths(command: tuple[str, ...]) -> list[str]:
+    """What a sandboxed worker must see of the host: the platform's Python (a venv points into
+    its install) and the folders of the files its command names."""
+    paths = [sys.base_prefix, sys.prefix]
+    for part in command:
+        if part.startswith("/") and os.path.exists(part):
+            real = os.path.realpath(part)
+            paths.append(real if os.path.isdir(real) else os.path.dirname(real))
+    return list(dict.fromkeys(paths))
+
+
 class ProcessRuntime:
     name = "process"
 
-    def __init__(self, log_dir: Path, node: str, token: str, pid_namespace: bool | None = None):
+    def __init__(self, log_dir: Path, node: str, token: str, pid_namespace: bool | None = None,
+                 sandbox: bool | None = None, pod_cidr: str = ""):
         """`token` marks the workers this agent starts (agents/identity.py); `pid_namespace`:
-        start workers under unshare (None: if this process may)."""
+        start workers under unshare (None: if this process may); `sandbox`: the full sandbox
+        (None: wherever possible; it implies a PID namespace)."""
         self._log_dir = log_dir
         self._node, self._token = node, token
-        self.pid_namespace = pid_namespaces_available() if pid_namespace is None else pid_namespace
+        self.sandbox = sandbox_available() if sandbox is None else sandbox
+        self.pid_namespace = self.sandbox or (pid_namespaces_available() if pid_namespace is None else pid_namespace)
+        self.network = network.PodNetwork.for_node(node, pod_cidr)
+        self._stage = Path("/run/thaw-sandbox") / self.network.tag
         self._children: dict[int, spawn.Child] = {}  # worker pid -> process we reap
 
+    def prepare(self, pod: str, limits: Limits) -> None:
+        if self.sandbox and cgroups.version():
+            cgroups.create(self._node, pod, limits)
+
+    def exit_reason(self, handle: WorkerHandle) -> str:
+        if not self.sandbox:
+            return ""
+        kills = cgroups.oom_kills(cgroups.pod_dirs(self._node, handle.pod))
+        return "killed by the kernel for going over its memory limit (resources.memory_mib)" if kills else ""
+
     async def start(self, launch: WorkerLaunch) -> WorkerHandle:
+        if self.sandbox:
+            return await self._start_sandboxed(launch)
         log_path = launch.log_path or self._log_dir / f"{launch.pod}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         # O_APPEND: a worker restored by CRIU must find its log opened in append mode.
@@ -111,6 +178,45 @@ class ProcessRuntime:
         start = _start_time(pid) or "0"
         return WorkerHandle(pod=launch.pod, runtime=self.name, ref=f"{pid}:{start}",
                             endpoint=f"http://127.0.0.1:{launch.port}")
+
+    async def _start_sandboxed(self, launch: WorkerLaunch) -> WorkerHandle:
+        if launch.uid <= 0:
+            raise ValueError(f"pod {launch.pod}: a sandboxed worker needs its function's uid "
+                             "(deployed before uids existed? deploy the function again)")
+        log_path = launch.log_path or self._log_dir / f"{launch.pod}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.touch(mode=0o600, exist_ok=True)
+        dirs = cgroups.create(self._node, launch.pod, launch.limits) if launch.limits and cgroups.version() else ()
+        command = [part.replace("{port}", str(launch.port)) for part in launch.command]
+        self._stage.mkdir(parents=True, exist_ok=True)
+        needed = [*needed_paths(launch.command), str(log_path.parent)]
+        argv = enter.argv(command, log_path, cgroups.join_script(dirs), needed, str(self._stage))
+        env = {**launch.env, TOKEN_ENV: self._token, "HOST": "0.0.0.0", "HOME": "/tmp", "TMPDIR": "/tmp"}
+        with open(log_path, "ab", buffering=0) as log:  # the launcher's own errors, before the worker's
+            proc = spawn.start(argv, env=env, stdout=log, stderr=spawn.STDOUT, new_session=True)
+        try:
+            await self._map_ids(proc, launch.uid)
+            pid = await self._forked_child(proc)
+            address = await network.attach(self.network, pid)
+        except BaseException:
+            proc.kill()
+            await proc.wait()
+            raise
+        self._children[pid] = proc
+        start = _start_time(pid) or "0"
+        return WorkerHandle(pod=launch.pod, runtime=self.name, ref=f"{pid}:{start}",
+                            endpoint=f"http://{address}:{launch.port}")
+
+    @staticmethod
+    async def _map_ids(launcher: spawn.Child, uid: int, timeout_s: float = 10.0) -> None:
+        """Write the uid/gid maps of the launcher's new user namespace once it exists."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not enter.in_new_user_namespace(launcher.pid):
+            if launcher.poll() is not None or asyncio.get_running_loop().time() > deadline:
+                raise OSError(f"the sandbox launcher (pid {launcher.pid}) exited before its user namespace "
+                              f"was made (exit code {launcher.returncode}); see the pod's log")
+            await asyncio.sleep(0.002)
+        enter.write_id_maps(launcher.pid, uid)
 
     @staticmethod
     async def _forked_child(unshare: spawn.Child, timeout_s: float = 10.0) -> int:
@@ -141,6 +247,7 @@ class ProcessRuntime:
         pid, _ = _parse_ref(handle.ref)
         if not await self.is_alive(handle):
             self._children.pop(pid, None)
+            await self._forget_cgroup(handle.pod)
             return
         self._signal_group(pid, signal.SIGTERM)
         deadline = asyncio.get_running_loop().time() + grace_s
@@ -151,6 +258,34 @@ class ProcessRuntime:
         child = self._children.pop(pid, None)
         if child is not None:
             await child.wait()
+        await self._forget_cgroup(handle.pod)
+
+    async def forget(self, pod: str) -> None:
+        await self._forget_cgroup(pod)
+
+    async def close(self) -> None:
+        """Take the node's bridge down once no worker is left on it (a node that stops cleanly
+        leaves nothing behind); workers left to adopt keep it."""
+        if self.sandbox:
+            try:
+                await network.remove_bridge_if_unused(self.network)
+            except network.NetworkError as exc:
+                log.warning("could not remove the pod bridge %s: %s", self.network.bridge, exc)
+
+    def pids(self, handle: WorkerHandle) -> frozenset[int]:
+        pid, _ = _parse_ref(handle.ref)
+        if self.sandbox and cgroups.version():
+            return cgroups.members(cgroups.pod_dirs(self._node, handle.pod)) or frozenset({pid})
+        return frozenset(_descendants(pid))
+
+    async def _forget_cgroup(self, pod: str, wait_s: float = 2.0) -> None:
+        """Remove the pod's cgroup; the kernel frees it a moment after its last process."""
+        if not (self.sandbox and cgroups.version()):
+            return
+        dirs = cgroups.pod_dirs(self._node, pod)
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while not cgroups.remove(dirs) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
 
     async def running(self) -> list[WorkerHandle]:
         """Every live process this agent started, found by the THAW_NODE/THAW_POD variables and
@@ -166,8 +301,9 @@ class ProcessRuntime:
                 continue
             start = _start_time(int(proc.name))
             if start is not None:
+                address = network.address_of(int(proc.name)) if self.sandbox else ""
                 found.append(WorkerHandle(pod=env["THAW_POD"], runtime=self.name, ref=f"{proc.name}:{start}",
-                                          endpoint=f"http://127.0.0.1:{env.get('PORT', '0')}"))
+                                          endpoint=f"http://{address or '127.0.0.1'}:{env.get('PORT', '0')}"))
         return found
 
     @staticmethod

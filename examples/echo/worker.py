@@ -63,7 +63,7 @@ def main() -> None:
     app.router.add_post("/v1/chat/completions", stream)
     app.router.add_get("/stats", stats)
     app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")), access_log=None,
+    web.run_app(app, host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8000")), access_log=None,
                 print=None, handle_signals=True)  # SIGTERM: finish in-flight calls, then exit
 
 

@@ -50,7 +50,7 @@ def main() -> None:
     app = web.Application(client_max_size=1 << 20)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")), access_log=None, print=None)
+    web.run_app(app, host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8000")), access_log=None, print=None)
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ def setting(name: str, default: str) -> str:
 
 def main() -> None:
     port = int(os.environ["PORT"])
-    bind = setting("BIND", "127.0.0.1")
+    bind = setting("BIND", os.environ.get("HOST", "127.0.0.1"))  # HOST: 0.0.0.0 in the sandbox
     model_dir = Path(setting("MODEL_DIR", "") or Path.home() / ".cache/thaw/models")
     size_mib = int(setting("MODEL_MIB", "1024"))
     n_funcs = int(setting("IMPORT_FUNCS", "9000"))

@@ -16,7 +16,8 @@ ECHO = str(Path(__file__).resolve().parents[2] / "examples" / "echo" / "worker.p
 
 
 def echo_spec(**scaling) -> dict:
-    return {"name": "echo", "command": ["{python}", ECHO], "resources": {"vram_mib": 2048, "cpu_milli": 100,
+    # cpu_milli is the worker's real CPU limit (its cgroup): at 100, aiohttp's import alone takes seconds
+    return {"name": "echo", "command": ["{python}", ECHO], "resources": {"vram_mib": 2048, "cpu_milli": 500,
             "memory_mib": 128}, "scaling": {"max_pods": 2, "concurrency": 4, "idle_timeout_s": 600,
             "start_timeout_s": 20, **scaling}}
 

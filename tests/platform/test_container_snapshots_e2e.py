@@ -21,7 +21,7 @@ from thaw_core import servers
 from thaw_core.podman.service import PodmanUnavailable, ensure_service
 
 from tests.conftest import eventually
-from tests.platform.conftest import deploy, invoke
+from tests.platform.conftest import _healthy, deploy, invoke
 from tests.platform.harness import Harness
 from tests.platform.test_snapshots_e2e import Watch, _pod_events, _snapshotter_up, criu_works  # noqa: F401
 
@@ -58,6 +58,7 @@ async def _container_platform(tmp_path, redis_url, standby: int):
     for name in ("placement", "agent", "gateway", "snapshotter"):
         h.start(name)
     await eventually(lambda: _snapshotter_up(h), 30, what="the container snapshotter to announce itself")
+    await eventually(lambda: _healthy(h.url), 30, what="gateway /healthz")
     return h
 
 

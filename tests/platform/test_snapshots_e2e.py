@@ -232,3 +232,45 @@ async def test_snapshots_and_worker_logs_are_readable_by_their_owner_only(snap_p
     assert any(p.suffix == ".zst" for p in written) and any(p.suffix == ".log" for p in written)
     open_to_others = [f"{p} {oct(p.stat().st_mode & 0o777)}" for p in written if p.stat().st_mode & 0o077]
     assert open_to_others == []
+
+
+def burst_spec(max_pods: int) -> dict:
+    return {"name": "burst", "command": ["{python}", str(Path(__file__).resolve().parent / "sandbox_worker.py")],
+            "env": {"WARM_IMPORT_S": "2"}, "resources": {"gpu_count": 0, "cpu_milli": 200, "memory_mib": 128},
+            "scaling": {"max_pods": max_pods, "concurrency": 1, "idle_timeout_s": 4, "start_timeout_s": 30}}
+
+
+@pytest.mark.parametrize("copies", [3, 10])
+async def test_many_pods_restore_from_one_snapshot_side_by_side_at_addresses_of_their_own(snap_platform, http, r,
+                                                                                        copies):
+    """Each copy is a fresh sandbox (own PID and network namespaces, own cgroup and address),
+    so all of a snapshot's restores run at once; when they have all scaled to zero again, the
+    node's reservations are back to nothing and every pod is stopped: the ledger is exact."""
+    h = snap_platform
+    watch = await Watch().start(h.nats.url)
+    try:
+        await deploy(http, h.url, burst_spec(copies))
+        status, body, first = await invoke(http, h.url, "burst", b"{}")
+        assert status == 200, body
+        await eventually(lambda: watch.ready, 30, what="snapshot.ready.burst")
+        await eventually(lambda: "stopped" in watch.states_of(first), 30, what=f"{first} to scale to zero")
+
+        # concurrency 1: the calls ask for a pod each (one may still serve another's call once free)
+        calls = [invoke(http, h.url, "burst", json.dumps({"hold_s": 1.5}).encode()) for _ in range(copies)]
+        answers = await asyncio.gather(*calls)
+        assert [status for status, _, _ in answers] == [200] * copies, answers
+        pods = {s["pod"] for s in watch.states if s["fn"] == "burst" and s["pod"] != first}
+        assert len(pods) == copies and {pod for _, _, pod in answers} <= pods
+        endpoints = {await r.hget(K.pod(pod), "endpoint") for pod in pods}
+        assert len(endpoints) == copies, f"each copy at an address of its own: {endpoints}"
+        original = json.loads(body)["loaded_at"]
+        assert {json.loads(b)["loaded_at"] for _, b, _ in answers} == {original}, "every copy restored, none cold"
+        for pod in pods:
+            assert [e["event"] for e in await _pod_events(h, pod)] == ["restored"]
+            assert "starting" not in watch.states_of(pod)
+        await eventually(lambda: all("stopped" in watch.states_of(p) for p in pods), 60, what="all to scale to zero")
+        node = await r.hgetall(K.node(h.node))
+        assert (node["cpu_reserved"], node["memory_reserved"]) == ("0", "0"), node
+        assert [await r.hget(K.pod(p), "state") for p in pods] in ([None] * copies, ["stopped"] * copies)
+    finally:
+        await watch.nc.close()

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from agents.identity import default_node_name
 from thaw.supervisor import STOP_BOUND_S
 from thaw_core.ports import free_port
 
@@ -32,12 +33,16 @@ def processes_with_env(marker: bytes) -> list[int]:
 class ThawUp:
     """`thaw up` started as a person does, in its own session like a terminal's job."""
 
-    def __init__(self, tmp_path: Path):
-        self.tmp_path, self.node, self.port = tmp_path, f"up-{os.urandom(3).hex()}", free_port()
-        config = tmp_path / "node.toml"
-        config.write_text(f'[node]\nname = "{self.node}"\nforce_mock_gpus = true\n')
-        thaw = Path(sys.executable).parent / "thaw"
+    def __init__(self, tmp_path: Path, named: bool = True):
+        """`named`: give the node a name of its own; else it gets the default, as a person's does."""
+        self.tmp_path, self.port = tmp_path, free_port()
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.state = tmp_path / "state"
+        self.node = f"up-{os.urandom(3).hex()}" if named else default_node_name(self.state / "agent")
+        config = tmp_path / "node.toml"
+        name = f'name = "{self.node}"\n' if named else ""
+        config.write_text(f'[node]\n{name}force_mock_gpus = true\n')
+        thaw = Path(sys.executable).parent / "thaw"
         self.proc = subprocess.Popen([str(thaw), "--state-dir", str(self.state), "up", "--port", str(self.port),
                                       "--config", str(config), "--deploy", str(ROOT / "examples/echo/function.toml")],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -155,6 +160,32 @@ def test_thaw_up_serves_and_ctrl_c_stops_everything(tmp_path):
         assert up.leftovers() == [], "no process of this platform outlives thaw up, workers included"
     finally:
         up.clean_up()
+
+
+def test_two_thaw_ups_on_one_host_never_touch_each_others_workers(tmp_path):
+    """Default node names, as two people on one machine would have: each platform's agent
+    restarts and stops only its own workers."""
+    a, b = ThawUp(tmp_path / "a", named=False), ThawUp(tmp_path / "b", named=False)
+    try:
+        a.wait_up()
+        b.wait_up()
+        assert a.node != b.node
+        assert a.invoke(b"to a") == b"to a" and b.invoke(b"to b") == b"to b"
+        b_workers = b.workers()
+        assert b_workers and not set(b_workers) & set(a.workers())
+
+        os.kill(a.components()["agent"]["pid"], signal.SIGKILL)  # a's new agent reconciles its node
+        wait_for(lambda: a.components()["agent"]["restarts"] == 1, 30, "a's agent to be restarted")
+        wait_for(lambda: _answers(a), 60, "a to answer again")
+        out, _ = a.ctrl_c(timeout_s=STOP_BOUND_S + 30)
+        assert a.proc.returncode == 0, out
+        assert a.leftovers() == []
+
+        assert b.workers() == b_workers and all(alive(p) for p in b_workers), "b's workers untouched"
+        assert b.invoke(b"still b") == b"still b"
+    finally:
+        a.clean_up()
+        b.clean_up()
 
 
 def test_thaw_ups_bus_and_store_let_no_one_in_without_a_role_and_keep_the_secrets_private(tmp_path):

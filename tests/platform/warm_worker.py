@@ -48,7 +48,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+    server = ThreadingHTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler)
     server.daemon_threads = True
     print(f"warm worker pid {os.getpid()} on {os.environ['PORT']}", flush=True)
     server.serve_forever()

@@ -1,0 +1,87 @@
+"""Pod networks on a real kernel (thaw_core/sandbox/network.py): each pod its own address on
+the node's bridge, an address given again answers at once, pods cannot reach each other, and a
+node that stops takes its bridge with it. Needs root (as a node agent does)."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from thaw_core.sandbox import network
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not network.available(), reason="needs root and iproute2")
+SERVER = "import http.server as h; h.HTTPServer(('0.0.0.0', 8080), h.SimpleHTTPRequestHandler).serve_forever()"
+
+
+def pod_process() -> subprocess.Popen:
+    """A process in a network namespace of its own serving HTTP on 0.0.0.0:8080 (returned once
+    it is in that namespace)."""
+    proc = subprocess.Popen(["unshare", "--net", sys.executable, "-c", SERVER], cwd="/",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ours = os.readlink("/proc/self/ns/net")
+    while os.readlink(f"/proc/{proc.pid}/ns/net") == ours:
+        time.sleep(0.005)
+    return proc
+
+
+def answers(address: str, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{address}:8080/", timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+async def in_netns(pid: int, *argv: str) -> int:
+    return (await asyncio.to_thread(subprocess.run, ["nsenter", "-t", str(pid), "-n", *argv],
+                                    capture_output=True, timeout=10)).returncode
+
+
+@pytest.fixture
+def net():
+    n = network.PodNetwork.for_node(f"test-net-{os.getpid()}-{os.urandom(2).hex()}")
+    yield n
+    subprocess.run(["ip", "link", "del", n.bridge], capture_output=True)
+
+
+async def test_pods_get_addresses_of_their_own_and_cannot_reach_each_other(net):
+    a, b = pod_process(), pod_process()
+    try:
+        addr_a, addr_b = await network.attach(net, a.pid), await network.attach(net, b.pid)
+        assert addr_a != addr_b and network.address_of(a.pid) == addr_a
+        assert answers(addr_a) and answers(addr_b)
+        reach = "import socket,sys; socket.create_connection((sys.argv[1], 8080), timeout=1)"
+        assert await in_netns(a.pid, sys.executable, "-c", reach, addr_b) != 0, "isolated bridge ports"
+        assert await in_netns(a.pid, sys.executable, "-c", reach, str(net.gateway)) != 0, "nothing listens there"
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait()
+
+
+async def test_an_address_given_again_answers_at_once_and_the_idle_bridge_goes(net):
+    first = pod_process()
+    address = await network.attach(net, first.pid)
+    assert answers(address)
+    first.kill()
+    first.wait()
+    while Path(f"/sys/class/net/{net.host_end(net.slot_of(address))}").exists():
+        await asyncio.sleep(0.05)  # the kernel takes the veth away with the namespace
+    second = pod_process()
+    try:
+        assert await network.attach(net, second.pid) == address, "the freed slot is the first free one"
+        assert answers(address, timeout_s=2.0)
+        assert not await network.remove_bridge_if_unused(net, wait_s=0.2), "a bridge in use stays"
+    finally:
+        second.kill()
+        second.wait()
+    assert await network.remove_bridge_if_unused(net)
+    assert not Path(f"/sys/class/net/{net.bridge}").exists()

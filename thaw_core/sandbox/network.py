@@ -1,0 +1,170 @@
+"""A pod's network: a veth from the node's bridge into the worker's network namespace, and an
+address of its own on the node's pod subnet.
+
+The kernel is the address allocator: slot i of the subnet is taken by creating the host end
+`th<tag><i>`, and link names are unique, so two callers (the agent starting one pod, the
+snapshotter restoring another) can never take one slot; when a worker's namespace dies with it,
+its veth goes too and the slot is free again, so nothing leaks.
+
+The bridge's ports are isolated from each other, and the node does not forward what arrives on
+the bridge: a worker reaches the node's address and nothing else, not another pod and not past
+the node.
+
+CRIU cannot recreate the veth here (netlink refuses the peer-in-namespace request), so a worker
+is dumped with its veth taken out (`detach`) and put back right after; a restored copy gets a
+fresh one (`attach`).
+"""
+
+import asyncio
+import hashlib
+import ipaddress
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from thaw_core import spawn
+
+INSIDE = "eth0"
+FIRST_SLOT = 2  # .1 is the bridge
+
+
+class NetworkError(OSError):
+    """The pod network could not be set up; the message says which step and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodNetwork:
+    """One node's pod network: its bridge and subnet, both derived from the node id so two
+    platforms on one host never share them (or set THAW_POD_CIDR)."""
+
+    tag: str
+    bridge: str
+    subnet: ipaddress.IPv4Network
+
+    @staticmethod
+    def for_node(node: str, cidr: str = "") -> "PodNetwork":
+        digest = hashlib.sha256(node.encode()).digest()
+        tag = digest.hex()[:5]
+        subnet = ipaddress.IPv4Network(cidr or f"10.{64 + digest[5] % 128}.{digest[6] % 64 * 4}.0/22")
+        return PodNetwork(tag=tag, bridge=f"thb{tag}", subnet=subnet)
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + 1
+
+    def slots(self) -> range:
+        return range(FIRST_SLOT, self.subnet.num_addresses - 1)
+
+    def host_end(self, slot: int) -> str:
+        return f"th{self.tag}{slot:x}"
+
+    def address(self, slot: int) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + slot
+
+    def slot_of(self, address: str) -> int:
+        return int(ipaddress.IPv4Address(address)) - int(self.subnet.network_address)
+
+
+async def _ip(*lines: str, netns_pid: int | None = None) -> None:
+    """Run `ip -batch` over `lines`, in the network namespace of `netns_pid` when given."""
+    with tempfile.NamedTemporaryFile("w", suffix=".ip") as batch:
+        batch.write("\n".join(lines) + "\n")
+        batch.flush()
+        enter = ["nsenter", "-t", str(netns_pid), "-n"] if netns_pid else []
+        done = await spawn.run([*enter, "ip", "-batch", batch.name], timeout_s=20)
+    if done.returncode:
+        raise NetworkError(f"`ip` failed ({'; '.join(lines)}): {done.output.strip()[-300:]}")
+
+
+def _write_sysctl(path: str, value: str) -> None:
+    Path(path).write_text(value)
+
+
+async def ensure_bridge(net: PodNetwork) -> None:
+    """Create the node's bridge with its address, if missing; idempotent. The bridge does not
+    forward (no route off the node for pods) and keeps no IPv6 link-local chatter."""
+    if not Path(f"/sys/class/net/{net.bridge}").exists():
+        try:
+            await _ip(f"link add {net.bridge} type bridge")
+        except NetworkError:
+            if not Path(f"/sys/class/net/{net.bridge}").exists():  # another process made it first
+                raise
+    _write_sysctl(f"/proc/sys/net/ipv4/conf/{net.bridge}/forwarding", "0")
+    addr = f"{net.gateway}/{net.subnet.prefixlen}"
+    have = (await spawn.run(["ip", "-4", "-o", "addr", "show", "dev", net.bridge])).output
+    if f" {addr} " not in have:
+        await _ip(f"addr replace {addr} dev {net.bridge}")
+    await _ip(f"link set {net.bridge} up")
+
+
+async def remove_bridge_if_unused(net: PodNetwork, wait_s: float = 3.0) -> bool:
+    """Delete the node's bridge when no pod is on it any more (the node is shutting down with
+    its workers stopped); a bridge still holding ports stays for the workers it serves. The
+    kernel takes a stopped worker's veth away a moment after its namespace, hence the wait."""
+    ports = Path(f"/sys/class/net/{net.bridge}/brif")
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while ports.is_dir() and any(ports.iterdir()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    if not ports.is_dir() or any(ports.iterdir()):
+        return False
+    await _ip(f"link del {net.bridge}")
+    return True
+
+
+async def attach(net: PodNetwork, pid: int, address: str = "") -> str:
+    """Give the network namespace of `pid` a veth on the node's bridge and an address (the
+    given one, e.g. its own again after a dump, else the first free slot); returns it. Makes
+    the node's bridge first when it is missing (the agent takes it down when it stops)."""
+    if not Path(f"/sys/class/net/{net.bridge}").exists():
+        await ensure_bridge(net)
+    slots = [net.slot_of(address)] if address else list(net.slots())
+    for slot in slots:
+        host = net.host_end(slot)
+        try:
+            await _ip(f"link add {host} type veth peer name {INSIDE} netns {pid}")
+        except NetworkError:
+            if Path(f"/sys/class/net/{host}").exists() and not address:
+                continue  # slot taken: try the next
+            raise
+        ip = net.address(slot)
+        # The address may have been another pod's a moment ago: drop any neighbour entry the
+        # node kept for it, so the first packets go to this pod's MAC, not to the old one.
+        await _ip(f"link set {host} master {net.bridge}", f"link set dev {host} type bridge_slave isolated on",
+                  f"link set {host} up", f"neigh flush to {ip} dev {net.bridge}")
+        await _ip(f"addr add {ip}/{net.subnet.prefixlen} dev {INSIDE}", f"link set {INSIDE} up", "link set lo up",
+                  netns_pid=pid)
+        return str(ip)
+    raise NetworkError(f"no free address on {net.subnet}: every slot of the node's pod subnet is taken")
+
+
+async def detach(net: PodNetwork, pid: int) -> str:
+    """Take the veth out of the network namespace of `pid` (the host end goes, and its peer
+    with it); returns the address it had, "" when it had none."""
+    address = address_of(pid)
+    if address:
+        host = net.host_end(net.slot_of(address))
+        if Path(f"/sys/class/net/{host}").exists():
+            await _ip(f"link del {host}")
+    return address
+
+
+def address_of(pid: int) -> str:
+    """The IPv4 address of `pid`'s network namespace other than loopback, "" if none. Read
+    from /proc/<pid>/net, which shows that process's namespace: no tool to spawn."""
+    try:
+        lines = Path(f"/proc/{pid}/net/fib_trie").read_text().splitlines()
+    except OSError:
+        return ""
+    for before, line in zip(lines, lines[1:]):
+        if line.strip() == "/32 host LOCAL":
+            addr = before.split()[-1]
+            if not addr.startswith("127."):
+                return addr
+    return ""
+
+
+def available() -> bool:
+    """Whether this process may build pod networks: root with the ip and nsenter tools."""
+    return os.geteuid() == 0 and all(any(Path(d, tool).exists() for d in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"))
+                                     for tool in ("ip", "nsenter"))
