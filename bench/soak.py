@@ -67,9 +67,10 @@ class Platform:
         self.proc: subprocess.Popen | None = None
         self.gateway_url = self.nats_url = self.redis_url = self.key = ""
 
-    def start(self, timeout_s: float = 90) -> None:
+    def start(self, timeout_s: float = 90, extra_config: str = "") -> None:
+        """`extra_config`: more `[node]` lines (TOML) for the node config."""
         config = self.state_dir.parent / "node.toml"
-        config.write_text(f'[node]\nname = "{self.node}"\nforce_mock_gpus = true\n')
+        config.write_text(f'[node]\nname = "{self.node}"\nforce_mock_gpus = true\n{extra_config}')
         port = free_port()
         thaw = Path(sys.executable).parent / "thaw"
         self.proc = subprocess.Popen(

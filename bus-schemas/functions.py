@@ -20,7 +20,7 @@ GpuModel = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 _.\-]{1,64}$")]
 PLACEMENT_POLICIES = ("thaw", "fgd", "best-fit", "binpack", "packing", "first-fit")
 
 # Env names the platform sets itself; a function may not override them.
-RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "PORT", "LD_PRELOAD", "LD_LIBRARY_PATH", "PATH"})
+RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "PORT", "HOST", "LD_PRELOAD", "LD_LIBRARY_PATH", "PATH"})
 RESERVED_ENV_PREFIX = "THAW_"
 
 

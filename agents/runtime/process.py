@@ -168,7 +168,7 @@ class ProcessRuntime:
         try:
             command = [part.replace("{port}", str(launch.port)) for part in launch.command]
             wrapper = ["unshare", "--pid", "--fork", "setsid"] if self.pid_namespace else []
-            env = {**launch.env, TOKEN_ENV: self._token}
+            env = {**launch.env, TOKEN_ENV: self._token, "HOST": "127.0.0.1"}
             proc = spawn.start([*wrapper, *command], env=env, stdout=log_fd, stderr=spawn.STDOUT,
                                new_session=True)
         finally:
