@@ -30,7 +30,8 @@ import uvloop
 
 from bench.http_load import ClosedLoop
 from thaw.client import Gateway
-from thaw.launcher import ensure_api_key, up
+from bus_schemas import permissions
+from thaw.launcher import bus_credentials, ensure_api_key, up
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BODY = b'{"input": "hello from the benchmark"}'
@@ -193,9 +194,10 @@ class CallbackNats(Caller):
         await self._nc.close()
 
 
-async def nats_caller(nats_url: str, key: str, client: str) -> Caller:
-    """NATS load: callbacks (as CallbackHttp) unless `client` asks for a coroutine per call."""
-    nc = await nats.connect(nats_url)
+async def nats_caller(nats_url: str, key: str, client: str, options: dict) -> Caller:
+    """NATS load: callbacks (as CallbackHttp) unless `client` asks for a coroutine per call;
+    `options`: the platform's `client` bus user (thaw up's bus lets no one in without one)."""
+    nc = await nats.connect(nats_url, **options)
     if client == "callbacks":
         return CallbackNats(nc, key)
     headers = {"Authorization": f"Bearer {key}"}
@@ -217,7 +219,8 @@ def cpu_all(pids: dict[str, int]) -> dict[str, float]:
     return {name: cpu_s(pid) for name, pid in pids.items()}
 
 
-async def measure(args, endpoint: str, gateway_url: str, nats_url: str, key: str, pids: dict[str, int]) -> dict:
+async def measure(args, endpoint: str, gateway_url: str, nats_url: str, key: str, pids: dict[str, int],
+                  nats_options: dict) -> dict:
     """Rounds alternate the paths (direct, gateway-http, gateway-nats, direct, ...) so load that
     changes over time on a shared machine falls on every path alike; each figure is the median
     over rounds."""
@@ -225,7 +228,7 @@ async def measure(args, endpoint: str, gateway_url: str, nats_url: str, key: str
     callers = {
         "direct": await http_caller(endpoint + "/", {}, args.client),
         "gateway-http": await http_caller(f"{gateway_url}/v1/functions/echo/invoke", auth, args.client),
-        "gateway-nats": await nats_caller(nats_url, key, args.client),
+        "gateway-nats": await nats_caller(nats_url, key, args.client, nats_options),
     }
     rounds: dict[str, list[dict]] = {name: [] for name in callers}
     try:
@@ -293,7 +296,9 @@ def main() -> None:
             key = ensure_api_key(Path(tmp), platform.redis.url)
             gw = Gateway(platform.gateway_url, key)
             spec = {"name": "echo", "command": ["{python}", str(EXAMPLES / "echo" / "worker.py")],
-                    "resources": {"vram_mib": 1024, "cpu_milli": 100, "memory_mib": 128},
+                    # one core: the worker's cgroup holds it to cpu_milli, and direct calls must
+                    # find it as free as the gateway's do
+                    "resources": {"vram_mib": 1024, "cpu_milli": 1000, "memory_mib": 128},
                     "scaling": {"max_pods": 1, "concurrency": 256, "idle_timeout_s": 3600, "max_queue": 4096}}
             gw.json("POST", "/v1/functions", spec)
             status, _, _ = gw.call("POST", "/v1/functions/echo/invoke", BODY)
@@ -307,7 +312,9 @@ def main() -> None:
                   flush=True)
             # The load generator shares the two cores with what it measures; uvloop keeps its own
             # cost per call low (as a load generator on another machine would), on every path alike.
-            results = uvloop.run(measure(args, pod["endpoint"], platform.gateway_url, platform.nats.url, key, pids))
+            client = bus_credentials(Path(tmp), permissions.CLIENT)
+            results = uvloop.run(measure(args, pod["endpoint"], platform.gateway_url, platform.nats.url, key, pids,
+                                         client.connect_options() if client else {}))
         finally:
             platform.stop()
     report(results)
