@@ -164,5 +164,7 @@ def unplaceable_reasons(index: CapacityIndex, request: PodRequest,
     for name, counter in counts.items():
         if counter:
             total = sum(counter.values())
-            reasons[name] = f"{total} nodes: " + "; ".join(r for r, _ in counter.most_common(2))
+            # ties by name: the same counts must read the same however they were gathered
+            top = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:2]
+            reasons[name] = f"{total} nodes: " + "; ".join(r for r, _ in top)
     return reasons or {"fleet": "no nodes"}

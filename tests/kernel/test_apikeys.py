@@ -22,17 +22,18 @@ async def test_a_key_for_a_valid_tenant_works(r, tenant):
     assert await keys.tenant_of(await keys.create(tenant)) == tenant
 
 
-def test_thaw_keys_says_what_is_wrong_with_the_name(redis_url):
-    done = subprocess.run([sys.executable, "-m", "thaw.cli", "keys", "--tenant", "Team C", "--redis", redis_url],
+def test_thaw_keys_says_what_is_wrong_with_the_name(redis_url, tmp_path):
+    # --state-dir: not the repo's .thaw, whose store credentials (after a `thaw up`) belong to another server
+    done = subprocess.run([sys.executable, "-m", "thaw.cli", "--state-dir", str(tmp_path), "keys", "--tenant", "Team C", "--redis", redis_url],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert "thaw keys: tenant 'Team C': use 1-63 lowercase letters" in done.stderr
     assert "Traceback" not in done.stderr
 
 
-def test_thaw_quota_sets_and_shows_a_tenants_limits(redis_url):
+def test_thaw_quota_sets_and_shows_a_tenants_limits(redis_url, tmp_path):
     def quota(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "thaw.cli", "quota", "--tenant", "acme", "--redis", redis_url,
+        return subprocess.run([sys.executable, "-m", "thaw.cli", "--state-dir", str(tmp_path), "quota", "--tenant", "acme", "--redis", redis_url,
                                *args], capture_output=True, text=True, timeout=30)
 
     assert "0 of unlimited pods" in quota().stdout
