@@ -13,6 +13,7 @@ when its function has none.
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from agents.snapshots import RestoreUnavailable, SnapshotClient
 from agents.vram import Share, VramWatch
 
 log = logging.getLogger(__name__)
+POD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")  # placement's `<fn>-<8 hex>`, and function names are lowercase
 
 
 @dataclass
@@ -198,6 +200,10 @@ class Lifecycle:
 
     async def stop_if_confirmed(self, pod: str, reason: str) -> None:
         """A `place.stop` claim: stop the pod if the store has it out of service."""
+        if not POD_NAME.fullmatch(pod):
+            # a pod name becomes a file and a cgroup name here: never a path
+            log.warning("ignoring a stop of pod %r: not a pod name", pod[:100])
+            return
         why = stop_refused(await self._pods.get(pod), self.node)
         if why:
             log.warning("ignoring a stop of pod %s: %s", pod, why)

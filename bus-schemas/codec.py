@@ -40,6 +40,8 @@ def decode(data: bytes | str, type_: type[T]) -> T:
         raise _as_decode_error(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise DecodeError("$", f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DecodeError("$", "nested too deeply") from None
 
 
 def convert(obj: Any, type_: type[T]) -> T:
@@ -55,6 +57,8 @@ def _as_decode_error(text: str) -> DecodeError:
     if not sep:
         reason, path = text, "$"
     path = path.rstrip("`")
+    if path.startswith("key` in `"):
+        path = path[len("key` in `"):]
     unknown = _UNKNOWN_FIELD.search(reason)
     if unknown:
         # Name the offending field itself, and say what to do about it.

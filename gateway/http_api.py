@@ -74,6 +74,9 @@ class HttpApi:
             status, headers, body = await self._route(request)
         except ApiError as err:
             status, headers, body = error_response(err)
+        except ConnectionError as exc:
+            log.info("%s %s: %s", request.method, request.path, exc)
+            return
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             status, headers, body = error_response(ApiError(500, "internal", "the gateway failed; see its log"))
@@ -207,7 +210,7 @@ class HttpApi:
         body = await self._body(request)
         try:
             model = msgspec.json.decode(body, type=dict).get("model")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise ApiError(400, "invalid_json", f"body is not a JSON object: {exc}", field="$") from None
         if not isinstance(model, str) or not model:
             raise ApiError(400, "invalid_field", "`model` must name a deployed function", field="$.model")

@@ -22,6 +22,8 @@ import httptools
 from bus_schemas.codec import encode
 from bus_schemas.errors import ErrorBody, ErrorDetail
 
+from gateway.errors import ApiError
+
 log = logging.getLogger(__name__)
 
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %b\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
@@ -59,7 +61,7 @@ class Request:
     """One request, as the app reads and answers it."""
 
     __slots__ = ("conn", "method", "path", "query_string", "headers", "http_version", "keep_alive",
-                 "_chunks", "_held", "_complete", "_consumed", "_waiter", "answered", "writer")
+                 "_chunks", "_held", "_complete", "_consumed", "_waiter", "answered", "writer", "broken", "close_sent")
 
     def __init__(self, conn: "HttpConnection", method: str, path: str, query: str, headers: dict,
                  http_version: str, keep_alive: bool):
@@ -72,6 +74,8 @@ class Request:
         self._waiter: asyncio.Future | None = None
         self.answered = False
         self.writer: StreamWriter | None = None
+        self.broken: str | None = None
+        self.close_sent = False
 
     # -- the body, fed by the connection
     def feed(self, chunk: bytes) -> None:
@@ -137,6 +141,8 @@ class Request:
     async def __call__(self) -> bytes:
         """The whole body (the caller has checked its declared size)."""
         while not self._complete:
+            if self.broken:
+                raise _bad_body(self.broken)
             if self.conn.lost:
                 raise ConnectionError("the client went away before sending the whole body")
             await self._more()
@@ -149,6 +155,8 @@ class Request:
         while not self._chunks:
             if self._complete:
                 raise StopAsyncIteration
+            if self.broken:
+                raise _bad_body(self.broken)
             if self.conn.lost:
                 raise ConnectionError("the client went away before sending the whole body")
             await self._more()
@@ -157,8 +165,9 @@ class Request:
     # -- the answer
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.answered = True
+        self.close_sent = self._close_after()
         self.conn.write(b"%b%bcontent-length: %d\r\n\r\n%b" % (
-            _head(status, headers), _CLOSE if self._close_after() else b"", len(body),
+            _head(status, headers), _CLOSE if self.close_sent else b"", len(body),
             body if self.method != "HEAD" else b""))
 
     def response_stream(self, status: int, headers: list[tuple[str, str]]) -> "StreamWriter":
@@ -167,7 +176,8 @@ class Request:
         if not chunked:  # HTTP/1.0: the body ends when the connection does
             self.keep_alive = False
         framing = b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n"
-        self.conn.write(_head(status, headers) + (_CLOSE if self._close_after() else b"") + framing)
+        self.close_sent = self._close_after()
+        self.conn.write(_head(status, headers) + (_CLOSE if self.close_sent else b"") + framing)
         self.writer = StreamWriter(self.conn, chunked)
         return self.writer
 
@@ -224,6 +234,7 @@ class HttpConnection(asyncio.Protocol):
         self._answering = False  # the head of the queue is being answered
         self._refusal: tuple[int, str] | None = None  # a bad request behind those being answered
         self._reading_paused = False
+        self._discarding = False
         self._writable: asyncio.Future | None = None
         self.idle_since = self._loop.time()
         self.over_limit = 0  # set by the server when this connection is one too many
@@ -246,6 +257,8 @@ class HttpConnection(asyncio.Protocol):
             self._writable.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         self.idle_since = self._loop.time()
         try:
             self._parser.feed_data(data)
@@ -331,6 +344,10 @@ class HttpConnection(asyncio.Protocol):
             request.response_bytes(500, _JSON, _error_body("internal", "the gateway failed; see its log"))
         self._answering = False
         self._queue.popleft()
+        if request.close_sent or not request.keep_alive or self.lost or self.closing:
+            self._refusal = None
+            self._linger_close()
+            return
         if self._refusal is not None and not self._queue:
             self._refuse(*self._refusal)
             return
@@ -339,7 +356,7 @@ class HttpConnection(asyncio.Protocol):
         if request.writer is not None and not request.writer.ended:
             request.keep_alive = False  # a stream the app did not end: the client sees it cut off
         if self.lost or not request.keep_alive or not request.body_complete or self.closing:
-            self.transport.close()
+            self._linger_close()
             return
         self.idle_since = self._loop.time()
         if self._queue and (self._queue[0].body_complete or _body_may_take_long(self._queue[0].headers)):
@@ -366,6 +383,14 @@ class HttpConnection(asyncio.Protocol):
     def _refuse(self, status: int, message: str) -> None:
         """Answer a request that cannot be parsed, and close: the stream can't be resynchronised.
         Requests before it are answered first."""
+        if self._answering and self._current is not None and self._queue and self._queue[0] is self._current:
+            # the request being answered broke mid-body: its reader gets the error, then the connection closes
+            self._current.broken = message
+            self._current.keep_alive = False
+            self._current._wake()
+            self._current = None
+            self.pause_reading()
+            return
         self.pause_reading()
         if self._current is not None and self._queue and self._queue[-1] is self._current:
             self._queue.pop()  # it never parsed whole: not a request to answer
@@ -376,7 +401,23 @@ class HttpConnection(asyncio.Protocol):
         body = _error_body({400: "bad_request", 408: "request_timeout", 431: "headers_too_large",
                             503: "overloaded"}.get(status, "not_implemented"), message)
         self.write(b"%b%bcontent-length: %d\r\n\r\n%b" % (_head(status, _JSON), _CLOSE, len(body), body))
-        self.transport.close()
+        self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Close after the answer, reading and dropping what the client still sends for a moment:
+        closing with input unread sends a reset, which can destroy the answer before it is read."""
+        if self.lost:
+            return
+        self._discarding = True
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        try:
+            self.transport.write_eof()
+        except Exception:
+            self.transport.close()
+            return
+        self._loop.call_later(2.0, self.transport.close)
 
     @property
     def answering(self) -> bool:
@@ -411,6 +452,10 @@ def _body_may_take_long(headers: dict) -> bool:
         return "transfer-encoding" in headers
     return not length.isdigit() or int(length) > 65536 or ("expect" in headers and
                                                            headers["expect"].lower() == "100-continue")
+
+
+def _bad_body(why: str) -> ApiError:
+    return ApiError(400, "bad_request", f"malformed HTTP request body: {why}")
 
 
 def _error_body(code: str, message: str) -> bytes:

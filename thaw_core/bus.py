@@ -25,6 +25,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+_process_headers = Client._process_headers
+
+
+async def _headers_or_none(self, headers):
+    """nats-py (2.16) decodes a message's header block outside its own error handling: one
+    malformed block from any publisher ends the client's read loop for good, silently (it stays
+    "connected"). A block we cannot read counts as no headers instead."""
+    try:
+        return await _process_headers(self, headers)
+    except Exception:
+        log.warning("dropped an unreadable NATS header block (%d bytes)", len(headers or b""))
+        return None
+
+
+Client._process_headers = _headers_or_none
+
+
 async def connect(url: str, name: str, creds: "Credentials | None" = None) -> Client:
     """A client that reconnects forever: a restarted nats-server is a normal event. With
     `creds` it logs in as that user, takes that user's reply-inbox prefix (the only inboxes its
