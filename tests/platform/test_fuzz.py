@@ -1313,6 +1313,14 @@ async def test_10000_fuzzed_bus_messages_get_error_replies_and_crash_no_service(
     print(f"\n{len(messages)} messages in {took:.1f}s; by class: {dict(Counter(m.kind for m in messages))}")
 
     failures = [summary(problems)] if problems else []
+    # fds before the serving checks: their cold start of a new function opens a pool of its own
+    if gateway.poll() is None:
+        fds_after = await fds_settle(gateway.pid, fds_before)
+        rss_after = rss_kib(gateway.pid)
+        print(f"gateway fds {fds_before} -> {fds_after}; RSS {rss_before} -> {rss_after} KiB "
+              f"({rss_after - rss_before:+d} KiB)")
+        if fds_after > fds_before + FD_TOLERANCE:
+            failures.append(f"gateway fds {fds_before} -> {fds_after} after the settle")
     failures += await serving_problems(platform, http, api_key, "after-bus")
     failures += [f"{canary} is gone: a pod name from the bus reached the file system" for canary in canaries
                  if not canary.exists()]
@@ -1326,13 +1334,6 @@ async def test_10000_fuzzed_bus_messages_get_error_replies_and_crash_no_service(
                             f"dropped as undecodable; errors: {[(k[:150], n) for k, n in causes.most_common(5)]}")
     if unsettled:
         failures.append(f"durable consumers still unsettled 45s later: {unsettled}")
-    if gateway.poll() is None:
-        fds_after = await fds_settle(gateway.pid, fds_before)
-        rss_after = rss_kib(gateway.pid)
-        print(f"gateway fds {fds_before} -> {fds_after}; RSS {rss_before} -> {rss_after} KiB "
-              f"({rss_after - rss_before:+d} KiB)")
-        if fds_after > fds_before + FD_TOLERANCE:
-            failures.append(f"gateway fds {fds_before} -> {fds_after} after the settle")
     assert not failures, "\n".join(failures)
 
 
