@@ -98,7 +98,7 @@ class Lifecycle:
         """Have the snapshotter restore the worker; True once it runs and is being watched."""
         try:
             self._runtime.prepare(a.pod, worker_limits(a.spec))
-            handle, took_s = await self._snapshots.restore(a)
+            handle, took_s, how = await self._snapshots.restore(a)
         except OSError as exc:
             await self._snapshots.record(a.pod, "restore_failed", f"cold start instead: the pod's cgroup: {exc}")
             return False
@@ -108,7 +108,7 @@ class Lifecycle:
         self._records.save(handle, a.spec.name)
         self.workers[a.pod] = Worker(handle, a.spec.name, a.spec.health_path, restored_from=a.snapshot)
         await self._pods.set_fields(a.pod, runtime_ref=handle.ref, restored_from=a.snapshot)
-        await self._snapshots.record(a.pod, "restored", f"from snapshot {a.snapshot} in {took_s:.3f}s "
+        await self._snapshots.record(a.pod, "restored", f"from snapshot {a.snapshot} in {took_s:.3f}s, {how} "
                                                         f"(worker {handle.ref}, {handle.endpoint})")
         self._spawn(self._await_ready(a.pod, a.spec, fallback=a))
         return True
@@ -162,6 +162,10 @@ class Lifecycle:
             if self.workers.get(pod) is not worker:
                 return  # stopped (or replaced) meanwhile
             if not await self._runtime.is_alive(worker.handle):
+                stopped = await self._stop_reason(pod, worker)
+                if stopped:  # the snapshotter's verdict: a broken copy, not a slow one
+                    await self.fail(pod, spec.name, stopped)
+                    return
                 if fallback is not None:
                     await self._fall_back(fallback, "the restored worker exited before it was healthy")
                     return
@@ -254,7 +258,8 @@ class Lifecycle:
                     continue  # its start watcher decides: fail a cold start, fall back from a restore
                 if record is not None and record.state == PodState.DRAINING:
                     continue  # being stopped: a container is gone before `stop` returns
-                await self.fail(pod, worker.fn, self._runtime.exit_reason(worker.handle) or "worker process exited")
+                why = self._runtime.exit_reason(worker.handle) or await self._stop_reason(pod, worker)
+                await self.fail(pod, worker.fn, why or "worker process exited")
                 continue
             record = await self._pods.get(pod)
             if record is None or record.state not in (PodState.IDLE, PodState.BUSY):
@@ -270,6 +275,12 @@ class Lifecycle:
         if self._vram is not None:
             for over in await self._vram.over(shares):
                 await self.fail(over.pod, over.fn, over.reason())
+
+    async def _stop_reason(self, pod: str, worker: Worker) -> str:
+        """Why the snapshotter stopped this restored worker (e.g. its lazy restore failed), or ""."""
+        if not worker.restored_from or self._snapshots is None:
+            return ""
+        return await self._snapshots.stop_reason(pod)
 
     def _recorded_handle(self, pod: str) -> WorkerHandle | None:
         for handle, _ in self._records.all():

@@ -70,13 +70,14 @@ class SnapshotClient:
             self._went_down = asyncio.Event()
         self.down_reason = down_reason
 
-    async def restore(self, a: PodAssigned) -> tuple[WorkerHandle, float]:
-        """Restore `a.snapshot` as the worker of `a.pod`: (handle, seconds the snapshotter took).
+    async def restore(self, a: PodAssigned) -> tuple[WorkerHandle, float, str]:
+        """Restore `a.snapshot` as the worker of `a.pod`: (handle, seconds the snapshotter took,
+        how: "eager" or "lazy", with why when not as the function asked).
         The handle's endpoint is where the restored worker answers (a process keeps the
         snapshot's port; a container gets a free host port). Raises RestoreUnavailable."""
         if self.down_reason:
             raise RestoreUnavailable(a.snapshot, f"this node's snapshotter is down: {self.down_reason}")
-        req = SnapshotRestore(pod=a.pod, fn=a.spec.name, snapshot=a.snapshot)
+        req = SnapshotRestore(pod=a.pod, fn=a.spec.name, snapshot=a.snapshot, mode=a.spec.restore)
         try:
             msg = await self._request_unless_down(encode(req))
         except nats.errors.NoRespondersError:
@@ -94,7 +95,7 @@ class SnapshotClient:
         if not reply.ok:
             raise RestoreUnavailable(a.snapshot, reply.error or "the snapshotter gave no reason")
         handle = WorkerHandle(pod=a.pod, runtime=self.runtime, ref=reply.runtime_ref, endpoint=reply.endpoint)
-        return handle, reply.restore_s
+        return handle, reply.restore_s, reply.how or "eager"
 
     async def _request_unless_down(self, payload: bytes):
         """The restore's answer, or None as soon as the snapshotter is declared down."""
@@ -145,3 +146,7 @@ class SnapshotClient:
 
     async def record(self, pod: str, event: str, detail: str) -> None:
         await events.record(self._r, pod, event, detail, now_ms())
+
+    async def stop_reason(self, pod: str) -> str:
+        """Why the snapshotter stopped `pod`'s restored worker, or "" if it did not."""
+        return await events.stop_reason(self._r, pod)

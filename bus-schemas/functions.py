@@ -23,6 +23,12 @@ PLACEMENT_POLICIES = ("thaw", "fgd", "best-fit", "binpack", "packing", "first-fi
 RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "PORT", "HOST", "LD_PRELOAD", "LD_LIBRARY_PATH", "PATH"})
 RESERVED_ENV_PREFIX = "THAW_"
 
+# How a pod comes back from a snapshot: all of its memory first ("eager"), or running at once
+# while CRIU's lazy-pages daemon brings its memory in ("lazy"); "auto" lets the snapshotter
+# choose by the image's size (snapshotter/restore_modes.py).
+# A pattern rather than a Literal, so a wrong value's error lists the three.
+RestoreMode = Annotated[str, Meta(pattern=r"^(eager|lazy|auto)$", description="eager, lazy or auto")]
+
 
 class Resources(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What one worker needs. Integers with units in their names."""
@@ -61,6 +67,7 @@ class FunctionSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     # Snapshot a warm worker once and restore later pods from it (on nodes whose snapshotter
     # runs, either runtime). False for workers whose state must not be copied.
     snapshot: bool = True
+    restore: RestoreMode = "auto"
     v: int = SCHEMA_VERSION
 
 
@@ -101,11 +108,12 @@ def check_function_spec(spec: FunctionSpec) -> FunctionSpec:
 def spec_digest(spec: FunctionSpec) -> str:
     """What a worker's state depends on, hashed: a snapshot restores only a spec of equal digest.
 
-    Scaling and the snapshot switch are left out (they change how many workers run, not what one
-    holds), so tuning idle_timeout_s keeps the snapshots; a new command, image, env or resource
-    shape makes them stale.
+    Scaling, the snapshot switch and the restore mode are left out (they change how many workers
+    run and how they come back, not what one holds), so tuning idle_timeout_s keeps the
+    snapshots; a new command, image, env or resource shape makes them stale.
     """
-    canonical = msgspec.structs.replace(spec, scaling=Scaling(), snapshot=True)
+    canonical = msgspec.to_builtins(msgspec.structs.replace(spec, scaling=Scaling(), snapshot=True))
+    del canonical["restore"]  # absent, not defaulted: digests from before the field stay equal
     return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).hexdigest()[:16]
 
 

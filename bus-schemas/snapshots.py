@@ -8,6 +8,7 @@ snapshotter).
 
 from msgspec import Struct
 
+from bus_schemas.functions import RestoreMode
 from bus_schemas.version import SCHEMA_VERSION
 
 
@@ -41,6 +42,7 @@ class SnapshotRestore(Struct, frozen=True, kw_only=True):
     pod: str
     fn: str
     snapshot: str
+    mode: RestoreMode = "auto"  # the function's `restore`
     v: int = SCHEMA_VERSION
 
 
@@ -54,6 +56,7 @@ class SnapshotRestored(Struct, frozen=True, kw_only=True):
     endpoint: str = ""
     error: str = ""
     restore_s: float = 0.0
+    how: str = ""  # "eager" or "lazy" (and why, when not as asked)
     v: int = SCHEMA_VERSION
 
 

@@ -137,19 +137,23 @@ async def dump(criu: Criu, pid: int, image_dir: Path, *, leave_running: bool = T
 
 async def restore(criu: Criu, image_dir: Path, *, tcp_close: bool = True,
                   shell_job: bool = False, extra: tuple[str, ...] = (),
-                  wrapper: tuple[str, ...] = ()) -> RestoreResult:
+                  wrapper: tuple[str, ...] = (), work_dir: Path | None = None) -> RestoreResult:
     """Restore the image in `image_dir` as a detached process tree and return its root's pid.
 
     The same image may be restored many times (each restore writes only its own log and pid
     file). `tcp_close` restores connections that were open at dump time as closed: their client
     is gone, and the original may still hold the same 4-tuple. `wrapper`: a command that
     prepares CRIU's surroundings and execs it (the sandbox's: snapshotter/sandboxed.py). Raises
-    RestoreFailed (a SnapshotUnusable): the caller falls back to a cold start.
+    RestoreFailed (a SnapshotUnusable): the caller falls back to a cold start. `work_dir`:
+    where CRIU writes its log and sockets (default: the image dir; a lazy restore's daemon
+    waits on a socket in its own, snapshotter/lazy_pages.py).
     """
     op = uuid.uuid4().hex[:8]
-    log, pidfile = f"restore-{op}.log", image_dir / f"restore-{op}.pid"
+    work = work_dir or image_dir
+    log, pidfile = f"restore-{op}.log", work / f"restore-{op}.pid"
     argv = [str(criu.path), "restore", "-D", str(image_dir), "-o", log,
             "--restore-detached", "--pidfile", str(pidfile)]
+    argv += ["-W", str(work_dir)] if work_dir else []
     argv += ["--tcp-close"] if tcp_close else ["--tcp-established"]
     argv += ["--shell-job"] if shell_job else []
     argv = [*wrapper, *argv, *extra]
@@ -157,10 +161,10 @@ async def restore(criu: Criu, image_dir: Path, *, tcp_close: bool = True,
     code, out = await _run(*argv)
     if code:
         raise RestoreFailed("criu restore", f"could not restore {image_dir}", exit_code=code,
-                         log_path=str(image_dir / log), log_tail=_tail_errors(image_dir / log) or out)
+                         log_path=str(work / log), log_tail=_tail_errors(work / log) or out)
     try:
         pid = int(pidfile.read_text().strip())
     finally:
         pidfile.unlink(missing_ok=True)
-    (image_dir / log).unlink(missing_ok=True)  # kept only when it explains a failure
+    (work / log).unlink(missing_ok=True)  # kept only when it explains a failure
     return RestoreResult(pid=pid, duration_s=time.monotonic() - t0)

@@ -48,3 +48,15 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return True
     return False
+
+
+def page_faults(pid: int) -> int | None:
+    """Minor plus major page faults of `pid` so far (fields 10 and 12 of /proc/<pid>/stat), None
+    if gone. A lazily restored worker faults once per page it touches before the daemon has
+    copied it in (restore_modes.py learns from that)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2:].split()
+    return int(fields[7]) + int(fields[9])

@@ -22,6 +22,10 @@ So:
   original still serves); containers, with a network namespace per copy, have no such limit;
 - a corrupt or vanished image is removed from the index (and the tiers), so the next pod does
   not try it again and the next warm pod asks for a fresh snapshot;
+- a lazy restore (restore_modes.py, lazy_pages.py) answers as soon as CRIU has restored all
+  but the memory pages; its daemon is watched until it exits, and one that dies before every
+  page is in gets its worker killed, with the reason in the pod's events (the agent fails the
+  pod with it) and this snapshot restored eagerly from then on;
 - if the pod stopped restoring while CRIU ran (the agent gave up waiting, or placement stopped
   it), the restored worker is killed again;
 - a process snapshot holding GPU memory (manifest `gpu`) is restored only on a node with
@@ -40,10 +44,12 @@ from redis.asyncio import Redis
 from bus_schemas import redis_keys as K
 from bus_schemas.pods import PodState
 from bus_schemas.snapshots import SnapshotRestore, SnapshotRestored
+from thaw_core.clock import now_ms
 from thaw_core.sandbox import cgroups, network
+from thaw_core.store import events
 
 from snapshotter import criu as criu_mod
-from snapshotter import procs, sandboxed
+from snapshotter import lazy_pages, procs, restore_modes, sandboxed
 from snapshotter.container_restores import ContainerRestores
 from snapshotter.criu import Criu
 from snapshotter.cuda_state import CudaCheckpoint
@@ -69,6 +75,10 @@ class Restores:
         self._images: dict[str, asyncio.Future] = {}  # snapshot id -> its materialization in flight
         self.net = settings.network()
         self.containers = containers  # None: this node restores process snapshots only
+        self._lazy_failed: set[str] = set()  # snapshot ids whose lazy daemon died: eager from now on
+        self._demand: dict[str, float] = {}  # snapshot id -> share of pages faulted on demand, last lazy restore
+        self._watchers: set[asyncio.Task] = set()  # one per running lazy-pages daemon
+        self._how: dict[str, str] = {}  # pod -> how its restore went, for the answer
 
     async def restore(self, req: SnapshotRestore) -> SnapshotRestored:
         started = time.monotonic()
@@ -77,9 +87,25 @@ class Restores:
         except SnapshotUnusable as exc:
             log.warning("restore of %s for pod %s refused: %s", req.snapshot, req.pod, exc)
             return SnapshotRestored(ok=False, error=str(exc).strip())
+        finally:
+            how = self._how.pop(req.pod, "eager")
         took = time.monotonic() - started
-        log.info("restored %s as pod %s (%s, %s) in %.3fs", req.snapshot, req.pod, ref, endpoint, took)
-        return SnapshotRestored(ok=True, runtime_ref=ref, endpoint=endpoint, restore_s=round(took, 4))
+        log.info("restored %s as pod %s (%s, %s, %s) in %.3fs", req.snapshot, req.pod, ref, endpoint, how, took)
+        return SnapshotRestored(ok=True, runtime_ref=ref, endpoint=endpoint, restore_s=round(took, 4), how=how)
+
+    def demand(self, snapshot: str) -> float | None:
+        """What `auto` learned of `snapshot`: the share of pages faulted in on demand."""
+        return self._demand.get(snapshot)
+
+    async def settled(self) -> None:
+        """Wait until every lazy-pages daemon started so far has exited."""
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop watching lazy daemons (they run on: their workers still need them)."""
+        for task in list(self._watchers):
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
 
     async def _restore(self, req: SnapshotRestore) -> tuple[str, str]:
         indexed = await self.index.get(req.snapshot)
@@ -116,7 +142,7 @@ class Restores:
         if m.sandboxed:
             pid, endpoint = await self._restore_sandboxed(req, m)
         else:
-            pid, endpoint = await self._restore_plain(m)
+            pid, endpoint = await self._restore_plain(req, m)
         state = await self._r.hget(K.pod(req.pod), "state")
         if state != PodState.RESTORING.value:
             procs.kill(pid)
@@ -124,15 +150,20 @@ class Restores:
                                    "the restored worker was stopped", snapshot=m.id)
         return pid, endpoint
 
-    async def _restore_plain(self, m: Manifest) -> tuple[int, str]:
+    async def _restore_plain(self, req: SnapshotRestore, m: Manifest) -> tuple[int, str]:
         async with self._lock:  # one restore at a time: the port check and the bind stay together
             if procs.port_in_use(m.port):
                 raise SnapshotUnusable("restore snapshot", f"snapshot port busy: 127.0.0.1:{m.port} is in use "
                                        "(the worker it was taken from may still run)", snapshot=m.id)
             image = await self._image(m)
-            restored = await criu_mod.restore(self.criu, image)
-            if m.gpu:
-                await self._resume_gpu(restored.pid, m)
+            restored, daemon = await self._criu_restore(req, m, image, sandboxed=False)
+            try:
+                if m.gpu:
+                    await self._resume_gpu(restored.pid, m)
+            except BaseException:
+                self._stop_daemon(daemon)
+                raise
+        self._watch(daemon, restored.pid, req, m)
         return restored.pid, f"http://127.0.0.1:{m.port}"
 
     async def _restore_sandboxed(self, req: SnapshotRestore, m: Manifest) -> tuple[int, str]:
@@ -147,19 +178,84 @@ class Restores:
         image = await self._image(m)
         wrapper, options = sandboxed.restore_command(m.mounts, cgroups.join_script(dirs), self.net.tag)
         async with self._slots:
-            restored = await criu_mod.restore(self.criu, image, extra=options, wrapper=wrapper)
+            restored, daemon = await self._criu_restore(req, m, image, sandboxed=True, extra=options,
+                                                        wrapper=wrapper)
         try:
             if m.gpu:
                 await self._resume_gpu(restored.pid, m)
             address = await network.attach(self.net, restored.pid)
         except network.NetworkError as exc:
             procs.kill(restored.pid)
+            self._stop_daemon(daemon)
             raise SnapshotUnusable("restore snapshot", f"restored worker got no address: {exc}", snapshot=m.id) from None
         except BaseException:
             procs.kill(restored.pid)
+            self._stop_daemon(daemon)
             raise
         sandboxed.sweep_criu_scratch()
+        self._watch(daemon, restored.pid, req, m)
         return restored.pid, f"http://{address}:{m.port}"
+
+    async def _criu_restore(self, req: SnapshotRestore, m: Manifest, image, *, sandboxed: bool,
+                            extra: tuple[str, ...] = (), wrapper: tuple[str, ...] = ()):
+        """CRIU's restore of `image`, eager or lazy as `req.mode` and this node allow:
+        (RestoreResult, the lazy-pages daemon or None)."""
+        memory = restore_modes.memory_bytes(image)
+        lazy, how = restore_modes.choose(req.mode, memory, lazy_pages.unavailable_reason(sandboxed),
+                                         m.id in self._lazy_failed, self._demand.get(m.id), m.gpu)
+        daemon = None
+        if lazy:
+            try:
+                daemon = await lazy_pages.start(self.criu, image, self.s.work_dir)
+                daemon.memory = memory
+            except SnapshotUnusable as exc:
+                log.warning("lazy restore of %s unavailable, restoring eagerly: %s", m.id, exc)
+                how = f"eager (the lazy-pages daemon did not start: {exc.why})"
+        self._how[req.pod] = how
+        if daemon is None:
+            return await criu_mod.restore(self.criu, image, extra=extra, wrapper=wrapper), None
+        try:
+            restored = await criu_mod.restore(self.criu, image, extra=(*extra, *daemon.restore_options()),
+                                              wrapper=wrapper, work_dir=daemon.work_dir)
+        except BaseException:
+            daemon.stop()
+            raise
+        return restored, daemon
+
+    def _watch(self, daemon: lazy_pages.LazyPages | None, pid: int, req: SnapshotRestore, m: Manifest) -> None:
+        if daemon is None:
+            return
+        task = asyncio.create_task(self._watch_daemon(daemon, pid, req, m))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _watch_daemon(self, daemon: lazy_pages.LazyPages, pid: int, req: SnapshotRestore,
+                            m: Manifest) -> None:
+        """Until the daemon exits; one that fails takes its worker down, saying why first (the
+        agent reads the pod's events when it finds the worker gone). One that succeeds says how
+        much its worker faulted in itself, which `auto` learns from."""
+        ref, faults = procs.ref_of(pid), procs.page_faults(pid)
+        code = await daemon.wait()
+        try:
+            after = procs.page_faults(pid)
+            if code == 0 and faults is not None and after is not None and procs.ref_of(pid) == ref:
+                self._demand[m.id] = restore_modes.demand_share(after - faults, daemon.memory)
+            if code != 0:  # the worker may have died of it already; it is stopped either way
+                why = daemon.failure(code)
+                self._lazy_failed.add(m.id)
+                log.warning("pod %s: %s; stopping its worker (pid %d)", req.pod, why, pid)
+                try:
+                    await events.record(self._r, req.pod, events.WORKER_STOPPED, why, now_ms())
+                finally:
+                    if ref is not None and procs.ref_of(pid) == ref:
+                        procs.kill(pid)
+        finally:
+            daemon.stop()
+
+    @staticmethod
+    def _stop_daemon(daemon: lazy_pages.LazyPages | None) -> None:
+        if daemon is not None:
+            daemon.stop()
 
     async def _image(self, m: Manifest):
         """The verified local image of `m`: one fetch, check and unpack serves every restore

@@ -37,7 +37,7 @@ from thaw_core.podman.service import ensure_service
 from thaw_core.subscriber import make_broker, subscribe
 from thaw_core.shutdown import run_steps
 
-from snapshotter import gpu_support, sandboxed
+from snapshotter import gpu_support, lazy_pages, sandboxed
 from snapshotter.container_restores import ContainerRestores
 from snapshotter.criu import find_criu
 from snapshotter.cuda_state import CudaCheckpoint
@@ -62,6 +62,7 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     js = nc.jetstream()
     await bus_auth.streams_ready(js, creds)
     sandboxed.sweep_criu_scratch()
+    lazy_pages.sweep(settings.work_dir)
     if killed := await stop_orphans(settings.node, Pods(r)):
         log.warning("stopped %d restored worker(s) left by a snapshotter that died mid-restore", killed)
     gpu = gpu_support.detect(settings.cuda_checkpoint_path)
@@ -99,6 +100,7 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
                         ("unsubscribe from restore requests", sub.unsubscribe),
                         ("unsubscribe from pings", pings.unsubscribe),
                         ("finish snapshot tasks", lambda: asyncio.gather(*tasks, return_exceptions=True)),
+                        ("stop watching lazy restores", restores.close),
                         ("close podman", containers.close if containers is not None else lambda: None),
                         ("stop consumers", broker.stop), ("close NATS", nc.close), ("close Redis", r.aclose))
 

@@ -25,6 +25,7 @@ BAD_SPECS = [
     (b'{"name": "echo"}', 400, "$.command", "exactly one of"),
     (b'{"name": "echo", "command": ["x"], "env": {"CUDA_VISIBLE_DEVICES": "0"}}', 400, "$.env.CUDA_VISIBLE_DEVICES", "set by the platform"),
     (b'{"name": "echo", "command": ["x"], "placement_policy": "magic"}', 400, "$.placement_policy", "unknown policy"),
+    (b'{"name": "echo", "command": ["x"], "restore": "fast"}', 400, "$.restore", "eager|lazy|auto"),
     (b'{"name": "echo", "command": ["x"], "tenant": "someone-else"}', 403, "$.tenant", "tenant"),
 ]
 

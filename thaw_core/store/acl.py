@@ -167,7 +167,8 @@ ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     # Not "functions.annotate": write access to a function's hash would let every node's
     # snapshotter rewrite any spec; a failed dump is recorded under snapshot_failure(fn), which
     # "snapshots.index" covers.
-    SNAPSHOTTER: ("pods.read", "snapshots.read", "snapshots.list", "snapshots.index", "snapshots.presence"),
+    # "pods.events": it says why it stopped a worker it restored (a lazy restore that failed).
+    SNAPSHOTTER: ("pods.read", "pods.events", "snapshots.read", "snapshots.list", "snapshots.index", "snapshots.presence"),
 }
 
 # Every user: no pub/sub channels. The operator may read and write every Thaw key with any

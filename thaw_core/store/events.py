@@ -1,5 +1,6 @@
 """A pod's event list: what happened to it that its state does not say (e.g. why a restore fell
-back to a cold start). Appended by the agent, read by operators, the gateway and tests."""
+back to a cold start). Appended by the agent, and by the snapshotter when it stops a worker it
+restored (`WORKER_STOPPED`); read by operators, the gateway, the agent and tests."""
 
 import json
 
@@ -9,6 +10,9 @@ from bus_schemas import redis_keys as K
 
 KEEP_S = 24 * 3600
 MAX_EVENTS = 100
+# The snapshotter stopped the pod's restored worker (its lazy-pages daemon died): the detail is
+# the reason the agent gives the pod when it finds the worker gone.
+WORKER_STOPPED = "worker_stopped_by_snapshotter"
 
 
 async def record(r: redis.Redis, pod: str, event: str, detail: str, at_ms: int) -> None:
@@ -24,3 +28,11 @@ async def record(r: redis.Redis, pod: str, event: str, detail: str, at_ms: int) 
 
 async def read(r: redis.Redis, pod: str) -> list[dict]:
     return [json.loads(e) for e in await r.lrange(K.pod_events(pod), 0, -1)]
+
+
+async def stop_reason(r: redis.Redis, pod: str) -> str:
+    """The detail of the snapshotter's last `WORKER_STOPPED` event for `pod`, or ""."""
+    for entry in reversed(await read(r, pod)):
+        if entry.get("event") == WORKER_STOPPED:
+            return str(entry.get("detail", ""))
+    return ""
