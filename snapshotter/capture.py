@@ -71,13 +71,13 @@ async def capture_process(criu: criu_mod.Criu, store: TieredStore, index: Snapsh
     try:
         progress(f"checkpointing pid {pid}")
         extra = sandboxed.dump_options(mounts)
-        address = await pod_network.detach(net, pid) if boxed else ""
+        address = await pod_network.park(net, pid) if boxed else ""
         try:
             d = await (_dump_with_gpu(criu, cuda, pid, image_dir, progress, extra) if cuda is not None
                        else criu_mod.dump(criu, pid, image_dir, extra=extra))
         finally:
             if address:
-                await pod_network.attach(net, pid, address)
+                await pod_network.unpark(net, pid, address)
         progress(f"dumped {d.size_bytes / 2**20:.1f} MiB in {d.duration_s:.2f}s")
         draft = Manifest(id=sid, fn=fn, node=node, runtime="process",
                          created_ms=int(time.time() * 1000), sha256="", size_bytes=0, raw_bytes=0,

@@ -35,6 +35,7 @@ from thaw_core.store.snapshots import announce_snapshotter, withdraw_snapshotter
 from thaw_core.podman.checkpoints import PodmanCheckpoints
 from thaw_core.podman.service import ensure_service
 from thaw_core.subscriber import make_broker, subscribe
+from thaw_core.sandbox import network
 from thaw_core.shutdown import run_steps
 
 from snapshotter import gpu_support, lazy_pages, sandboxed
@@ -63,6 +64,8 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     await bus_auth.streams_ready(js, creds)
     sandboxed.sweep_criu_scratch()
     lazy_pages.sweep(settings.work_dir)
+    if parked := await network.remove_parked(settings.network()):
+        log.warning("removed %d pod network link(s) parked by a snapshotter that died mid-dump", parked)
     if killed := await stop_orphans(settings.node, Pods(r)):
         log.warning("stopped %d restored worker(s) left by a snapshotter that died mid-restore", killed)
     gpu = gpu_support.detect(settings.cuda_checkpoint_path)

@@ -85,3 +85,36 @@ async def test_an_address_given_again_answers_at_once_and_the_idle_bridge_goes(n
         second.wait()
     assert await network.remove_bridge_if_unused(net)
     assert not Path(f"/sys/class/net/{net.bridge}").exists()
+
+
+async def test_a_parked_worker_keeps_its_address_while_another_pod_attaches_and_answers_there_again(net):
+    # A dump parks the worker's inner veth end outside its namespace (CRIU cannot dump a veth);
+    # a pod attached meanwhile must not take the parked worker's address.
+    worker, other = pod_process(), pod_process()
+    try:
+        address = await network.attach(net, worker.pid)
+        assert await network.park(net, worker.pid) == address
+        assert network.address_of(worker.pid) == "", "nothing but loopback left to dump"
+        assert await network.attach(net, other.pid) != address, "the slot stayed held"
+        await network.unpark(net, worker.pid, address)
+        assert network.address_of(worker.pid) == address
+        assert answers(address, timeout_s=2.0)
+    finally:
+        for p in (worker, other):
+            p.kill()
+            p.wait()
+
+
+async def test_pairs_parked_by_a_snapshotter_that_died_are_removed_and_free_their_slot(net):
+    worker = pod_process()
+    try:
+        address = await network.attach(net, worker.pid)
+        await network.park(net, worker.pid)
+    finally:
+        worker.kill()
+        worker.wait()
+    host = Path(f"/sys/class/net/{net.host_end(net.slot_of(address))}")
+    await asyncio.sleep(0.3)
+    assert host.exists(), "a parked pair outlives its worker: the slot would leak"
+    assert await network.remove_parked(net) == 1
+    assert not host.exists() and not Path(f"/sys/class/net/{net.parked_end(net.slot_of(address))}").exists()

@@ -11,8 +11,11 @@ the bridge: a worker reaches the node's address and nothing else, not another po
 the node.
 
 CRIU cannot recreate the veth here (netlink refuses the peer-in-namespace request), so a worker
-is dumped with its veth taken out (`detach`) and put back right after; a restored copy gets a
-fresh one (`attach`).
+is dumped with the inner end of its veth moved out of its namespace, parked in the node's as
+`tp<tag><i>` (`park`), and moved back right after (`unpark`); a restored copy gets a fresh
+veth (`attach`). Parking keeps the pair, so the host end keeps holding the worker's slot while
+it is dumped: a pod attached meanwhile cannot take its address. A snapshotter that dies with a
+peer parked leaves the pair behind; the next one removes it (`remove_parked`).
 """
 
 import asyncio
@@ -58,6 +61,10 @@ class PodNetwork:
 
     def host_end(self, slot: int) -> str:
         return f"th{self.tag}{slot:x}"
+
+    def parked_end(self, slot: int) -> str:
+        """The inner end's name while it is parked in the node's namespace (`park`)."""
+        return f"tp{self.tag}{slot:x}"
 
     def address(self, slot: int) -> ipaddress.IPv4Address:
         return self.subnet.network_address + slot
@@ -112,19 +119,18 @@ async def remove_bridge_if_unused(net: PodNetwork, wait_s: float = 3.0) -> bool:
     return True
 
 
-async def attach(net: PodNetwork, pid: int, address: str = "") -> str:
-    """Give the network namespace of `pid` a veth on the node's bridge and an address (the
-    given one, e.g. its own again after a dump, else the first free slot); returns it. Makes
-    the node's bridge first when it is missing (the agent takes it down when it stops)."""
+async def attach(net: PodNetwork, pid: int) -> str:
+    """Give the network namespace of `pid` a veth on the node's bridge and the address of the
+    first free slot; returns it. Makes the node's bridge first when it is missing (the agent
+    takes it down when it stops)."""
     if not Path(f"/sys/class/net/{net.bridge}").exists():
         await ensure_bridge(net)
-    slots = [net.slot_of(address)] if address else list(net.slots())
-    for slot in slots:
+    for slot in net.slots():
         host = net.host_end(slot)
         try:
             await _ip(f"link add {host} type veth peer name {INSIDE} netns {pid}")
         except NetworkError:
-            if Path(f"/sys/class/net/{host}").exists() and not address:
+            if Path(f"/sys/class/net/{host}").exists():
                 continue  # slot taken: try the next
             raise
         ip = net.address(slot)
@@ -138,15 +144,38 @@ async def attach(net: PodNetwork, pid: int, address: str = "") -> str:
     raise NetworkError(f"no free address on {net.subnet}: every slot of the node's pod subnet is taken")
 
 
-async def detach(net: PodNetwork, pid: int) -> str:
-    """Take the veth out of the network namespace of `pid` (the host end goes, and its peer
-    with it); returns the address it had, "" when it had none."""
+async def park(net: PodNetwork, pid: int) -> str:
+    """Move the inner end of `pid`'s veth out of its namespace into this process's, renamed so it
+    cannot clash with the node's own links; returns the address it had, "" when it had none
+    (nothing to park). The host end stays on the bridge, holding the slot."""
     address = address_of(pid)
-    if address:
-        host = net.host_end(net.slot_of(address))
-        if Path(f"/sys/class/net/{host}").exists():
-            await _ip(f"link del {host}")
+    if not address:
+        return ""
+    parked = net.parked_end(net.slot_of(address))
+    await _ip(f"link set {INSIDE} down", f"link set {INSIDE} name {parked}", f"link set {parked} netns {os.getpid()}",
+              netns_pid=pid)
     return address
+
+
+async def unpark(net: PodNetwork, pid: int, address: str) -> None:
+    """Put the parked inner end back into `pid`'s namespace with its address (`park` undone)."""
+    slot = net.slot_of(address)
+    parked = net.parked_end(slot)
+    await _ip(f"link set {parked} netns {pid}")
+    await _ip(f"link set {parked} name {INSIDE}", f"addr add {net.address(slot)}/{net.subnet.prefixlen} dev {INSIDE}",
+              f"link set {INSIDE} up", netns_pid=pid)
+
+
+async def remove_parked(net: PodNetwork) -> int:
+    """Delete the veth pairs parked by a snapshotter that died mid-dump (their workers lost
+    their network and were failed by their agent's probes); returns how many went."""
+    stray = [link.name for link in Path("/sys/class/net").glob(f"tp{net.tag}*")]
+    for name in stray:
+        try:
+            await _ip(f"link del {name}")
+        except NetworkError:
+            continue  # gone meanwhile
+    return len(stray)
 
 
 def address_of(pid: int) -> str:
