@@ -39,6 +39,9 @@ def pod_leases(pod_id: str) -> str:
 
 
 ALL_PODS = f"{PREFIX}pods"  # set of pod ids that are not yet terminal
+# Sorted set: pod id -> when it failed (ms), for the ledger's history window; the pod's hash
+# (with its `reason`) lives as long. So `GET /v1/pods` and `thaw ls` can say what failed and why.
+FAILED_PODS = f"{PREFIX}pods:failed"
 
 
 def node(node_name: str) -> str:

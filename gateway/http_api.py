@@ -44,6 +44,7 @@ JSON = [("content-type", "application/json")]
 OPENAI_PATHS = frozenset({"/v1/embeddings", "/v1/chat/completions", "/v1/completions"})
 # A node silent this long is lost, not degraded (placement's default node_timeout_s).
 LIVE_NODE_S = 10.0
+FAILED_SHOWN_MS = 15 * 60_000  # GET /v1/pods lists pods that failed this recently, with why
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 
@@ -283,7 +284,9 @@ class HttpApi:
     async def list_pods(self, request) -> Response:
         tenant = await self._tenant(request)
         mine = {s.name for s in await self.functions.all() if s.tenant == tenant}
-        return json_response({"pods": [asdict(p) for p in await self.pods.live() if p.fn in mine]})
+        failed = await self.pods.recent_failures(now_ms() - FAILED_SHOWN_MS)
+        return json_response({"pods": [asdict(p) for p in await self.pods.live() if p.fn in mine],
+                              "failed": [asdict(p) for p in failed if p.fn in mine]})
 
     async def list_snapshots(self, request) -> Response:
         """Snapshots of the caller's functions (size, tiers, node, created_ms), read from Redis."""

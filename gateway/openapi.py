@@ -61,7 +61,7 @@ def openapi_document() -> dict:
             "/v1/embeddings": {"post": {"summary": "OpenAI-style; `model` names the function",
                                         "responses": {"200": {"description": "the worker's answer"},
                                                       **_errors(400, 401, 404, 429, 503)}}},
-            "/v1/pods": {"get": {"responses": {"200": {"description": "your live pods"}}}},
+            "/v1/pods": {"get": {"responses": {"200": {"description": "your live pods, and those that failed in the last 15 minutes with why"}}}},
             "/v1/nodes": {"get": {"responses": {"200": {"description": "nodes with per-GPU vRAM"}}}},
             "/v1/snapshots": {"get": {"responses": {"200": {"description": "snapshots of your functions: "
                                                                            "size, tiers, node, created_ms"}}}},

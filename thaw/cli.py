@@ -72,7 +72,8 @@ async def _invoke_nats(url: str, key: str, name: str, data: bytes, timeout_s: fl
 def cmd_ls(args) -> None:
     gw = _gateway(args)
     fns = gw.json("GET", "/v1/functions")["functions"]
-    pods = gw.json("GET", "/v1/pods")["pods"]
+    listed = gw.json("GET", "/v1/pods")
+    pods, failed = listed["pods"], listed.get("failed", [])
     nodes = gw.json("GET", "/v1/nodes")["nodes"]
     print("FUNCTIONS")
     for f in fns:
@@ -87,6 +88,11 @@ def cmd_ls(args) -> None:
         print(f"  {p['pod']:<24} {p['fn']:<16} {p['state']:<9} node={p['node']} gpus={gpus} vram={p['vram_mib']}MiB")
     if not pods:
         print("  (none: functions scale to zero when idle)")
+    if failed:
+        print("FAILED (last 15 minutes)")
+    for p in failed:
+        age = (time.time() * 1000 - p["state_at_ms"]) / 1000
+        print(f"  {p['pod']:<24} {p['fn']:<16} node={p['node']} {age:.0f}s ago: {p['reason'] or 'no reason recorded'}")
     print("NODES")
     for n in nodes:
         age = (time.time() * 1000 - n["heartbeat_ms"]) / 1000

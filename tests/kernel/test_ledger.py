@@ -11,6 +11,7 @@ from bus_schemas.nodes import GpuCapacity, NodeCapacity
 from bus_schemas.pods import PodState
 from thaw_core.store.ledger import Ledger, Reservation
 from thaw_core.store.nodes import Nodes
+from thaw_core.store.pods import Pods
 
 NODE = NodeCapacity(node="n1", cpu_milli=4000, memory_mib=8192,
                     gpus=(GpuCapacity(index=0, model="A", vram_mib=1000), GpuCapacity(index=1, model="A", vram_mib=1000)))
@@ -45,6 +46,20 @@ async def test_release_is_safe_to_repeat(r):
     assert await ledger.release("p1", PodState.FAILED, "again", 3) is False
     assert (await usage(r))["vram"] == (0, 0)
     assert await r.hget(K.pod("p1"), "state") == "stopped", "the first terminal state stands"
+
+
+async def test_a_failed_pod_is_listed_with_its_reason_for_the_history_window_and_a_stopped_one_is_not(r):
+    await Nodes(r).upsert_capacity(NODE)
+    ledger = Ledger(r, history_s=60)
+    for pod, gpu in (("p1", 0), ("p2", 0), ("p3", 1)):
+        assert await ledger.reserve(res(pod, gpus=(gpu,)), 1) == "ok"
+    await ledger.release("p1", PodState.FAILED, "worker exited", 1_000)
+    await ledger.release("p1", PodState.FAILED, "again", 2_000)  # a repeat lists it once, as it was
+    await ledger.release("p2", PodState.STOPPED, "idle", 2_000)
+    failed = await Pods(r).recent_failures(since_ms=0)
+    assert [(p.pod, p.state, p.reason, p.state_at_ms) for p in failed] == [("p1", "failed", "worker exited", 1_000)]
+    await ledger.release("p3", PodState.FAILED, "oom", 70_000)  # 69 s later: p1 is out of the window
+    assert [p.pod for p in await Pods(r).recent_failures(since_ms=0)] == ["p3"]
 
 
 async def test_a_repeated_reserve_changes_nothing(r):

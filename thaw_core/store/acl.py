@@ -113,8 +113,9 @@ GRANTS: dict[str, Grant] = {
                                         "del", "srem")),
     # placement/worker.py records why a function cannot be placed in the function's hash
     "functions.annotate": Grant(writes=(FUNCTION,), commands=("hset",)),
-    # Pods.get / live_ids / live; the snapshotter's HGET of a pod's state and GPUs
-    "pods.read": Grant(reads=(POD, K.ALL_PODS, FUNCTION_PODS), commands=("hget", "hgetall", "smembers")),
+    # Pods.get / live_ids / live / recent_failures; the snapshotter's HGET of a pod's state and GPUs
+    "pods.read": Grant(reads=(POD, K.ALL_PODS, FUNCTION_PODS, K.FAILED_PODS),
+                       commands=("hget", "hgetall", "smembers", "zrangebyscore")),
     # Pods.transition (script) and set_fields
     "pods.transition": Grant(writes=(POD,), commands=(*SCRIPTS, "hget", "hset")),
     # events.record (MULTI) and events.read
@@ -132,8 +133,9 @@ GRANTS: dict[str, Grant] = {
     # Ledger.release: declares the reservation and the pod; builds the node, GPU, tenant usage,
     # function pod set, pod set and lease keys in Lua from what the reservation names
     "ledger.release": Grant(writes=(RESERVATION, POD, POD_LEASES, FUNCTION_PODS, K.ALL_PODS, NODE, GPU,
-                                    TENANT_USAGE),
-                            commands=(*SCRIPTS, "hgetall", "hget", "hincrby", "hset", "del", "srem", "expire")),
+                                    TENANT_USAGE, K.FAILED_PODS),
+                            commands=(*SCRIPTS, "hgetall", "hget", "hincrby", "hset", "del", "srem", "expire",
+                                      "zadd", "zremrangebyscore")),
     # Nodes.all
     "nodes.read": Grant(reads=(NODE, GPU, K.NODES), commands=("smembers", "hgetall")),
     # Nodes.upsert_capacity (MULTI) and heartbeat: placement, from node.capacity / heartbeats

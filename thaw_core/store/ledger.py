@@ -88,6 +88,10 @@ local fn = redis.call('HGET', podk, 'fn')
 local st = redis.call('HGET', podk, 'state')
 if st and st ~= 'stopped' and st ~= 'failed' then
   redis.call('HSET', podk, 'state', ARGV[3], 'state_at_ms', ARGV[5], 'reason', ARGV[4])
+  if ARGV[3] == 'failed' then
+    redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), pod)
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[5]) - 1000 * tonumber(ARGV[6]))
+  end
 end
 if fn then redis.call('SREM', prefix .. 'fn:' .. fn .. ':pods', pod) end
 redis.call('SREM', prefix .. 'pods', pod)
@@ -136,7 +140,7 @@ class Ledger:
     async def release(self, pod: str, final: PodState, reason: str, now_ms: int) -> bool:
         """Free what `pod` holds and mark it terminal. True if this call freed it; safe to repeat."""
         args = [K.PREFIX, pod, final.value, reason, now_ms, self._history_s]
-        return bool(await self._release(keys=[K.reservation(pod), K.pod(pod)], args=args))
+        return bool(await self._release(keys=[K.reservation(pod), K.pod(pod), K.FAILED_PODS], args=args))
 
 
 def gpus_field(value: str) -> tuple[int, ...]:

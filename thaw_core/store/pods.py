@@ -85,5 +85,17 @@ class Pods:
             hashes = await pipe.execute()
         return [PodRecord.from_hash(pod, h) for pod, h in zip(ids, hashes) if h]
 
+    async def recent_failures(self, since_ms: int) -> list[PodRecord]:
+        """Pods that failed since `since_ms`, newest first, with their reasons (`Ledger.release`
+        indexes them)."""
+        ids = list(reversed(await self._r.zrangebyscore(K.FAILED_PODS, since_ms, "+inf")))
+        if not ids:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for pod in ids:
+                pipe.hgetall(K.pod(pod))
+            hashes = await pipe.execute()
+        return [PodRecord.from_hash(pod, h) for pod, h in zip(ids, hashes) if h]
+
     async def set_fields(self, pod: str, **fields: str | int) -> None:
         await self._r.hset(K.pod(pod), mapping=fields)
