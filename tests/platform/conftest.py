@@ -1,5 +1,7 @@
 import asyncio
 import json
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -66,6 +68,15 @@ async def http(api_key):
 async def deploy(http: aiohttp.ClientSession, url: str, spec: dict) -> None:
     async with http.post(url + "/v1/functions", json=spec) as resp:
         assert resp.status == 201, await resp.text()
+
+
+def thaw_ls(http: aiohttp.ClientSession, h: Harness) -> str:
+    """`thaw ls` as a user runs it, with the session's key; its output."""
+    key = http.headers["Authorization"].split()[1]
+    done = subprocess.run([sys.executable, "-m", "thaw.cli", "--url", h.url, "--key", key, "ls"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 async def invoke(http: aiohttp.ClientSession, url: str, fn: str, body: bytes) -> tuple[int, bytes, str]:

@@ -160,3 +160,42 @@ async def test_a_corrupt_container_image_falls_back_to_a_cold_start_that_answers
         assert await r.zscore(K.snapshot_index("torchlike-c"), ready["snapshot"]) is None
     finally:
         await watch.nc.close()
+
+
+@pytest.mark.parametrize("copies", [2, 3])
+async def test_many_container_pods_restore_from_one_snapshot_on_one_node_at_addresses_of_their_own(
+        with_standby, http, r, worker_image, copies):
+    """The container runtime's side of replicable restores: each copy is a container with its
+    own network namespace, published on a host port of its own."""
+    h = with_standby
+    watch = await Watch().start(h.nats.url)
+    spec = {**torchlike_spec(worker_image), "scaling": {"max_pods": copies, "concurrency": 1,
+                                                       "idle_timeout_s": 3, "start_timeout_s": 60}}
+
+    try:
+        await deploy(http, h.url, spec)
+        cold, first = await _call(http, h)
+        await eventually(lambda: watch.ready, 60, what="snapshot.ready.torchlike-c")
+        await eventually(lambda: "stopped" in watch.states_of(first), 30, what=f"{first} to scale to zero")
+        # the copies stay up through the checks below (scaling is not in the spec digest: the
+        # snapshot stays usable)
+        await deploy(http, h.url, {**spec, "scaling": {**spec["scaling"], "idle_timeout_s": 60}})
+
+        # concurrency 1, calls at once: a pod per call (a copy ready first may serve two)
+        await asyncio.gather(*(_call(http, h) for _ in range(copies)))
+        pods = {s["pod"] for s in watch.states if s["fn"] == "torchlike-c" and s["pod"] != first}
+        assert len(pods) == copies, f"a pod per call: {pods}"
+        idle = await eventually(lambda: _idle_endpoints(watch, pods) if len(_idle_endpoints(watch, pods)) == copies
+                                else None, 60, what=f"{copies} copies to serve")
+        assert len(set(idle.values())) == copies, f"each copy at an address of its own: {idle}"
+        for pod, endpoint in idle.items():  # each answers there, carrying on from the snapshot
+            async with http.post(endpoint + "/infer", json={"input": "hello"}) as resp:
+                assert resp.status == 200, (pod, await resp.text())
+                assert (await resp.json())["loaded_at"] == cold["loaded_at"], f"{pod} restored, not cold"
+            assert "restoring" in watch.states_of(pod) and "starting" not in watch.states_of(pod)
+    finally:
+        await watch.nc.close()
+
+
+def _idle_endpoints(watch: Watch, pods: set[str]) -> dict[str, str]:
+    return {s["pod"]: s["endpoint"] for s in watch.states if s["pod"] in pods and s["state"] == "idle"}

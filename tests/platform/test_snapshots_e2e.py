@@ -22,7 +22,7 @@ from bus_schemas import redis_keys as K
 from thaw_core.store import events
 
 from tests.conftest import eventually
-from tests.platform.conftest import deploy, invoke
+from tests.platform.conftest import deploy, invoke, thaw_ls
 from tests.platform.harness import Harness
 
 pytestmark = pytest.mark.criu
@@ -272,5 +272,149 @@ async def test_many_pods_restore_from_one_snapshot_side_by_side_at_addresses_of_
         node = await r.hgetall(K.node(h.node))
         assert (node["cpu_reserved"], node["memory_reserved"]) == ("0", "0"), node
         assert [await r.hget(K.pod(p), "state") for p in pods] in ([None] * copies, ["stopped"] * copies)
+    finally:
+        await watch.nc.close()
+
+
+HEAP = str(Path(__file__).resolve().parents[2] / "examples" / "heap" / "worker.py")
+UNPRIVILEGED_UFFD = Path("/proc/sys/vm/unprivileged_userfaultfd")
+
+
+@pytest.fixture
+def lazy_restores_allowed():
+    """A sandboxed worker restores lazily only with this host setting (snapshotter/lazy_pages.py);
+    set for the test, put back after."""
+    before = UNPRIVILEGED_UFFD.read_text()
+    UNPRIVILEGED_UFFD.write_text("1\n")
+    yield
+    UNPRIVILEGED_UFFD.write_text(before)
+
+
+def lazy_daemons(under: Path) -> dict[int, Path]:
+    """pid -> work dir of each lazy-pages daemon whose work dir is under `under`."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "lazy-pages" in argv and "-W" in argv and argv[argv.index("-W") + 1].startswith(str(under)):
+            found[int(proc.name)] = Path(argv[argv.index("-W") + 1])
+    return found
+
+
+async def test_a_lazy_restore_whose_daemon_dies_fails_its_pod_with_the_reason_and_the_next_pod_restores_eagerly(
+        snap_platform, http, r, lazy_restores_allowed):
+    h = snap_platform
+    watch = await Watch().start(h.nats.url)
+    spec = {"name": "heap", "command": ["{python}", HEAP], "env": {"HEAP_MIB": "512"}, "restore": "lazy",
+            "invoke_path": "/all", "health_path": "/health",
+            "resources": {"gpu_count": 0, "cpu_milli": 100, "memory_mib": 768},
+            "scaling": {"max_pods": 1, "idle_timeout_s": 3, "start_timeout_s": 30}}
+    work = h.snapshot_dir / "work"
+    paused: list[int] = []
+
+    async def pause_the_daemon_once_criu_is_done():
+        # SIGSTOP the moment `criu restore` exits (it waits on the daemon until then): the
+        # worker runs, and most of its heap is still in the image, which the stopped daemon
+        # then never brings in. Killed below, it has died mid-restore, for certain.
+        while True:
+            daemons = lazy_daemons(work)
+            if daemons:
+                pid, wd = next(iter(daemons.items()))
+                break
+            await asyncio.sleep(0.002)
+        while not (restore := _cmdlines_naming(wd, b"restore")):  # `criu restore -W wd` started...
+            await asyncio.sleep(0.001)
+        while _alive(min(restore)):  # ...and is done (followed by pid: its wrapper execs CRIU)
+            await asyncio.sleep(0.001)
+        os.kill(pid, signal.SIGSTOP)
+        paused.append(pid)
+
+    try:
+        await deploy(http, h.url, spec)
+        status, body, first = await invoke(http, h.url, "heap", b"{}")
+        assert status == 200 and json.loads(body)["intact"], body
+        await eventually(lambda: watch.ready, 30, what="snapshot.ready.heap")
+        await eventually(lambda: "stopped" in watch.states_of(first), 30, what=f"{first} to scale to zero")
+
+        pauser = asyncio.create_task(pause_the_daemon_once_criu_is_done())
+        call = asyncio.create_task(invoke(http, h.url, "heap", b"{}"))
+        await asyncio.wait_for(pauser, 30)
+        lazy_pod = await eventually(lambda: next((s["pod"] for s in watch.states if s["fn"] == "heap"
+                                                  and s["state"] == "restoring"), None), 30, what="a restoring pod")
+        await eventually(lambda: _restored(h, lazy_pod), 30, what=f"{lazy_pod}'s restore to be answered")
+        os.kill(paused[0], signal.SIGKILL)
+
+        status, body, second = await call
+        assert status == 200 and json.loads(body)["intact"], body
+        assert "failed" in watch.states_of(lazy_pod)
+        reason = await r.hget(K.pod(lazy_pod), "reason")
+        assert reason and "lazy-pages daemon was killed by signal 9 before all pages were in" in reason, reason
+        listing = await asyncio.to_thread(thaw_ls, http, h)
+        failed = listing.split("FAILED (last 15 minutes)")[-1]
+        assert lazy_pod in failed and "lazy-pages daemon was killed" in failed, listing
+        restored = [e["detail"] for e in await _pod_events(h, second) if e["event"] == "restored"]
+        assert restored and "eager (a lazy restore of this snapshot failed on this node)" in restored[0], restored
+        assert not lazy_daemons(work) and not list(work.glob("lazy-*")), "no daemon or work dir is left"
+    finally:
+        for pid in paused:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        await watch.nc.close()
+
+
+async def _restored(h: Harness, pod: str) -> bool:
+    return any(e["event"] == "restored" for e in await _pod_events(h, pod))
+
+
+def _cmdlines_naming(path: Path, word: bytes = b"") -> set[int]:
+    """Pids whose command line names `path` (and has `word` as an argument, if given)."""
+    found = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(path).encode() in argv and (not word or word in argv.split(b"\0")):
+            found.add(int(proc.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+async def test_a_restore_is_not_held_up_by_a_dump_of_another_function(snap_platform, http, r):
+    """Dumps take the node's dump slot, restores their own: a pod of `warm` restores and answers
+    while the node is still checkpointing a 1.5 GiB worker of another function."""
+    h = snap_platform
+    watch = await Watch().start(h.nats.url)
+    log = h.root / "snapshotter.log"
+    big = {"name": "heap", "command": ["{python}", HEAP], "env": {"HEAP_MIB": "1536"}, "restore": "eager",
+           "invoke_path": "/little", "health_path": "/health",
+           "resources": {"gpu_count": 0, "cpu_milli": 100, "memory_mib": 2048},
+           "scaling": {"max_pods": 1, "idle_timeout_s": 60, "start_timeout_s": 60}}
+    try:
+        await _warm_then_scale_to_zero(http, h, watch)
+        await deploy(http, h.url, big)
+        status, body, heap_pod = await invoke(http, h.url, "heap", b"{}")
+        assert status == 200, body
+        await eventually(lambda: f"snapshot of {heap_pod}: checkpointing" in log.read_text(), 30,
+                         every_s=0.01, what="the big worker's dump to begin")
+
+        _, answer, pod = await _timed_call(http, h)
+        text = log.read_text()
+        assert f"snapshot of {heap_pod}: checkpointing" in text
+        restored = text.index(f"as pod {pod} (")
+        dumped = text.find(" of heap: ")  # the dump's last line: stored in its tiers
+        assert dumped == -1 or restored < dumped, "the restore waited for the dump"
+        assert [e["event"] for e in await _pod_events(h, pod)] == ["restored"]
+        await eventually(lambda: " of heap: " in log.read_text(), 60, what="the big dump to finish")
     finally:
         await watch.nc.close()

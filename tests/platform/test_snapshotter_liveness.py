@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from thaw_core import servers
 from thaw_core.store import events
 
 from tests.conftest import eventually
-from tests.platform.conftest import _healthy, deploy, echo_spec, invoke
+from tests.platform.conftest import _healthy, deploy, echo_spec, invoke, thaw_ls
 from tests.platform.harness import Harness
 
 PING_TIMEOUT_S = 0.5  # with the harness's heartbeat_s = 0.5: down after 3 misses, ~1.5-3 s
@@ -94,14 +93,6 @@ async def metrics(http, h: Harness) -> set[str]:
     async with http.get(h.url + "/metrics") as resp:
         text = await resp.text()
     return {line for line in text.splitlines() if line.startswith(("thaw_node_degraded", "thaw_function_degraded"))}
-
-
-def thaw_ls(http, h: Harness) -> str:
-    key = http.headers["Authorization"].split()[1]
-    done = subprocess.run([sys.executable, "-m", "thaw.cli", "--url", h.url, "--key", key, "ls"],
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 async def reported(r, node: str) -> NodeCapacity | None:
