@@ -73,6 +73,12 @@ class WorkloadProfile:
         return WorkloadProfile(tuple(replace(p, weight=w / total)
                                      for p, w in zip(self.pods, weights)))
 
+    def scaled(self, factors: tuple[float, ...]) -> WorkloadProfile:
+        """This profile with each shape's weight multiplied by its factor (in `pods` order),
+        not renormalised (Thaw's supply weighting, `scarcity.supply_factors`)."""
+        return WorkloadProfile(tuple(replace(p, weight=p.weight * f)
+                                     for p, f in zip(self.pods, factors, strict=True)))
+
     def demand_per_gpu_milli(self) -> tuple[float, float]:
         """(CPU milli, memory MiB) the expected request asks for per GPU milli it asks for,
         CPU-only requests included; (0, 0) when the profile asks for no GPU."""

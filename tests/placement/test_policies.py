@@ -25,6 +25,18 @@ def test_binpack_is_best_fit():
     assert decide(ix, SHARE, "binpack") == decide(ix, SHARE, "best-fit")
 
 
+def test_the_production_worker_runs_the_policy_the_trace_replay_measures():
+    # No fork for production: the worker decides with the engine's `decide` and the spec's
+    # policy, which is "thaw" unless the spec names another, the code bench.trace_replay scores.
+    from bus_schemas.functions import FunctionSpec
+    from placement import worker
+    from placement.engine.decide import decide as engine_decide
+    from placement.engine.policies import policy, thaw
+    assert worker.decide is engine_decide
+    assert FunctionSpec(name="f", command=("x",)).placement_policy == "thaw"
+    assert policy("thaw") is thaw.choose
+
+
 @pytest.mark.parametrize(
     ("policy", "fleet", "request_", "node_name", "gpus"),
     [

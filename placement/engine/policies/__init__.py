@@ -11,7 +11,7 @@ simulator does), so decisions are reproducible.
 | best-fit (alias binpack) | the node left with least CPU and GPU | `best_fit` |
 | packing | fill shared GPUs, then used nodes, then small free nodes | `packing` |
 | fgd | least growth of fragmentation w.r.t. the expected workload (ATC'23) | `fgd` |
-| thaw | FGD's measure plus GPU stranded by CPU/memory, multi-GPU shapes weighed per GPU, best-fit among equals; ranked incrementally | `thaw` |
+| thaw | FGD's measure plus GPU stranded by CPU/memory, multi-GPU shapes weighed per GPU and every shape by its supply, rare large nodes opened last, best-fit among equals; ranked incrementally | `thaw` |
 """
 from __future__ import annotations
 
