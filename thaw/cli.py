@@ -9,24 +9,75 @@ from pathlib import Path
 
 import msgspec
 
-from thaw.client import Gateway, GatewayError
+from thaw.client import Gateway, GatewayError, recorded_up, refusal
 from thaw.functions_file import FunctionFileError, load_function_file
 
 DEFAULT_STATE = Path(".thaw")
+DEFAULT_URL = "http://127.0.0.1:8080"
+# The real subcommand an operator makes keys with (see `keys` in build_parser); a 401 names it.
+MAKE_KEY = "thaw keys --redis REDIS_URL --tenant default"
+NATS_CONNECT_S = 3.0  # per attempt; a stale URL must fail in seconds, not nats-py's 60 retries
+
+
+class CliError(RuntimeError):
+    """A failure the CLI reports as one line, saying what to do next."""
+
+
+def _state_dir(args) -> Path:
+    """--state-dir; else ./.thaw where `thaw up` ran in this directory; else the state dir of
+    the `thaw up` recorded as running (so the CLI works from any directory); else ./.thaw."""
+    if args.state_dir:
+        return Path(args.state_dir)
+    if DEFAULT_STATE.exists():
+        return DEFAULT_STATE
+    record = recorded_up()
+    return Path(record["state_dir"]) if record else DEFAULT_STATE
+
+
+def _url(args) -> str:
+    """--url, else $THAW_URL, else the recorded `thaw up`'s when its state dir is the one in
+    use (another platform's URL would pair its gateway with this one's key), else the default."""
+    if args.url:
+        return args.url
+    if os.environ.get("THAW_URL"):
+        return os.environ["THAW_URL"]
+    record = recorded_up()
+    if record and Path(record["state_dir"]) == _state_dir(args).resolve():
+        return record["url"]
+    return DEFAULT_URL
+
+
+def _key_and_source(args) -> tuple[str, str]:
+    """The API key and where it came from (a 401 names the source)."""
+    if args.key:
+        return args.key, "--key"
+    if os.environ.get("THAW_API_KEY"):
+        return os.environ["THAW_API_KEY"], "$THAW_API_KEY"
+    cred = _state_dir(args) / "credentials"
+    key = cred.read_text().strip() if cred.exists() else ""
+    if not key:
+        sys.exit(f"thaw {args.command}: no API key: pass --key, set THAW_API_KEY, or start `thaw up` (it saves "
+                 f"one in <state dir>/credentials and records where; looked in {cred.resolve()})")
+    return key, str(cred.resolve())
 
 
 def _key(args) -> str:
-    key = args.key or os.environ.get("THAW_API_KEY", "")
-    cred = Path(args.state_dir) / "credentials"
-    if not key and cred.exists():
-        key = cred.read_text().strip()
-    if not key:
-        sys.exit("no API key: pass --key, set THAW_API_KEY, or run `thaw up` (it writes .thaw/credentials)")
-    return key
+    return _key_and_source(args)[0]
 
 
 def _gateway(args) -> Gateway:
-    return Gateway(args.url, _key(args))
+    return Gateway(_url(args), _key(args))
+
+
+def _explained(exc: GatewayError, args) -> str:
+    """The one line for a gateway failure. For a refused key, the gateway's generic hint gives
+    way to where this key came from and the exact command that makes one."""
+    if exc.status != 401:
+        return str(exc)
+    _, source = _key_and_source(args)
+    return (f"HTTP 401: the gateway at {_url(args)} does not know the API key from {source}. Use the key "
+            f"`thaw up` printed (saved in its <state dir>/credentials), or, as the operator, make one: "
+            f"`{MAKE_KEY}` (REDIS_URL: what `thaw up` printed after 'valkey-server ready at')")
 
 
 def cmd_deploy(args) -> None:
@@ -40,10 +91,15 @@ def cmd_invoke(args) -> None:
     data = args.data.encode() if args.data != "-" else sys.stdin.buffer.read()
     started = time.perf_counter()
     if args.nats:
-        status, body = asyncio.run(_invoke_nats(args.nats, _key(args), args.name, data, args.timeout,
-                                                Path(args.state_dir)))
+        status, body, headers = asyncio.run(_invoke_nats(args.nats, _key(args), args.name, data, args.timeout,
+                                                         _state_dir(args)))
+        where = args.nats
     else:
-        status, body, _ = _gateway(args).call("POST", f"/v1/functions/{args.name}/invoke", data, args.content_type)
+        status, body, headers = _gateway(args).call("POST", f"/v1/functions/{args.name}/invoke", data,
+                                                    args.content_type)
+        where = _url(args)
+    if status >= 400 and not headers.get("Thaw-Pod"):
+        raise refusal(status, body, where, len(data))  # the gateway's own refusal: no worker saw the call
     took = (time.perf_counter() - started) * 1000
     sys.stdout.write(body.decode(errors="replace") + "\n")
     print(f"[{status}, {took:.1f} ms]", file=sys.stderr)
@@ -52,21 +108,70 @@ def cmd_invoke(args) -> None:
 
 
 async def _invoke_nats(url: str, key: str, name: str, data: bytes, timeout_s: float,
-                       state_dir: Path = DEFAULT_STATE) -> tuple[int, bytes]:
-    """Over `infer.request.<name>`, as the bus user `client` when `thaw up` made one in
-    `state_dir` (its bus lets no one in without)."""
-    import nats
+                       state_dir: Path = DEFAULT_STATE) -> tuple[int, bytes, dict]:
+    """(status, body, headers) over `infer.request.<name>`, as the bus user `client` when
+    `thaw up` made one in `state_dir` (its bus lets no one in without)."""
+    from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
     from thaw.launcher import bus_credentials
 
     creds = bus_credentials(state_dir, "client")
-    nc = await nats.connect(url, **(creds.connect_options() if creds else {}))
+    nc = await _connect_nats(url, creds.connect_options() if creds else {}, state_dir)
     try:
+        _check_fits(len(data), nc.max_payload, url)
         msg = await nc.request(f"infer.request.{name}", data, timeout=timeout_s,
                                headers={"Authorization": f"Bearer {key}"})
-        return int((msg.headers or {}).get("Thaw-Status", 200)), msg.data
+        headers = msg.headers or {}
+        return int(headers.get("Thaw-Status", 200)), msg.data, headers
+    except NoRespondersError:
+        raise CliError(f"nothing answers infer.request.{name} on NATS at {url}: no gateway is subscribed; "
+                       "is `thaw up` (or a gateway) running against this server?") from None
+    except NatsTimeout:
+        raise CliError(f"no answer on infer.request.{name} from NATS at {url} within {timeout_s:g}s; "
+                       "raise --timeout, or see `thaw ls` for the function's pods") from None
     finally:
         await nc.close()
+
+
+async def _connect_nats(url: str, options: dict, state_dir: Path):
+    """A connection that fails within seconds, with one line naming the URL: nats-py's default
+    retries for ~2 minutes, printing a traceback per attempt."""
+    import nats
+    from nats.errors import AuthorizationError, Error as NatsError
+
+    failures: list[BaseException] = []
+
+    async def remember(exc: BaseException) -> None:
+        failures.append(exc)  # reported once below, instead of nats-py's traceback per attempt
+
+    try:
+        return await asyncio.wait_for(
+            nats.connect(url, allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+                         connect_timeout=NATS_CONNECT_S, error_cb=remember, **options),
+            timeout=3 * NATS_CONNECT_S)
+    except (OSError, asyncio.TimeoutError, NatsError) as exc:
+        why = failures[-1] if failures else exc
+        if isinstance(why, AuthorizationError) or "authorization" in str(why).lower():
+            raise CliError(f"NATS at {url} refused the connection (authorization violation): pass the "
+                           f"--state-dir of the `thaw up` that runs it (its client credentials are in "
+                           f"<state dir>/secrets; looked in {state_dir.resolve()})") from None
+        raise CliError(f"could not connect to NATS at {url} ({_reason(why)}): check the URL (`thaw up` prints "
+                       "it as 'nats-server ready at nats://...') and that `thaw up` is still running") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"no answer within {NATS_CONNECT_S:g}s"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # "Connection refused", not asyncio's "Connect call failed (...)"
+    return str(exc) or type(exc).__name__
+
+
+def _check_fits(size: int, max_payload: int, url: str) -> None:
+    """Refuse before sending what the server would refuse (nats-py raises a bare MaxPayloadError)."""
+    if size > max_payload:
+        raise CliError(f"the request is {size} bytes, over the max_payload of {max_payload} bytes of NATS "
+                       f"at {url}: send less, or raise max_payload in the nats-server config")
 
 
 def cmd_ls(args) -> None:
@@ -137,7 +242,7 @@ def _operator_store(args):
     from thaw_core.store import acl
     from thaw_core.store.client import connect_redis
 
-    path = args.redis_credentials or acl.credentials_path(Path(args.state_dir) / "secrets", acl.OPERATOR)
+    path = args.redis_credentials or acl.credentials_path(_state_dir(args) / "secrets", acl.OPERATOR)
     try:
         creds = acl.read_credentials(path, acl.OPERATOR) if args.redis_credentials or path.exists() else None
     except acl.CredentialsError as exc:
@@ -198,16 +303,24 @@ def cmd_quota(args) -> None:
 
 
 def cmd_up(args) -> None:
+    from thaw.launcher import PortInUse
     from thaw.up import run_up
 
-    run_up(args)
+    # `thaw up` starts a platform here: never in the state dir of another one it found recorded
+    args.state_dir = args.state_dir or str(DEFAULT_STATE)
+    try:
+        run_up(args)
+    except PortInUse as exc:
+        raise CliError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="thaw", description="Thaw: serverless inference on fractional GPUs")
-    p.add_argument("--url", default=os.environ.get("THAW_URL", "http://127.0.0.1:8080"), help="gateway URL")
-    p.add_argument("--key", default="", help="API key (default: $THAW_API_KEY, then .thaw/credentials)")
-    p.add_argument("--state-dir", default=str(DEFAULT_STATE))
+    p.add_argument("--url", default="", help="gateway URL (default: $THAW_URL, then the URL the running "
+                   f"`thaw up` recorded, then {DEFAULT_URL})")
+    p.add_argument("--key", default="", help="API key (default: $THAW_API_KEY, then <state dir>/credentials)")
+    p.add_argument("--state-dir", default="", help="where `thaw up` keeps its state (default: ./.thaw if there, "
+                   "else the running `thaw up`'s, which it records under $XDG_STATE_HOME/thaw)")
     p.add_argument("--redis-credentials", type=Path, help="operator store credentials for keys, quota and "
                    "snapshots --redis (default: <state dir>/secrets/operator.json, which `thaw up` writes)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -253,10 +366,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        try:
+            _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader gone early shows here, while it can still be caught
+    except BrokenPipeError:
+        # `thaw ls | head -1`: the reader has what it wanted. Point stdout at /dev/null so the
+        # interpreter's own last flush cannot raise again, and exit 141 (128 + SIGPIPE), the
+        # status a shell shows for any Unix tool stopped this way: `set -o pipefail` scripts
+        # then treat us like `ls | head`, where 0 would claim all the output was written.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+
+
+def _run(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (GatewayError, FunctionFileError) as exc:
+    except GatewayError as exc:
+        sys.exit(f"thaw {args.command}: {_explained(exc, args)}")
+    except (FunctionFileError, CliError) as exc:
         sys.exit(f"thaw {args.command}: {exc}")
     except KeyboardInterrupt:
         sys.exit(130)

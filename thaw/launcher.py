@@ -10,7 +10,9 @@ CRIU 4.x); otherwise `thaw up` says why and every pod cold-starts.
 """
 
 import asyncio
+import errno
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +47,27 @@ class Platform:
         say(f"stopped everything in {took_s:.1f}s")
 
 
+class PortInUse(RuntimeError):
+    def __init__(self, port: int):
+        super().__init__(f"port {port} is already in use on 127.0.0.1 (another `thaw up`, or another program, "
+                         f"listens there): pick a free one with `thaw up --port N`, or stop what holds {port}")
+        self.port = port
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Raise PortInUse where something listens on `port`. Checked before anything starts: once
+    the services run, whatever holds the port answers the gateway's /healthz in its place."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as the gateway binds (asyncio sets it): a port merely in TIME_WAIT is free to it
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(port) from None
+            raise
+
+
 def say(msg: str) -> None:
     print(f"[thaw] {msg}", flush=True)
 
@@ -76,7 +99,9 @@ def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen, name: str) 
 def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | None = None,
        redis_port: int | None = None) -> Platform:
     """Start every component under one supervisor and return once the gateway answers /healthz.
-    Each server keeps its port across restarts, so the URLs handed to the services stay valid."""
+    Each server keeps its port across restarts, so the URLs handed to the services stay valid.
+    Raises PortInUse, having started nothing, where `http_port` is taken."""
+    check_port_free(http_port)
     logs = state_dir / "logs"
     sup = Supervisor(state_dir / "run" / "components.json", say)
     try:
@@ -206,4 +231,4 @@ def operator_creds(state_dir: Path) -> acl.Creds | None:
     return acl.read_credentials(path, acl.OPERATOR) if path.exists() else None
 
 
-__all__ = ["Platform", "up", "ensure_api_key", "free_port", "say"]
+__all__ = ["Platform", "PortInUse", "up", "ensure_api_key", "free_port", "say"]

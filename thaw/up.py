@@ -8,9 +8,9 @@ from pathlib import Path
 
 import msgspec
 
-from thaw.client import Gateway
+from thaw.client import Gateway, forget_up, record_up
 from thaw.functions_file import load_function_file
-from thaw.launcher import ensure_api_key, say, up
+from thaw.launcher import Platform, ensure_api_key, say, up
 from thaw.supervisor import STOP_BOUND_S
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -27,6 +27,7 @@ def run_up(args) -> None:
     try:
         key = ensure_api_key(state_dir, platform.redis.url)
         say(f"API key (also in {state_dir / 'credentials'}): {key}")
+        record_where(platform, state_dir)
         gw = Gateway(platform.gateway_url, key)
         files = [Path(f) for f in args.deploy]
         if args.demo:
@@ -48,8 +49,20 @@ def run_up(args) -> None:
     except KeyboardInterrupt:
         say(f"stopping everything (at most {STOP_BOUND_S:.0f}s; Ctrl-C again to kill at once) ...")
     finally:
+        forget_up(state_dir)  # no one should be sent to a gateway that is gone
         platform.stop()
         say("stopped")  # what a person (and test_thaw_up) waits for
+
+
+def record_where(platform: Platform, state_dir: Path) -> None:
+    """So `thaw ls` and friends find this platform from any directory, not only this one. A
+    home that cannot be written costs only that convenience, not the platform."""
+    try:
+        record = record_up(platform.gateway_url, state_dir, platform.nats.url, platform.redis.url)
+    except OSError as exc:
+        say(f"could not record where this platform is ({exc}); from other directories pass --state-dir {state_dir}")
+        return
+    say(f"the CLI finds this platform from any directory: its URL and key's path are in {record}")
 
 
 def demo_files() -> list[Path]:
@@ -74,7 +87,7 @@ def demo(gw: Gateway, nats_url: str, key: str, state_dir: Path, embeddings: bool
         say(f"echo over HTTP, {label}: {status} {body.decode()} in {(time.perf_counter() - started) * 1000:.1f} ms "
             f"(pod {headers.get('Thaw-Pod', '?')})")
     started = time.perf_counter()
-    status, body = asyncio.run(_invoke_nats(nats_url, key, "echo", b'{"via": "nats"}', 60, state_dir))
+    status, body, _ = asyncio.run(_invoke_nats(nats_url, key, "echo", b'{"via": "nats"}', 60, state_dir))
     say(f"echo over NATS infer.request.echo: {status} {body.decode()} in {(time.perf_counter() - started) * 1000:.1f} ms")
     if embeddings:
         _demo_embeddings(gw)
