@@ -5,19 +5,25 @@
   and in the background (snapshotter/lazy_pages.py);
 - "auto": lazy for images with at least `AUTO_LAZY_MIN_BYTES` of memory pages, eager below,
   and eager for a snapshot whose last lazy restore had its worker fault in at least
-  `EAGER_DEMAND_SHARE` of the pages itself before the daemon had copied them (a worker that
-  reads all of its memory at once). bench/restore_sizes.py measured why (README, "Lazy
-  restores"): for a worker that touches a little per request, lazy answers first in about the
-  same time whatever the image's size, while eager grows with it; for one that reads all of
-  its memory on its first request, every page it touches first costs a round trip through the
-  daemon, and eager is faster. Below the size threshold eager is as fast, without a daemon
-  that can fail.
+  `EAGER_DEMAND_SHARE` of the pages itself before the daemon had copied them in.
+
+Why, from bench/restore_sizes.py (2026-12-04, README "Lazy restores"): for a worker that
+touches a little per request, lazy answers first in ~0.08 s whatever the image's size (64 MiB
+to 2 GiB), while eager grows with it (0.07 to 1.9 s). For one that reads all of its memory on
+its first request it depends on who wins the race between its reads and the daemon's copying:
+at 1-2 GiB the daemon copies most pages before the worker reaches them, and lazy answered in
+0.5-0.7x of eager's time; at 256 MiB the worker outran the daemon, faulted 8-10% of its pages
+in itself, one round trip through the daemon each, and the two tied or eager won (1.13x). The
+share of pages faulted on demand is what tells those apart, and it is measured on every lazy
+restore. Below 128 MiB the two are within a few hundredths of a second either way, and eager
+needs no daemon that can fail.
 
 GPU memory: `cuda-checkpoint --toggle` moves a worker's device memory into host memory before a
 dump, so it lies in the image as ordinary pages, and the toggle after a restore copies all of
 it back onto the device before the worker answers: it reads every one of those pages at once,
-the case where lazy loses. So `auto` restores a GPU snapshot eagerly; "lazy" still does as
-asked (the daemon then serves the toggle's reads, and the worker's own host memory stays lazy).
+from inside the driver, which should not wait on a page-fault daemon. Untried here (no GPU),
+so `auto` restores a GPU snapshot eagerly; "lazy" still does as asked (the daemon then serves
+the toggle's reads).
 
 Lazy gives way to eager where it cannot run (`lazy_pages.unavailable_reason`) and for a
 snapshot whose lazy daemon died before (once is enough to stop trusting it on this node).
@@ -28,8 +34,8 @@ from pathlib import Path
 AUTO_LAZY_MIN_BYTES = 128 << 20
 EAGER_DEMAND_SHARE = 0.05
 """Share of an image's pages faulted in on demand above which auto restores it eagerly: a
-worker answering small requests faults in well under 1% (~400 of 262,144 pages of a 1 GiB
-heap here), one reading all of its heap 20-35% (the daemon copies the rest meanwhile)."""
+worker answering small requests faults in at most ~3% (0.1-0.3% at 1-2 GiB), one that read all
+of a 256 MiB heap at once 8-10%, the case eager answers as fast or faster."""
 PAGE = 4096
 
 
