@@ -13,7 +13,12 @@ Then the ratio the issue asks for: the slowest of 30 concurrent restores (the sn
 restore time, from the pod events) against 30 x one restore / cores, one restore being the
 N = 1 scenario's, in this same run.
 
-Lazy restores (`restore = "lazy"`) are not built yet: no lazy rows.
+Each restored burst runs twice: with `restore = "eager"`, then redeployed with
+`restore = "lazy"` (the snapshot stays usable: the restore mode is not part of the spec digest),
+as the "restored-lazy" phase. Lazy restores of sandboxed workers need
+`vm.unprivileged_userfaultfd = 1` (snapshotter/lazy_pages.py): the bench sets it for its run
+and puts the old value back. The echo worker's image is small (tens of MiB), so these rows show
+what a lazy daemon per restore costs under a burst; bench/restore_sizes.py shows what it buys.
 
 Usage: sudo nice .venv/bin/python -m bench.restore_burst [--sizes 1,10,30] [--replicas 3,8]
        [--json PATH]
@@ -66,13 +71,14 @@ class Wake:
     pod: str
     outcome: str = ""
     restore_s: float = 0.0  # the snapshotter's own time, for a restored pod
+    lazy: bool = False  # restored with a lazy-pages daemon
     detail: str = ""
 
 
 @dataclass
 class Scenario:
     name: str
-    phase: str  # "cold" | "restored"
+    phase: str  # "cold" | "restored" (eager) | "restored-lazy"
     wakes: list[Wake] = field(default_factory=list)
 
     def latencies(self) -> list[float]:
@@ -87,16 +93,20 @@ class Scenario:
                 "max_s": round(lat[-1], 3) if lat else None, "pods": len(pods),
                 "restored": sum(w.outcome == rep.RESTORED for w in pods.values()),
                 "fell_back": sum(w.outcome == rep.FELL_BACK for w in pods.values()),
-                "cold": sum(w.outcome == rep.COLD for w in pods.values())}
+                "cold": sum(w.outcome == rep.COLD for w in pods.values()),
+                "lazy": sum(w.lazy for w in pods.values())}
 
 
 def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def spec(name: str, max_pods: int = 1, concurrency: int = 4, hold_s: float = 0.0) -> dict:
+UNPRIVILEGED_UFFD = Path("/proc/sys/vm/unprivileged_userfaultfd")
+
+
+def spec(name: str, max_pods: int = 1, concurrency: int = 4, hold_s: float = 0.0, restore: str = "eager") -> dict:
     s = msgspec.to_builtins(load_function_file(ECHO))
-    s["name"], s["snapshot"] = name, True
+    s["name"], s["snapshot"], s["restore"] = name, True, restore
     s["env"] = {"ECHO_DELAY_S": str(hold_s)} if hold_s else {}
     s["resources"].update(gpu_count=0, vram_mib=0, cpu_milli=1000, memory_mib=128)
     s["scaling"].update(min_pods=0, max_pods=max_pods, concurrency=concurrency, idle_timeout_s=IDLE_TIMEOUT_S,
@@ -135,6 +145,7 @@ class Bench:
                 restored = next((e for e in evs if e.get("event") == "restored"), None)
                 if restored and (m := RESTORE_IN.search(restored.get("detail", ""))):
                     w.restore_s = float(m.group(1))
+                w.lazy = bool(restored) and "s, lazy" in restored.get("detail", "")
         return scenario
 
     async def settle(self, fns: list[str], timeout_s: float = 300) -> None:
@@ -158,7 +169,12 @@ class Bench:
         say(f"{n} function(s): restored burst")
         restored = await self.burst(fns, Scenario(f"{n} functions at once", "restored"))
         await self.settle(fns)
-        return [cold, restored]
+        for fn in fns:
+            await self.deploy(spec(fn, restore="lazy"))
+        say(f"{n} function(s): restored burst, lazily")
+        lazy = await self.burst(fns, Scenario(f"{n} functions at once", "restored-lazy"))
+        await self.settle(fns)
+        return [cold, restored, lazy]
 
     async def scale_out(self, k: int) -> list[Scenario]:
         fn = f"r{k}"
@@ -169,7 +185,11 @@ class Bench:
         say(f"one function to {k} pods: restored")
         restored = await self.burst([fn] * k, Scenario(f"1 function, 0 -> {k} pods", "restored"))
         await self.settle([fn])
-        return [cold, restored]
+        await self.deploy(spec(fn, max_pods=k, concurrency=1, hold_s=HOLD_S, restore="lazy"))
+        say(f"one function to {k} pods: restored, lazily")
+        lazy = await self.burst([fn] * k, Scenario(f"1 function, 0 -> {k} pods", "restored-lazy"))
+        await self.settle([fn])
+        return [cold, restored, lazy]
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -192,12 +212,13 @@ def parallel_ratio(scenarios: list[Scenario]) -> dict | None:
 
 
 def print_report(scenarios: list[Scenario], ratio: dict | None) -> None:
-    print("\n| scenario | phase | calls ok | first answer p50 / p99 / max (s) | pods | restored | fell back | cold |")
+    print("\n| scenario | phase | calls ok | first answer p50 / p99 / max (s) | pods | restored (lazily) "
+          "| fell back | cold |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for s in scenarios:
         r = s.row()
         print(f"| {r['scenario']} | {r['phase']} | {r['ok']}/{r['calls']} | {r['p50_s']} / {r['p99_s']} / "
-              f"{r['max_s']} | {r['pods']} | {r['restored']} | {r['fell_back']} | {r['cold']} |")
+              f"{r['max_s']} | {r['pods']} | {r['restored']} ({r['lazy']}) | {r['fell_back']} | {r['cold']} |")
     for s in scenarios:
         for w in s.wakes:
             if w.status != 200 or w.outcome == rep.FELL_BACK:
@@ -206,7 +227,7 @@ def print_report(scenarios: list[Scenario], ratio: dict | None) -> None:
         print(f"\n30 concurrent restores: slowest {ratio['slowest_s']:.3f}s against 30 x one restore "
               f"({ratio['one_restore_s']:.3f}s) / {ratio['cores']} cores = {ratio['budget_s']:.3f}s: "
               f"ratio {ratio['ratio']:.2f} (target <= 1.5)")
-    restored = [s.row() for s in scenarios if s.phase == "restored"]
+    restored = [s.row() for s in scenarios if s.phase.startswith("restored")]
     fell = sum(r["fell_back"] + r["cold"] for r in restored)
     print(f"fall-backs to a cold start in the restored bursts: {fell} (target 0)")
 
@@ -216,6 +237,8 @@ async def run(args) -> int:
     platform = Platform(state / "state", f"burst-{os.urandom(2).hex()}")
     (state / "state").mkdir()
     say(f"starting thaw up in {state}")
+    uffd_before = UNPRIVILEGED_UFFD.read_text()
+    UNPRIVILEGED_UFFD.write_text("1\n")
     platform.start(extra_config="cpu_milli = 64000\n")
     scenarios: list[Scenario] = []
     try:
@@ -231,6 +254,7 @@ async def run(args) -> int:
                 await bench.close()
     finally:
         clean, leftovers = platform.stop()
+        UNPRIVILEGED_UFFD.write_text(uffd_before)
         say(f"thaw up stopped ({'clean' if clean else 'not clean'}; {len(leftovers)} leftover processes killed)")
     ratio = parallel_ratio(scenarios)
     print_report(scenarios, ratio)
