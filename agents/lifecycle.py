@@ -21,7 +21,7 @@ import aiohttp
 from nats.js import JetStreamContext
 
 from bus_schemas import subjects
-from bus_schemas.functions import FunctionSpec
+from bus_schemas.functions import FunctionSpec, spec_digest
 from bus_schemas.pods import LIVE_STATES, PodAssigned, PodState, PodStateChanged
 from thaw_core import bus
 from thaw_core.clock import now_ms
@@ -29,13 +29,15 @@ from thaw_core.ports import free_port
 from thaw_core.store.functions import Functions
 from thaw_core.store.ledger import Ledger
 from thaw_core.store.pods import Pods
+from thaw_core.store.start_failures import StartFailureLog
 
 from agents.claims import confirmed, stop_refused
 from agents.env import expand_command, worker_env, worker_limits
-from agents.health import healthy
+from agents.health import healthy, probe
 from agents.records import WorkerRecords
 from agents.runtime.base import WorkerHandle, WorkerLaunch, WorkerRuntime
 from agents.snapshots import RestoreUnavailable, SnapshotClient
+from agents.start_failure import describe, log_tail
 from agents.vram import Share, VramWatch
 
 log = logging.getLogger(__name__)
@@ -49,19 +51,22 @@ class Worker:
     health_path: str
     probe_failures: int = 0
     restored_from: str = ""  # snapshot id, "" for a cold start
+    last_probe: str = ""  # what the last failed health probe got, for the reason of a failed start
 
 
 class Lifecycle:
     def __init__(self, node: str, js: JetStreamContext, pods: Pods, ledger: Ledger, functions: Functions,
                  runtime: WorkerRuntime,
                  records: WorkerRecords, http: aiohttp.ClientSession, log_dir: Path, stop_grace_s: float,
-                 snapshots: SnapshotClient | None = None, vram: VramWatch | None = None):
+                 snapshots: SnapshotClient | None = None, vram: VramWatch | None = None,
+                 start_failures: StartFailureLog | None = None):
         self.node = node
         self._functions = functions
         self._js, self._pods, self._ledger, self._runtime = js, pods, ledger, runtime
         self._records, self._http, self._log_dir, self._grace = records, http, log_dir, stop_grace_s
         self._snapshots = snapshots  # None: this node neither restores nor asks for snapshots
         self._vram = vram  # None: GPU memory is not watched
+        self._start_failures = start_failures  # None: failed starts are not counted (no backoff)
         self.workers: dict[str, Worker] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -138,7 +143,8 @@ class Lifecycle:
         try:
             handle = await self._runtime.start(launch)
         except (OSError, ValueError) as exc:
-            await self.fail(a.pod, a.spec.name, f"could not start the worker: {exc}; check the function's command")
+            await self.fail(a.pod, a.spec.name, f"could not start the worker: {exc}; check the function's command",
+                            failed_start=a.spec)
             return
         self._records.save(handle, a.spec.name)
         self.workers[a.pod] = Worker(handle, a.spec.name, a.spec.health_path)
@@ -163,18 +169,22 @@ class Lifecycle:
                 return  # stopped (or replaced) meanwhile
             if not await self._runtime.is_alive(worker.handle):
                 stopped = await self._stop_reason(pod, worker)
-                if stopped:  # the snapshotter's verdict: a broken copy, not a slow one
+                if stopped:  # the snapshotter's verdict: a broken copy, not a slow one (nor a crash loop)
                     await self.fail(pod, spec.name, stopped)
                     return
                 if fallback is not None:
                     await self._fall_back(fallback, "the restored worker exited before it was healthy")
                     return
-                why = self._runtime.exit_reason(worker.handle) or "worker exited during start-up"
-                await self.fail(pod, spec.name, f"{why}; see {self._log_dir / (pod + '.log')}")
+                how = self._runtime.exit_reason(worker.handle)
+                ended = f"the worker stopped during start-up ({how})" if how else "the worker stopped during start-up"
+                await self.fail(pod, spec.name, self._start_failure(pod, ended), failed_start=spec)
                 return
-            if await healthy(self._http, worker.handle.endpoint, spec.health_path):
-                if await self._ready(pod, spec.name, worker.handle) and not worker.restored_from \
-                        and self._snapshots is not None:
+            worker.last_probe = await probe(self._http, worker.handle.endpoint, spec.health_path)
+            if not worker.last_probe:
+                if not await self._ready(pod, spec.name, worker.handle):
+                    return
+                await self._start_succeeded(spec)
+                if not worker.restored_from and self._snapshots is not None:
                     self._spawn(self._ask_for_snapshot(spec, pod))
                 return
             await asyncio.sleep(delay)
@@ -183,7 +193,15 @@ class Lifecycle:
             await self._fall_back(fallback, f"the restored worker was not healthy within "
                                             f"start_timeout_s={spec.scaling.start_timeout_s:g}")
             return
-        await self.fail(pod, spec.name, f"worker not healthy within start_timeout_s={spec.scaling.start_timeout_s}")
+        if self.workers.get(pod) is not worker:
+            return
+        how = f"the worker was not healthy within start_timeout_s={spec.scaling.start_timeout_s:g}"
+        await self.fail(pod, spec.name, self._start_failure(pod, how, worker.last_probe), failed_start=spec)
+
+    def _start_failure(self, pod: str, how: str, last_probe: str = "") -> str:
+        """The reason a cold start failed: `how`, the last probe result, the log's last lines."""
+        log_path = self._log_dir / f"{pod}.log"
+        return describe(how, last_probe, log_tail(log_path), log_path)
 
     async def _ask_for_snapshot(self, spec: FunctionSpec, pod: str) -> None:
         try:
@@ -238,14 +256,25 @@ class Lifecycle:
         await asyncio.gather(*(self._runtime.stop(h, self._grace) for h in handles), return_exceptions=True)
         await asyncio.gather(*(self.stop(pod, reason) for pod in list(self.workers)), return_exceptions=True)
 
-    async def fail(self, pod: str, fn: str, reason: str) -> None:
+    async def fail(self, pod: str, fn: str, reason: str, failed_start: FunctionSpec | None = None) -> None:
+        """Stop the pod's worker, free its slice, mark it failed with `reason`. `failed_start`:
+        the spec of a pod that never became healthy, counted once toward its function's crash
+        loop (placement backs off on it) and announced as such (waiting calls get its reason)."""
         log.warning("pod %s failed: %s", pod, reason)
         worker = self.workers.pop(pod, None)
         if worker is not None:
             await self._runtime.stop(worker.handle, 1.0)
         if await self._ledger.release(pod, PodState.FAILED, reason, now_ms()):
-            await self._announce(pod, fn, PodState.FAILED, reason=reason)
+            if failed_start is not None and self._start_failures is not None:
+                # counted before the event, so placement, woken by it, already sees the failure
+                await self._start_failures.record(fn, spec_digest(failed_start), reason, now_ms())
+            await self._announce(pod, fn, PodState.FAILED, reason=reason, start_failed=failed_start is not None)
         self._records.remove(pod)
+
+    async def _start_succeeded(self, spec: FunctionSpec) -> None:
+        """A pod of `spec` became healthy: its function's crash loop, if any, is over."""
+        if self._start_failures is not None:
+            await self._start_failures.clear(spec.name, spec_digest(spec))
 
     async def check_workers(self) -> None:
         """Fail pods whose process died, that failed three health probes in a row, or that use
@@ -288,8 +317,10 @@ class Lifecycle:
                 return handle
         return None
 
-    async def _announce(self, pod: str, fn: str, state: PodState, endpoint: str = "", reason: str = "") -> None:
-        msg = PodStateChanged(pod=pod, fn=fn, node=self.node, state=state, at_ms=now_ms(), endpoint=endpoint, reason=reason)
+    async def _announce(self, pod: str, fn: str, state: PodState, endpoint: str = "", reason: str = "",
+                        start_failed: bool = False) -> None:
+        msg = PodStateChanged(pod=pod, fn=fn, node=self.node, state=state, at_ms=now_ms(), endpoint=endpoint,
+                              reason=reason, start_failed=start_failed)
         await bus.publish(self._js, subjects.pod_state(pod), msg, msg_id=f"{pod}:{state.value}")
 
     def _spawn(self, coro) -> None:

@@ -19,6 +19,7 @@ from thaw_core.store.client import connect_redis_as
 from thaw_core.store.functions import Functions
 from thaw_core.store.ledger import Ledger
 from thaw_core.store.pods import Pods
+from thaw_core.store.start_failures import StartFailureLog
 from thaw_core.subscriber import make_broker, subscribe
 from thaw_core.shutdown import run_steps
 
@@ -63,7 +64,8 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
     async with aiohttp.ClientSession() as http:
         vram = VramWatch(NvmlMeter() if source == "nvml" else MockMeter(), r)
         lifecycle = Lifecycle(settings.node, js, Pods(r), Ledger(r), Functions(r), runtime, records, http,
-                              settings.state_dir / "logs", settings.stop_grace_s, snapshots, vram)
+                              settings.state_dir / "logs", settings.stop_grace_s, snapshots, vram,
+                              StartFailureLog(r))
         await reconcile(settings.node, lifecycle, records, runtime, Pods(r), Functions(r))
         report = _CapacityReport(js, capacity)
         await report.publish()

@@ -67,4 +67,8 @@ class PodStateChanged(Struct, frozen=True, kw_only=True):
     at_ms: int
     reason: str = ""
     endpoint: str = ""  # http://host:port of the worker once it serves
+    # failed before it was ever ready, for a reason of its worker's own (it exited, or never got
+    # healthy), as opposed to the platform's (a broken restore, a lost node): calls waiting for
+    # it are answered at once, and its function's next pod waits (crash-loop backoff)
+    start_failed: bool = False
     v: int = SCHEMA_VERSION

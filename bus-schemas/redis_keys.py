@@ -100,3 +100,11 @@ def snapshot_failure(fn: str) -> str:
     """Hash: error, at_ms: why the last snapshot of `fn` failed (written by the snapshotter, which
     may not write the function's own hash: that holds the spec agents run)."""
     return f"{PREFIX}snap:{fn}:failure"
+
+
+def start_failures(fn: str) -> str:
+    """Hash: failures, last_ms, reason, digest: the consecutive failed starts of `fn`'s pods
+    (written by agents), for placement's backoff and the function's `degraded` status. Counts
+    only for the spec whose digest it names: a redeploy starts it afresh. Not under
+    `function(fn)`, so agents, which write it, cannot write a function's spec."""
+    return f"{PREFIX}startfail:{fn}"

@@ -13,9 +13,11 @@ from nats.js import JetStreamContext
 from bus_schemas import redis_keys as K
 from bus_schemas import subjects
 from bus_schemas.leases import LeaseRequested
+from bus_schemas.pods import PodState, PodStateChanged
 from thaw_core import bus
 from thaw_core.clock import now_ms
 from thaw_core.store.leases import Leases, Slot
+from thaw_core.store.start_failures import StartFailureLog, delay_s
 
 from gateway import errors
 from gateway.errors import ApiError
@@ -58,12 +60,15 @@ class Dispatcher:
         self._leases = Leases(r)
         self.holder = f"gw-{socket.gethostname()}-{secrets.token_hex(3)}"
         self.pools: dict[str, FnPool] = {}
+        self.start_failures = StartFailureLog(r)
+        self._starting: dict[str, set[str]] = {}  # fn -> its pods seen pending, starting or restoring
 
     def pool(self, fn: str) -> FnPool:
         pool = self.pools.get(fn)
         if pool is None:
             pool = self.pools[fn] = FnPool(fn, self._leases, self.holder, int(self.s.lease_ttl_s * 1000),
-                                           self._ask_for_pods, self.s.lease_request_every_s, self._why_unplaceable)
+                                           self._ask_for_pods, self.s.lease_request_every_s, self._why_unplaceable,
+                                           is_starting=lambda: fn in self._starting)
         return pool
 
     async def invoke(self, tenant: str, fn: str, body: bytes, content_type: str, path: str | None = None) -> Reply:
@@ -156,15 +161,40 @@ class Dispatcher:
         await bus.publish(self._js, subjects.lease_requested(fn), msg, msg_id=f"{self.holder}:{fn}:{msg.at_ms // 1000}")
 
     async def _why_unplaceable(self, fn: str) -> str:
+        """Why `fn` may get no worker: its crash loop, or why placement cannot place it; "" if
+        neither is known."""
+        reasons = [await self._crash_loop(fn)]
         reason, at = await self._r.hmget(K.function(fn), "unplaceable", "unplaceable_ms")
         if reason and at and now_ms() - int(at) < 60_000:
-            return f"placement: {reason}"
-        return ""
+            reasons.append(f"placement: {reason}")
+        return "; ".join(r for r in reasons if r)
 
-    def on_pod_ready(self, fn: str) -> None:
-        pool = self.pools.get(fn)
-        if pool is not None:
+    async def _crash_loop(self, fn: str) -> str:
+        record = await self.start_failures.get(fn)
+        if record is None or record.failures < 2:
+            return ""  # one failure is already the reason given
+        return (f"{record.failures} starts in a row failed, so the next waits {delay_s(record.failures):g}s: "
+                "fix the worker and deploy the function again")
+
+    def on_pod_state(self, event: PodStateChanged) -> None:
+        """Follow a pod's state: wake waiting calls when it is ready, end their wait when the
+        last pod starting for them failed to start (a broken restore is not that: its pod is
+        cold-started or replaced, and the calls keep waiting)."""
+        starting = self._starting.setdefault(event.fn, set())
+        if event.state in (PodState.PENDING, PodState.STARTING, PodState.RESTORING):
+            starting.add(event.pod)
+            return
+        was_starting = event.pod in starting
+        starting.discard(event.pod)
+        if not starting:
+            del self._starting[event.fn]
+        pool = self.pools.get(event.fn)
+        if pool is None:
+            return
+        if event.state == PodState.IDLE:
             pool.pod_ready()
+        elif event.start_failed and was_starting and not starting:
+            pool.start_failed(event.pod, event.reason)
 
     async def renew_and_return(self) -> None:
         """Renew every held slot; give back slots idle for lease_hold_s. Runs every TTL/3."""

@@ -8,7 +8,9 @@ produces a 500.
 
 Nodes and functions carry `status` ("ok" or "degraded") and `degraded_reason`: a node is
 degraded while its last capacity report says so (e.g. its snapshotter stopped answering); a
-function that snapshots is degraded while any live node is, since its pods there cold-start.
+function that snapshots is degraded while any live node is, since its pods there cold-start;
+any function is degraded while it is in a crash loop (DEGRADED_AFTER pods in a row failed to
+start, thaw_core/store/start_failures.py), until a pod of it gets healthy or it is redeployed.
 """
 
 import asyncio
@@ -20,7 +22,7 @@ import msgspec
 
 from bus_schemas import subjects
 from bus_schemas.codec import DecodeError, decode, encode
-from bus_schemas.functions import FunctionSpec, SpecError, check_function_spec
+from bus_schemas.functions import FunctionSpec, SpecError, check_function_spec, spec_digest
 from bus_schemas.functions_events import FunctionDeleted, FunctionDeployed
 from bus_schemas.keys import KeyRequest
 from thaw_core import bus
@@ -29,6 +31,7 @@ from thaw_core.store.functions import FunctionOwnedElsewhere, Functions
 from thaw_core.store.nodes import NodeUsage, Nodes, degraded_nodes
 from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import SnapshotCatalog
+from thaw_core.store.start_failures import degraded_reason
 
 from gateway import errors
 from gateway import content_type as ctype
@@ -183,10 +186,11 @@ class HttpApi:
         specs = [s for s in await self.functions.all() if s.tenant == tenant]
         nodes = await self.nodes.all()
         live = degraded_nodes(nodes, now_ms(), LIVE_NODE_S)
+        loops = await self._crash_loops(specs)
         # Observed and rendered with no await between: a concurrent scrape cannot interleave.
         self.metrics.observe_pools(self.d.pools)
         self.metrics.observe_health({n.name: bool(n.degraded) for n in nodes},
-                                    {s.name: bool(function_degraded(s, live)) for s in specs})
+                                    {s.name: bool(function_degraded(s, live, loops.get(s.name, ""))) for s in specs})
         body, content_type = self.metrics.render({s.name for s in specs})
         return 200, [("content-type", content_type)], body
 
@@ -256,10 +260,20 @@ class HttpApi:
         tenant = await self._tenant(request)
         specs = [s for s in await self.functions.all() if s.tenant == tenant]
         live = await self._live_degraded()
-        return json_response({"functions": [_function_row(s, live) for s in specs]})
+        loops = await self._crash_loops(specs)
+        return json_response({"functions": [_function_row(s, live, loops.get(s.name, "")) for s in specs]})
 
     async def _live_degraded(self) -> dict[str, str]:
         return degraded_nodes(await self.nodes.all(), now_ms(), LIVE_NODE_S)
+
+    async def _crash_loops(self, specs: list[FunctionSpec]) -> dict[str, str]:
+        """Function name -> why it is in a crash loop, for those that are."""
+        out = {}
+        for spec in specs:
+            why = degraded_reason(await self.d.start_failures.get(spec.name), spec_digest(spec))
+            if why:
+                out[spec.name] = why
+        return out
 
     async def _own_function(self, request, name: str) -> FunctionSpec:
         tenant = await self._tenant(request)
@@ -270,7 +284,8 @@ class HttpApi:
 
     async def get_function(self, request, name: str) -> Response:
         spec = await self._own_function(request, name)
-        return json_response({"function": _function_row(spec, await self._live_degraded())})
+        loops = await self._crash_loops([spec])
+        return json_response({"function": _function_row(spec, await self._live_degraded(), loops.get(spec.name, ""))})
 
     async def delete_function(self, request, name: str) -> Response:
         await self._own_function(request, name)
@@ -300,20 +315,20 @@ class HttpApi:
         return json_response({"nodes": [_node_row(n) for n in await self.nodes.all()]})
 
 
-def function_degraded(spec: FunctionSpec, live_degraded: dict[str, str]) -> str:
-    """Why `spec`'s new pods may cold-start where they would restore: "" when they would not
-    (it does not snapshot, or every live node is healthy); else naming each degraded node."""
-    if not spec.snapshot:
-        return ""
-    return "; ".join(f"node {node} degraded: {why}" for node, why in sorted(live_degraded.items()))
+def function_degraded(spec: FunctionSpec, live_degraded: dict[str, str], crash_loop: str = "") -> str:
+    """Why `spec` is degraded, "" when it is not: its crash loop (`crash_loop`, from
+    start_failures.degraded_reason), and, for a function that snapshots, each degraded live node,
+    where its new pods cold-start instead of restoring."""
+    nodes = [f"node {node} degraded: {why}" for node, why in sorted(live_degraded.items())] if spec.snapshot else []
+    return "; ".join(r for r in [crash_loop, *nodes] if r)
 
 
 def _status(reason: str) -> dict:
     return {"status": "degraded" if reason else "ok", "degraded_reason": reason}
 
 
-def _function_row(spec: FunctionSpec, live_degraded: dict[str, str]) -> dict:
-    return {**msgspec.to_builtins(spec), **_status(function_degraded(spec, live_degraded))}
+def _function_row(spec: FunctionSpec, live_degraded: dict[str, str], crash_loop: str = "") -> dict:
+    return {**msgspec.to_builtins(spec), **_status(function_degraded(spec, live_degraded, crash_loop))}
 
 
 def _node_row(n: NodeUsage) -> dict:

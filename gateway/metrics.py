@@ -74,8 +74,8 @@ class _Health:
                                   "(e.g. its snapshotter does not answer), else 0", labels=["node"])
         for node, degraded in sorted(self.nodes.items()):
             nodes.add_metric([node], int(degraded))
-        fns = GaugeMetricFamily("thaw_function_degraded", "1 while the function snapshots and a live node "
-                                "is degraded (its pods there cold-start), else 0", labels=["fn"])
+        fns = GaugeMetricFamily("thaw_function_degraded", "1 while the function is in a crash loop, or "
+                                "snapshots and a live node is degraded (its pods there cold-start), else 0", labels=["fn"])
         for fn, degraded in sorted(self.fns.items()):
             fns.add_metric([fn], int(degraded))
         yield nodes

@@ -3,7 +3,8 @@
 Calls check a slot out, use it, check it back in. Slots come from Redis in bulk (`Leases`)
 only when calls wait; while none are free, the pool asks placement for more workers and wakes
 when a pod of the function becomes ready. Waiting is bounded twice: by `max_queue` (429) and by
-the function's start deadline (503), never forever.
+the function's start deadline (503), never forever; and it ends early, with a 503 that says
+why, when the pods started for the waiting calls failed to start.
 """
 
 import asyncio
@@ -19,11 +20,34 @@ from thaw_core.store.leases import Leases, Slot
 from gateway import errors
 
 
+VERDICT_GRACE_S = 3.0  # how long past the start deadline a call waits for a starting pod's verdict
+
+
+class StartFailed(Exception):
+    """The pod a waiting call counted on failed before it was ever ready."""
+
+    def __init__(self, pod: str, reason: str):
+        super().__init__(f"pod {pod} failed to start: {reason}")
+        self.pod, self.reason = pod, reason
+
+
+async def _within(fut: asyncio.Future, timeout_s: float):
+    """What `fut` brings within timeout_s; raises TimeoutError if nothing came."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+    except TimeoutError:
+        if fut.done() and not fut.cancelled():
+            return fut.result()  # it came as the deadline passed: a slot (use it), or StartFailed
+        raise
+
+
 class FnPool:
     def __init__(self, fn: str, leases: Leases, holder: str, ttl_ms: int,
                  ask_for_pods: Callable[[str, int], Awaitable[None]], ask_every_s: float,
-                 why_unplaceable: Callable[[str], Awaitable[str]]):
+                 why_unplaceable: Callable[[str], Awaitable[str]], is_starting: Callable[[], bool] = lambda: False):
+        """`is_starting()`: whether a pod of the function is starting now (from pod.state events)."""
         self.fn = fn
+        self._is_starting = is_starting
         self._leases, self._holder, self._ttl_ms = leases, holder, ttl_ms
         self._ask_for_pods, self._ask_every_s, self._why = ask_for_pods, ask_every_s, why_unplaceable
         self.held: dict[str, Slot] = {}  # member -> slot, every slot this gateway leases
@@ -59,15 +83,26 @@ class FnPool:
         self._ensure_acquirer(spec)
         started = time.monotonic()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), spec.scaling.start_timeout_s)
+            return await self._wait(fut, spec.scaling.start_timeout_s)
+        except StartFailed as exc:
+            raise errors.no_worker(self.fn, time.monotonic() - started, await self._why_now(str(exc))) from None
         except TimeoutError:
-            if fut.done() and not fut.cancelled():
-                return fut.result()  # a slot arrived as the deadline passed: use it
             fut.cancel()
             raise errors.no_worker(self.fn, time.monotonic() - started, await self._why(self.fn)) from None
         finally:
             if not fut.done():
                 fut.cancel()
+
+    async def _wait(self, fut: asyncio.Future, timeout_s: float) -> Slot:
+        """What `fut` brings within timeout_s (a slot, or StartFailed). A pod still starting then
+        gets up to VERDICT_GRACE_S more: its agent's start deadline began later than this wait,
+        and its verdict says why far better than a bare timeout."""
+        try:
+            return await _within(fut, timeout_s)
+        except TimeoutError:
+            if not self._is_starting():
+                raise
+        return await _within(fut, VERDICT_GRACE_S)
 
     def checkin(self, slot: Slot) -> None:
         """Give a slot back: to the next waiter if any, else to the free list."""
@@ -90,6 +125,19 @@ class FnPool:
 
     def pod_ready(self) -> None:
         self._pod_ready.set()
+
+    def start_failed(self, pod: str, reason: str) -> None:
+        """No pod is starting for the waiting calls any more and the last one failed: end their
+        wait now with its reason, rather than at the start deadline."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(StartFailed(pod, reason))
+
+    async def _why_now(self, failed: str) -> str:
+        """The failed start's reason, and the function's crash loop or placement trouble if any."""
+        more = await self._why(self.fn)
+        return f"{failed}; {more}" if more else failed
 
     def _ensure_acquirer(self, spec: FunctionSpec) -> None:
         if self._acquirer is None or self._acquirer.done():

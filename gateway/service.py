@@ -6,7 +6,7 @@ import logging
 
 from bus_schemas import subjects
 from bus_schemas.codec import DecodeError, decode
-from bus_schemas.pods import PodState, PodStateChanged
+from bus_schemas.pods import PodStateChanged
 from bus_schemas import permissions
 from thaw_core import bus, bus_auth
 from thaw_core.store.apikeys import ApiKeys
@@ -70,8 +70,7 @@ def _pod_events(dispatcher: Dispatcher):
             event = decode(msg.data, PodStateChanged)
         except DecodeError:
             return
-        if event.state == PodState.IDLE:
-            dispatcher.on_pod_ready(event.fn)
+        dispatcher.on_pod_state(event)
     return on_msg
 
 

@@ -7,6 +7,8 @@ min_pods, and pods that no agent reports any more. A new pod names a snapshot to
 when its function has a usable one for the chosen node (thaw_core.store.snapshots: same spec
 digest, reachable, a live snapshotter there); the node is chosen first, by resources alone. Several workers may run at once: the ledger
 script refuses any commit that would over-commit, and every housekeeping step is a CAS.
+A function whose pods keep failing to start gets its next pod later each time
+(thaw_core/store/start_failures.py: 1 s, 2 s, 4 s ... 60 s).
 """
 
 import logging
@@ -28,6 +30,7 @@ from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Pods
 from thaw_core.store.quotas import QUOTA_OUTCOMES, Quotas
 from thaw_core.store.snapshots import SnapshotCatalog
+from thaw_core.store.start_failures import StartFailureLog, wait_left_s
 from thaw_core.subscriber import Retry
 
 from placement import scaling
@@ -48,6 +51,7 @@ class PlacementWorker:
         self.ledger, self.leases = Ledger(r), Leases(r)
         self.snapshots = SnapshotCatalog(r)
         self.quotas = Quotas(r)
+        self.start_failures = StartFailureLog(r)
         self.heartbeat_ms: dict[str, int] = {}
         self.seen_ms: dict[str, int] = {}
         self.started_ms = now_ms()
@@ -77,7 +81,10 @@ class PlacementWorker:
         await self.nodes.heartbeat(hb.node, now)
 
     async def place_one(self, spec: FunctionSpec) -> bool:
-        """Place one new pod of `spec`. False when it cannot (no capacity, or max_pods reached)."""
+        """Place one new pod of `spec`. False when it cannot (no capacity, max_pods reached, or
+        its function is backing off after failed starts)."""
+        if await self._backing_off(spec):
+            return False
         request = pod_request(spec)
         for _ in range(self.s.commit_attempts):
             index = live_index(await self.nodes.all(), now_ms(), self.s.node_timeout_s)
@@ -99,6 +106,17 @@ class PlacementWorker:
                 return False
             log.info("commit for %s conflicted (%s); deciding again on a fresh snapshot", spec.name, outcome)
         raise Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
+
+    async def _backing_off(self, spec: FunctionSpec) -> bool:
+        """Whether `spec`'s last pods failed to start too recently for another one yet. This is
+        the one place a crash loop is slowed: every new pod, for callers or for min_pods, comes
+        through place_one, and the record is in Redis, so a restarted worker keeps the pace."""
+        record = await self.start_failures.get(spec.name)
+        wait_s = wait_left_s(record, spec_digest(spec), now_ms())
+        if wait_s > 0:
+            log.debug("not starting a pod of %s for %.1fs more: %d starts in a row failed", spec.name, wait_s,
+                     record.failures)
+        return wait_s > 0
 
     async def _snapshot_for(self, spec: FunctionSpec, node: str) -> str:
         """The snapshot a new pod of `spec` on `node` restores from, "" for a cold start."""

@@ -159,6 +159,11 @@ async def _connect_nats(url: str, options: dict, state_dir: Path):
                        "it as 'nats-server ready at nats://...') and that `thaw up` is still running") from None
 
 
+def _indented(text: str) -> str:
+    """A reason that quotes a worker's log lines, its later lines indented under its first."""
+    return text.replace("\n", "\n      | ")
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return f"no answer within {NATS_CONNECT_S:g}s"
@@ -186,7 +191,7 @@ def cmd_ls(args) -> None:
         print(f"  {f['name']:<20} vram={r['vram_mib']}MiB x{r['gpu_count']}  pods {s['min_pods']}..{s['max_pods']}"
               f"  concurrency={s['concurrency']}  idle_timeout={s['idle_timeout_s']}s  {f.get('status', 'ok')}")
         if f.get("status") == "degraded":
-            print(f"    degraded: {f.get('degraded_reason', '')}")
+            print(f"    degraded: {_indented(f.get('degraded_reason', ''))}")
     print("PODS")
     for p in pods or []:
         gpus = ",".join(map(str, p["gpus"])) or "-"
@@ -197,7 +202,8 @@ def cmd_ls(args) -> None:
         print("FAILED (last 15 minutes)")
     for p in failed:
         age = (time.time() * 1000 - p["state_at_ms"]) / 1000
-        print(f"  {p['pod']:<24} {p['fn']:<16} node={p['node']} {age:.0f}s ago: {p['reason'] or 'no reason recorded'}")
+        print(f"  {p['pod']:<24} {p['fn']:<16} node={p['node']} {age:.0f}s ago: "
+              f"{_indented(p['reason']) or 'no reason recorded'}")
     print("NODES")
     for n in nodes:
         age = (time.time() * 1000 - n["heartbeat_ms"]) / 1000

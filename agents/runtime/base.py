@@ -65,4 +65,5 @@ class WorkerRuntime(Protocol):
         """Drop what `prepare` made for a pod that got no worker after all; idempotent."""
 
     def exit_reason(self, handle: WorkerHandle) -> str:
-        """Why a worker that is gone went, when the runtime knows (an OOM kill), else ""."""
+        """How a worker that is gone went, when the runtime knows (an OOM kill, its exit code or
+        signal), else ""."""

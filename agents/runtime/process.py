@@ -22,6 +22,7 @@ endpoint is then http://<pod address>:<port>, and the worker must listen on $HOS
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -78,6 +79,21 @@ def _descendants(pid: int) -> set[int]:
             except OSError:
                 continue
     return found
+
+
+def exit_status(returncode: int | None) -> str:
+    """How a process ended, from its return code (negative: the signal); "" while it runs."""
+    if returncode is None:
+        return ""
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    if returncode > 128 and returncode - 128 in {s.value for s in signal.Signals}:
+        # a shell or unshare that passes its child's death on exits 128 + signal
+        return f"exited with exit code {returncode} (signal {signal.Signals(returncode - 128).name})"
+    return f"exited with exit code {returncode}"
 
 
 def ref_of(pid: int) -> str | None:
@@ -153,10 +169,13 @@ class ProcessRuntime:
             cgroups.create(self._node, pod, limits)
 
     def exit_reason(self, handle: WorkerHandle) -> str:
-        if not self.sandbox:
-            return ""
-        kills = cgroups.oom_kills(cgroups.pod_dirs(self._node, handle.pod))
-        return "killed by the kernel for going over its memory limit (resources.memory_mib)" if kills else ""
+        if self.sandbox and cgroups.oom_kills(cgroups.pod_dirs(self._node, handle.pod)):
+            return "killed by the kernel for going over its memory limit (resources.memory_mib)"
+        pid, _ = _parse_ref(handle.ref)
+        child = self._children.get(pid)
+        # unshare and the sandbox launcher exit as their worker did; an adopted worker has no
+        # child here, so how it ended is not known
+        return exit_status(child.poll()) if child is not None else ""
 
     async def start(self, launch: WorkerLaunch) -> WorkerHandle:
         if self.sandbox:
@@ -241,7 +260,14 @@ class ProcessRuntime:
         child = self._children.get(pid)
         if child is not None and child.poll() is not None:
             return False
-        return _start_time(pid) == start
+        if _start_time(pid) == start:
+            return True
+        if child is not None:
+            # The worker is gone and the launcher that waits for it (unshare) ends a moment
+            # later: wait that moment, so that exit_reason can tell how the worker ended.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.wait(), 1.0)
+        return False
 
     async def stop(self, handle: WorkerHandle, grace_s: float = 10.0) -> None:
         pid, _ = _parse_ref(handle.ref)

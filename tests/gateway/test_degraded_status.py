@@ -40,8 +40,15 @@ def test_a_function_that_snapshots_is_degraded_naming_each_degraded_node():
     assert reason == "node a degraded: why a; node b degraded: why b"
 
 
-def test_a_function_that_does_not_snapshot_is_never_degraded():
+def test_a_function_that_does_not_snapshot_is_not_degraded_by_its_nodes():
     assert function_degraded(FunctionSpec(name="f", command=("x",), snapshot=False), {"a": REASON}) == ""
+
+
+def test_a_crash_loop_degrades_any_function_and_comes_first():
+    spec = FunctionSpec(name="f", command=("x",))
+    loop = "crash loop: 5 pods in a row failed to start; last: the worker exited with exit code 3"
+    assert function_degraded(FunctionSpec(name="f", command=("x",), snapshot=False), {}, loop) == loop
+    assert function_degraded(spec, {"a": "why a"}, loop) == f"{loop}; node a degraded: why a"
 
 
 def test_metrics_show_every_nodes_health_but_only_the_callers_functions():

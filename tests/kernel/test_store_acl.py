@@ -42,6 +42,7 @@ from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Pods
 from thaw_core.store.quotas import Quotas
 from thaw_core.store.snapshots import SnapshotCatalog, announce_snapshotter, withdraw_snapshotter
+from thaw_core.store.start_failures import StartFailureLog
 
 COMMAND, KEY, AUTH = "a command the role lacks", "a key outside the role's patterns", "no login"
 
@@ -206,6 +207,18 @@ async def test_the_agent_starts_records_and_stops_its_pod(as_role):
     assert await ledger_of(as_role[PLACEMENT], w.node) == (0, 0, 0)
 
 
+async def test_the_agent_counts_failed_starts_that_placement_and_the_gateway_read(as_role):
+    w = await a_world(as_role)
+    digest = spec_digest(w.spec)
+    agent = StartFailureLog(as_role[AGENT])
+    assert await agent.record(w.fn, digest, "the worker exited with exit code 3", 1000) == 1
+    assert await agent.record(w.fn, digest, "the worker exited with exit code 3", 2000) == 2
+    for role in (PLACEMENT, GATEWAY):
+        assert (await StartFailureLog(as_role[role]).get(w.fn)).failures == 2
+    await agent.clear(w.fn, digest)
+    assert await StartFailureLog(as_role[PLACEMENT]).get(w.fn) is None
+
+
 async def test_the_snapshotter_announces_indexes_and_forgets_snapshots(as_role):
     w = await a_world(as_role)
     await started(as_role, w)
@@ -285,6 +298,9 @@ REFUSALS = [
     Refused(GATEWAY, "drop a reservation", ("DEL", K.reservation("p1")), KEY),
     Refused(GATEWAY, "raise a tenant's quota", ("HSET", K.tenant_quota("t"), "max_pods", 1000), KEY),
     Refused(AGENT, "read an API key's tenant", ("GET", APIKEY), KEY),
+    Refused(PLACEMENT, "forget a crash loop", ("DEL", K.start_failures("victim-fn")), KEY),
+    Refused(GATEWAY, "forget a crash loop", ("HSET", K.start_failures("victim-fn"), "failures", 0), KEY),
+    Refused(SNAPSHOTTER, "read a crash loop", ("HGETALL", K.start_failures("victim-fn")), KEY),
     Refused(SNAPSHOTTER, "run a script", Lua("return 1"), COMMAND),
     Refused(AGENT, "name every key", ("SCAN", 0), COMMAND),
     Refused(PLACEMENT, "name every key", ("SCAN", 0), COMMAND),

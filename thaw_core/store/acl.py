@@ -78,6 +78,7 @@ SNAPSHOT = _every(K.snapshot)
 SNAPSHOTTER_PRESENCE = _every(K.snapshotter)
 TENANT_QUOTA = _every(K.tenant_quota)
 TENANT_USAGE = _every(K.tenant_usage)
+START_FAILURES = _every(K.start_failures)
 EVERY_THAW_KEY = K.PREFIX + "*"
 
 # redis-py's own traffic: PING for health checks, CLIENT SETINFO (library name) on connect.
@@ -136,6 +137,10 @@ GRANTS: dict[str, Grant] = {
                                     TENANT_USAGE, K.FAILED_PODS),
                             commands=(*SCRIPTS, "hgetall", "hget", "hincrby", "hset", "del", "srem", "expire",
                                       "zadd", "zremrangebyscore")),
+    # StartFailureLog.get: placement's backoff, the gateway's degraded status and 503 reasons
+    "starts.read": Grant(reads=(START_FAILURES,), commands=("hgetall",)),
+    # StartFailureLog.record / clear (scripts): agents, as their pods fail to start or get healthy
+    "starts.record": Grant(writes=(START_FAILURES,), commands=(*SCRIPTS, "hget", "hincrby", "hset", "del")),
     # Nodes.all
     "nodes.read": Grant(reads=(NODE, GPU, K.NODES), commands=("smembers", "hgetall")),
     # Nodes.upsert_capacity (MULTI) and heartbeat: placement, from node.capacity / heartbeats
@@ -159,13 +164,16 @@ GRANTS: dict[str, Grant] = {
 
 ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     GATEWAY: ("apikeys.lookup", "apikeys.create", "functions.read", "functions.deploy", "leases", "pods.read",
-              "nodes.read", "snapshots.read", "snapshots.list"),
+              "nodes.read", "snapshots.read", "snapshots.list", "starts.read"),
     PLACEMENT: ("functions.read", "functions.annotate", "pods.read", "pods.transition", "leases",
                 "ledger.reserve", "ledger.release", "nodes.read", "nodes.record", "quotas.read",
-                "snapshots.read"),
+                "snapshots.read", "starts.read"),
     # The agent releases its pods' reservations when they stop (agents/lifecycle.py), hence
     # "ledger.release": see the module docstring for what that leaves open.
-    AGENT: ("functions.read", "pods.read", "pods.transition", "pods.events", "ledger.release", "snapshots.read"),
+    # "starts.record": only the agent sees a start fail or succeed; its own key prefix, so this
+    # gives no write on a function's spec.
+    AGENT: ("functions.read", "pods.read", "pods.transition", "pods.events", "ledger.release", "snapshots.read",
+            "starts.record"),
     # Not "functions.annotate": write access to a function's hash would let every node's
     # snapshotter rewrite any spec; a failed dump is recorded under snapshot_failure(fn), which
     # "snapshots.index" covers.
