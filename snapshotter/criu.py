@@ -93,7 +93,8 @@ async def find_criu(explicit: str | None = None, *, check: bool = True) -> Criu:
     return criu
 
 
-def _tail_errors(log: Path, lines: int = 12) -> str:
+def tail_errors(log: Path, lines: int = 12) -> str:
+    """A CRIU log's last error lines (its last lines if none is an error), "" if unreadable."""
     try:
         text = log.read_text(errors="replace").splitlines()
     except OSError:
@@ -130,7 +131,7 @@ async def dump(criu: Criu, pid: int, image_dir: Path, *, leave_running: bool = T
     code, out = await _run(*argv)
     if code:
         raise CriuFailed("criu dump", f"could not checkpoint pid {pid}", exit_code=code,
-                         log_path=str(image_dir / log), log_tail=_tail_errors(image_dir / log) or out)
+                         log_path=str(image_dir / log), log_tail=tail_errors(image_dir / log) or out)
     return DumpResult(image_dir=image_dir, duration_s=time.monotonic() - t0,
                       size_bytes=_dir_size(image_dir))
 
@@ -161,7 +162,7 @@ async def restore(criu: Criu, image_dir: Path, *, tcp_close: bool = True,
     code, out = await _run(*argv)
     if code:
         raise RestoreFailed("criu restore", f"could not restore {image_dir}", exit_code=code,
-                         log_path=str(work / log), log_tail=_tail_errors(work / log) or out)
+                         log_path=str(work / log), log_tail=tail_errors(work / log) or out)
     try:
         pid = int(pidfile.read_text().strip())
     finally:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from thaw_core import spawn
 
-from snapshotter.criu import Criu
+from snapshotter.criu import Criu, tail_errors
 from snapshotter.errors import RestoreFailed
 
 UNPRIVILEGED_UFFD = Path("/proc/sys/vm/unprivileged_userfaultfd")
@@ -102,13 +102,9 @@ async def start(criu: Criu, image_dir: Path, scratch: Path) -> LazyPages:
     return daemon
 
 
-def _log_tail(log: Path, lines: int = 3) -> str:
-    try:
-        text = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    errors = [ln.strip() for ln in text if "Error" in ln]
-    return " | ".join((errors or text)[-lines:])
+def _log_tail(log: Path) -> str:
+    """The daemon log's last error lines, on one line (it goes into a pod's reason)."""
+    return tail_errors(log, lines=3).replace("\n", " | ")
 
 
 def sweep(scratch: Path, older_than_s: float = 600.0) -> int:

@@ -76,19 +76,15 @@ class Pods:
 
     async def live(self, fn: str | None = None) -> list[PodRecord]:
         """Every non-terminal pod (of `fn`), read in one round trip."""
-        ids = await self.live_ids(fn)
-        if not ids:
-            return []
-        async with self._r.pipeline(transaction=False) as pipe:
-            for pod in ids:
-                pipe.hgetall(K.pod(pod))
-            hashes = await pipe.execute()
-        return [PodRecord.from_hash(pod, h) for pod, h in zip(ids, hashes) if h]
+        return await self._records(await self.live_ids(fn))
 
     async def recent_failures(self, since_ms: int) -> list[PodRecord]:
         """Pods that failed since `since_ms`, newest first, with their reasons (`Ledger.release`
         indexes them)."""
-        ids = list(reversed(await self._r.zrangebyscore(K.FAILED_PODS, since_ms, "+inf")))
+        return await self._records(list(reversed(await self._r.zrangebyscore(K.FAILED_PODS, since_ms, "+inf"))))
+
+    async def _records(self, ids: list[str]) -> list[PodRecord]:
+        """The records of `ids` that still exist, in that order, read in one round trip."""
         if not ids:
             return []
         async with self._r.pipeline(transaction=False) as pipe:
