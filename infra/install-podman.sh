@@ -14,6 +14,9 @@
 #   checkpointed; podman 4.3 has no --tcp-close, and without it CRIU refuses to restore a
 #   "Connected TCP socket in image". Restored copies get those connections closed instead (their
 #   peers are gone), the same as the process runtime's `criu restore --tcp-close`.
+#   And `skip-in-flight`: a connection the worker has not accepted yet (a probe or a call that
+#   arrived during the checkpoint) otherwise fails the whole checkpoint ("In-flight connection");
+#   it is left out of the image instead, as the process runtime's `criu dump --skip-in-flight`.
 #
 # Settings go to /etc/containers/containers.conf.d/50-thaw.conf (a drop-in: the rest of the
 # system's containers.conf is left alone). Idempotent; a second run only re-checks.
@@ -57,11 +60,13 @@ if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then
 fi
 
 criu_conf=/etc/criu/runc.conf
-if ! grep -qx 'tcp-close' "$criu_conf" 2>/dev/null; then
-  step "adding tcp-close to $criu_conf"
-  mkdir -p /etc/criu
-  printf 'tcp-close\n' >>"$criu_conf"
-fi
+for option in tcp-close skip-in-flight; do
+  if ! grep -qx "$option" "$criu_conf" 2>/dev/null; then
+    step "adding $option to $criu_conf"
+    mkdir -p /etc/criu
+    printf '%s\n' "$option" >>"$criu_conf"
+  fi
+done
 
 runtime="$(podman info --format '{{.Host.OCIRuntime.Name}}' 2>/dev/null)" \
   || die "'podman info' fails; run it by hand to see why"

@@ -7,6 +7,7 @@ which a restore publishes on a fresh host port.
 """
 
 import platform
+import re
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from thaw_core.podman.checkpoints import PodmanCheckpointError, PodmanCheckpoints, container_port
 
 from snapshotter.capture import capture_image, new_snapshot_id
+from snapshotter.criu import tail_errors
 from snapshotter.errors import SnapshotError
 from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import Manifest
@@ -39,7 +41,7 @@ async def capture_container(podman: PodmanCheckpoints, store: TieredStore, index
             progress(f"checkpointing container {container[:12]}")
             ckpt = await podman.checkpoint(container, image_dir / CHECKPOINT_FILE)
         except PodmanCheckpointError as exc:
-            raise SnapshotError("checkpoint container", str(exc)) from None
+            raise SnapshotError("checkpoint container", with_criu_log(str(exc))) from None
         progress(f"exported {ckpt.size_bytes / 2**20:.1f} MiB in {ckpt.duration_s:.2f}s")
         draft = Manifest(id=sid, fn=fn, node=node, runtime="container",
                          created_ms=int(time.time() * 1000), sha256="", size_bytes=0, raw_bytes=0,
@@ -48,3 +50,11 @@ async def capture_container(podman: PodmanCheckpoints, store: TieredStore, index
         return await capture_image(store, index, image_dir, draft, policy, progress)
     finally:
         shutil.rmtree(image_dir, ignore_errors=True)
+
+
+def with_criu_log(message: str) -> str:
+    """Podman's message for a failed checkpoint, which names only runc's exit status, with the
+    error lines of CRIU's log in runc's work path (the reason: an in-flight connection, ...)."""
+    work = re.search(r"--work-path (\S+)", message)
+    errors = tail_errors(Path(work.group(1)) / "dump.log", lines=4) if work else ""
+    return f"{message}; CRIU: {errors}" if errors else message

@@ -124,7 +124,8 @@ class ContainerRuntime:
         try:
             info = await (await docker.containers.get(handle.ref)).show()
         except aiodocker.DockerError as e:
-            if e.status == 404:
+            # podman answers 500 "no such container" when it is removed between the two calls
+            if e.status == 404 or "no such container" in str(e.message):
                 return False
             raise
         return bool(info["State"]["Running"])

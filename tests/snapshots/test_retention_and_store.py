@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from snapshotter import archive
 from snapshotter.capture import capture_image
+from snapshotter.containers import with_criu_log
 from snapshotter.errors import SnapshotMissing
 from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import Manifest
@@ -99,3 +100,12 @@ def test_store_refuses_names_that_escape_a_tier(tmp_path):
         store.archive_path(store.tiers[0], "fn", "../../etc")
     with pytest.raises(ValueError, match="function name"):
         store.archive_path(store.tiers[0], "a/b", "x")
+
+
+def test_a_failed_container_checkpoint_says_what_criu_logged(tmp_path):
+    (tmp_path / "dump.log").write_text("(00.001) pre-dump\n(00.019) Error (criu/sk-inet.c:185): inet: "
+                                       "In-flight connection (l) for 2df3b4\n(00.122) Dumping FAILED.\n")
+    podman_says = f"`/usr/bin/runc checkpoint --work-path {tmp_path} --leave-running c0ffee` failed: exit status 1"
+    said = with_criu_log(podman_says)
+    assert said.startswith(podman_says) and "In-flight connection" in said
+    assert with_criu_log("container state improper") == "container state improper"
