@@ -14,6 +14,8 @@ import pytest
 
 from thaw_core.sandbox import network
 
+from tests.platform.harness import free_node_id
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not network.available(), reason="needs root and iproute2")
 SERVER = "import http.server as h; h.HTTPServer(('0.0.0.0', 8080), h.SimpleHTTPRequestHandler).serve_forever()"
 
@@ -47,7 +49,7 @@ async def in_netns(pid: int, *argv: str) -> int:
 
 @pytest.fixture
 def net():
-    n = network.PodNetwork.for_node(f"test-net-{os.getpid()}-{os.urandom(2).hex()}")
+    n = network.PodNetwork.for_node(free_node_id("test-net"))
     yield n
     subprocess.run(["ip", "link", "del", n.bridge], capture_output=True)
 
@@ -118,3 +120,19 @@ async def test_pairs_parked_by_a_snapshotter_that_died_are_removed_and_free_thei
     assert host.exists(), "a parked pair outlives its worker: the slot would leak"
     assert await network.remove_parked(net) == 1
     assert not host.exists() and not Path(f"/sys/class/net/{net.parked_end(net.slot_of(address))}").exists()
+
+
+async def test_a_pod_subnet_another_link_routes_is_refused_with_what_to_do(net):
+    other = f"thwt{os.urandom(3).hex()}"
+    subprocess.run(["ip", "link", "add", other, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{net.address(9)}/28", "dev", other], check=True)
+        subprocess.run(["ip", "link", "set", other, "up"], check=True)
+        with pytest.raises(network.NetworkError) as refused:
+            await network.ensure_bridge(net)
+        assert f"dev {other}" in str(refused.value) and "pod_cidr" in str(refused.value)
+        addresses = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", net.bridge], capture_output=True,
+                                   text=True).stdout
+        assert addresses == "", "the bridge got no address: packets would have gone two ways"
+    finally:
+        subprocess.run(["ip", "link", "del", other], capture_output=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from thaw_core.sandbox import cgroups, enter
-from thaw_core.sandbox.network import PodNetwork
+from thaw_core.sandbox.network import PodNetwork, overlapping_route
 
 
 def test_a_closed_directory_on_the_way_is_what_hides_a_path():
@@ -66,6 +66,24 @@ def test_a_pod_network_is_derived_from_the_node_and_differs_between_nodes():
     assert a.subnet != b.subnet and a.bridge != b.bridge and len(a.host_end(1021)) <= 15
     assert a.subnet.prefixlen == 22 and a.subnet.subnet_of(ipaddress.IPv4Network("10.0.0.0/8"))
     assert a.gateway == a.subnet.network_address + 1 and a.slot_of(str(a.address(7))) == 7
+
+
+def test_a_route_of_another_link_into_the_pod_subnet_is_found_and_the_bridges_own_is_not():
+    net = PodNetwork.for_node("n", "10.150.4.0/22")
+    routes = ("default via 10.0.2.2 dev eth0\n"
+              f"10.150.4.0/22 dev {net.bridge} proto kernel scope link src 10.150.4.1\n"
+              "10.88.0.0/16 dev podman0 proto kernel scope link src 10.88.0.1\n")
+    assert overlapping_route(net, routes) == ""
+    clash = "10.150.0.0/16 dev thbabcde proto kernel scope link src 10.150.0.1"
+    assert overlapping_route(net, routes + clash + "\n") == clash
+    assert overlapping_route(net, "10.150.6.128/25 dev other scope link\n").startswith("10.150.6.128/25")
+
+
+def test_derived_pod_subnets_keep_clear_of_podman_and_kubernetes_ranges():
+    taken = [ipaddress.IPv4Network(c) for c in ("10.88.0.0/16", "10.96.0.0/12", "10.244.0.0/16")]
+    for i in range(2000):
+        subnet = PodNetwork.for_node(f"node-{i:06x}").subnet
+        assert not any(subnet.overlaps(t) for t in taken), subnet
 
 
 def test_a_pod_network_can_be_given():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from thaw_core import servers
 from thaw_core.ports import free_port
+from thaw_core.sandbox.network import PodNetwork, overlapping_route
 
 NODE_CONFIG = """
 [node]
@@ -36,7 +37,7 @@ class Harness:
     nats: servers.Server
     redis_url: str
     http_port: int = field(default_factory=free_port)
-    node: str = field(default_factory=lambda: f"node-{os.urandom(3).hex()}")
+    node: str = field(default_factory=lambda: free_node_id())
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     # The container runtime on this node (agent and snapshotter), when `container_socket` is set.
     container_socket: Path | None = None
@@ -113,6 +114,7 @@ class Harness:
                 proc.kill()
         self.nats.kill()
         self.kill_stray_workers()
+        remove_pod_network(self.node)
 
     def worker_pids(self) -> list[int]:
         """Every live process the agent started for this node (found by its THAW_NODE)."""
@@ -140,3 +142,24 @@ class Harness:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
+
+
+def free_node_id(prefix: str = "node") -> str:
+    """A fresh node id whose pod subnet no link on this host routes yet (another run's bridge,
+    podman's network), so the agent's bridge cannot clash with one."""
+    routes = subprocess.run(["ip", "-4", "-o", "route", "show"], capture_output=True, text=True).stdout
+    while True:
+        node = f"{prefix}-{os.urandom(3).hex()}"
+        if not overlapping_route(PodNetwork.for_node(node), routes):
+            return node
+
+
+def remove_pod_network(node: str) -> None:
+    """Delete what is left of the node's pod network once its processes are gone: pairs a killed
+    snapshotter left parked, veths of workers that outlived a killed agent, the bridge. The
+    agent removes its bridge when it stops cleanly; a test that kills it would leave it."""
+    net = PodNetwork.for_node(node)
+    links = Path("/sys/class/net")
+    ports = [p.name for p in (links / net.bridge / "brif").glob("*")]
+    for name in [p.name for p in links.glob(f"tp{net.tag}*")] + ports + [net.bridge]:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)

@@ -39,7 +39,10 @@ class NetworkError(OSError):
 @dataclass(frozen=True, slots=True)
 class PodNetwork:
     """One node's pod network: its bridge and subnet, both derived from the node id so two
-    platforms on one host never share them (or set THAW_POD_CIDR)."""
+    platforms on one host rarely share them (or give one: `pod_cidr`). The derived subnets lie in
+    10.112.0.0-10.239.255.255, clear of podman's 10.88.0.0/16, the 10.96.0.0/12 that Kubernetes
+    gives services and flannel's 10.244.0.0/16; `ensure_bridge` refuses one that another link
+    routes already."""
 
     tag: str
     bridge: str
@@ -49,7 +52,7 @@ class PodNetwork:
     def for_node(node: str, cidr: str = "") -> "PodNetwork":
         digest = hashlib.sha256(node.encode()).digest()
         tag = digest.hex()[:5]
-        subnet = ipaddress.IPv4Network(cidr or f"10.{64 + digest[5] % 128}.{digest[6] % 64 * 4}.0/22")
+        subnet = ipaddress.IPv4Network(cidr or f"10.{112 + digest[5] % 128}.{digest[6] % 64 * 4}.0/22")
         return PodNetwork(tag=tag, bridge=f"thb{tag}", subnet=subnet)
 
     @property
@@ -101,8 +104,32 @@ async def ensure_bridge(net: PodNetwork) -> None:
     addr = f"{net.gateway}/{net.subnet.prefixlen}"
     have = (await spawn.run(["ip", "-4", "-o", "addr", "show", "dev", net.bridge])).output
     if f" {addr} " not in have:
+        clash = overlapping_route(net, (await spawn.run(["ip", "-4", "-o", "route", "show"])).output)
+        if clash:
+            # Two links routing one subnet would send a pod's packets to the other one: its
+            # probes time out and it looks broken, so say it plainly instead.
+            raise NetworkError(f"the pod subnet {net.subnet} of bridge {net.bridge} overlaps the route "
+                               f"`{clash}` already on this host: set pod_cidr in the node config (and the "
+                               "snapshotter's --pod-cidr) to a free private range, or delete that link if it is stale")
         await _ip(f"addr replace {addr} dev {net.bridge}")
     await _ip(f"link set {net.bridge} up")
+
+
+def overlapping_route(net: PodNetwork, routes: str) -> str:
+    """The first line of `ip -4 -o route show` output whose destination overlaps the node's pod
+    subnet on another device than its bridge; "" when there is none."""
+    for line in routes.splitlines():
+        parts = line.split()
+        if not parts or parts[0] == "default" or "dev" not in parts:
+            continue
+        dev = parts[parts.index("dev") + 1] if parts.index("dev") + 1 < len(parts) else ""
+        try:
+            dest = ipaddress.IPv4Network(parts[0], strict=False)
+        except ValueError:
+            continue
+        if dev != net.bridge and dest.overlaps(net.subnet):
+            return line.strip()
+    return ""
 
 
 async def remove_bridge_if_unused(net: PodNetwork, wait_s: float = 3.0) -> bool:
