@@ -4,9 +4,10 @@ Starts `thaw up` (own state dir, own node name, mock GPUs), deploys K copies of 
 that scale to zero after 2 s idle and snapshot their first warm worker, then for --duration-s
 wakes each function again and again with C concurrent calls, waits until it has no pods, and
 wakes it again. Each wake-up is classified from its pod's events (restored / restore fell back
-to cold / plain cold). Every ~10 s it samples each service's open fds and RSS, Redis keys and
-JetStream bytes, and prints a progress line. Optional chaos (--kill-every-s) kill -9s one service
-in rotation. At the end it stops `thaw up` with SIGINT, prints a report with PASS/FAIL per
+to cold / plain cold). Every 2-10 s (more often in a short run, so growth is judged on windows
+of samples, not on two single ones) it samples each service's open fds and RSS, Redis keys and
+JetStream bytes; it prints a progress line every ~10 s. Optional chaos (--kill-every-s) kill -9s
+one service in rotation. At the end it stops `thaw up` with SIGINT, prints a report with PASS/FAIL per
 target (bench/soak_report.py) and exits non-zero when one fails.
 
 Usage: [sudo] nice .venv/bin/python -m bench.soak [--duration-s 600] [--functions 3]
@@ -49,9 +50,15 @@ from thaw_core.store.snapshots import SnapshotCatalog
 REPO = Path(__file__).resolve().parents[1]
 ECHO = REPO / "examples" / "echo" / "function.toml"
 CHAOS_ROTATION = ("gateway", "placement", "agent", "snapshotter")
-SAMPLE_EVERY_S = 10.0
+PROGRESS_EVERY_S = 10.0
 IDLE_TIMEOUT_S = 2
 WARMUP_SHARE = 0.2  # growth is measured from the first sample after this share of the run
+
+
+def sample_every_s(duration_s: float) -> float:
+    """Ten seconds apart in a long run; in a short one, ~30 samples over the run (at least 2 s
+    apart), so the growth windows of soak_report hold several samples each."""
+    return min(10.0, max(2.0, duration_s / 30))
 
 
 def say(msg: str) -> None:
@@ -354,10 +361,13 @@ class Soak:
         return replace(wake, scaled_to_zero=False, zero_wait_s=self.now() - started)
 
     async def sampler(self) -> None:
+        every_s, said_at = sample_every_s(self.a.duration_s), self.now()
         while True:
-            await asyncio.sleep(SAMPLE_EVERY_S)
+            await asyncio.sleep(every_s)
             await self.sample()
-            say(rep.progress_line(self.now(), self.calls, self.wakes))
+            if self.now() - said_at >= PROGRESS_EVERY_S - every_s / 2:
+                said_at = self.now()
+                say(rep.progress_line(said_at, self.calls, self.wakes))
 
     async def sample(self) -> None:
         procs = [proc_sample(n, pid, restarts) for n, (pid, restarts) in services(self.p.state_dir, self.p.proc.pid).items()]
