@@ -50,6 +50,17 @@ class Scaling(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_queue: Annotated[int, Meta(ge=0, le=100_000)] = 256  # waiting calls per gateway
 
 
+class AsyncPolicy(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How async calls (`?async=1`, `infer.async.<fn>`) are retried: a worker's 5xx, no worker, or
+    a timeout is tried again after backoff_s, 2 x backoff_s, 4 x ... (capped at max_backoff_s),
+    up to max_attempts attempts in all, then the call goes to the dead-letter queue. A 4xx
+    answer is final at once."""
+
+    max_attempts: Annotated[int, Meta(ge=1, le=20)] = 3
+    backoff_s: Annotated[float, Meta(ge=0.1, le=3600)] = 1.0
+    max_backoff_s: Annotated[float, Meta(ge=0.1, le=3600)] = 60.0
+
+
 class FunctionSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A function as deployed. Exactly one of `command` (local process) or `image` (container)."""
 
@@ -68,6 +79,8 @@ class FunctionSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     # runs, either runtime). False for workers whose state must not be copied.
     snapshot: bool = True
     restore: RestoreMode = "auto"
+    # `[async]` in a function file ("async" is a Python keyword, hence the trailing underscore).
+    async_: AsyncPolicy = msgspec.field(default_factory=AsyncPolicy, name="async")
     v: int = SCHEMA_VERSION
 
 
@@ -100,6 +113,8 @@ def check_function_spec(spec: FunctionSpec) -> FunctionSpec:
             raise SpecError(f"$.env.{key}", "is set by the platform and cannot be overridden")
     if spec.placement_policy not in PLACEMENT_POLICIES:
         raise SpecError("$.placement_policy", f"unknown policy; use one of {', '.join(PLACEMENT_POLICIES)}")
+    if spec.async_.max_backoff_s < spec.async_.backoff_s:
+        raise SpecError("$.async.max_backoff_s", "must be at least async.backoff_s")
     if spec.v != SCHEMA_VERSION:
         raise SpecError("$.v", f"schema version {spec.v} is not supported (this server speaks {SCHEMA_VERSION})")
     return spec
@@ -114,6 +129,7 @@ def spec_digest(spec: FunctionSpec) -> str:
     """
     canonical = msgspec.to_builtins(msgspec.structs.replace(spec, scaling=Scaling(), snapshot=True))
     del canonical["restore"]  # absent, not defaulted: digests from before the field stay equal
+    del canonical["async"]  # likewise; retries do not change what a worker holds
     return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).hexdigest()[:16]
 
 

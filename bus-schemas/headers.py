@@ -8,3 +8,7 @@ STATUS = "Thaw-Status"  # HTTP-like status of an infer.request reply
 RETRY_AFTER = "Retry-After"
 CONTENT_TYPE = "Content-Type"
 POD = "Thaw-Pod"  # which pod served an invocation
+CALL = "Thaw-Call"  # an accepted async call (bus_schemas.calls.AsyncCall, JSON)
+CALL_STATE = "Thaw-Call-State"  # a call's latest state (CallRecord, JSON) on infer.result.<id>
+DEAD = "Thaw-Dead"  # why a call is in the dead-letter queue (DeadCall, JSON)
+WORKER_CALL_ID = "x-thaw-call-id"  # sent to the worker with every async attempt, for idempotency

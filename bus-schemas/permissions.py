@@ -105,10 +105,12 @@ def every(template: str) -> str:
 
 def gateway() -> Permissions:
     """HTTP bridge and `infer.request.*` responder (queue group `gateway` only): asks for
-    workers, announces deployments, listens to pod states and function changes."""
+    workers, announces deployments, listens to pod states and function changes. Async calls:
+    queues accepted ones, consumes the INFER_ASYNC work queue (durable `gateway-async`), keeps
+    their states on `infer.result.*` and dead letters on `infer.dlq.*`, and reads both back."""
     return Permissions(
         publish_allow=(every(subjects.LEASE_REQUESTED), every(subjects.FN_DEPLOYED), every(subjects.FN_DELETED),
-                       *_service_api()),
+                       *_async_calls(), *_service_api()),
         subscribe_allow=(f"{every(subjects.INFER_REQUEST)} {subjects.GATEWAY_QUEUE_GROUP}",
                          every(subjects.POD_STATE), *streams.FUNCTIONS.subjects, _inbox(GATEWAY)),
         allow_responses=True,
@@ -207,6 +209,22 @@ def stream_info(spec: StreamSpec) -> str:
 def _consumer(spec: ConsumerSpec) -> tuple[str, ...]:
     """What binding, creating, fetching from and acknowledging one durable pull consumer takes."""
     return consumer_info(spec), consumer_create(spec), consumer_next(spec), consumer_acks(spec)
+
+
+def _async_calls() -> tuple[str, ...]:
+    """The gateway's async-call rights: publish accepted calls, states and dead letters; consume
+    the work queue; read a state by subject (STREAM.MSG.GET) and list states and dead letters
+    through short-lived consumers of its own (any name: no other role consumes these two
+    streams; ack-free, dropped after use or by the server after a few idle seconds);
+    delete a redriven dead letter. No other stream is read or changed this way."""
+    reads = (streams.INFER_RESULTS, streams.INFER_DLQ)
+    return (every(subjects.INFER_ASYNC_ACCEPTED), every(subjects.INFER_RESULT), every(subjects.INFER_DLQ),
+            *_consumer(streams.GATEWAY_ASYNC),
+            *(f"{JS_API}.STREAM.MSG.GET.{spec.name}" for spec in reads),
+            *(f"{JS_API}.CONSUMER.CREATE.{spec.name}.*.>" for spec in reads),
+            *(f"{JS_API}.CONSUMER.MSG.NEXT.{spec.name}.*" for spec in reads),
+            *(f"{JS_API}.CONSUMER.DELETE.{spec.name}.*" for spec in reads),
+            f"{JS_API}.STREAM.MSG.DELETE.{streams.INFER_DLQ.name}")
 
 
 def _service_api() -> tuple[str, ...]:

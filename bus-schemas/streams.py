@@ -11,6 +11,9 @@ class StreamSpec:
     max_msgs_per_subject: int = -1
     max_age_s: float = 0  # 0 keeps messages until limits say otherwise
     duplicate_window_s: float = 120  # Nats-Msg-Id de-duplication window
+    max_msgs: int = -1  # -1: no limit
+    max_bytes: int = -1
+    discard: str = "old"  # at a limit: "old" drops the oldest, "new" refuses the publish
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +33,31 @@ PODS = StreamSpec("PODS", ("pod.>",), max_msgs_per_subject=64, max_age_s=24 * 36
 NODES = StreamSpec("NODES", ("node.capacity.>",), max_msgs_per_subject=1)
 # Not "snapshot.>": snapshot.restore.<node> is core request/reply and must not be captured.
 SNAPSHOTS = StreamSpec("SNAPSHOTS", ("snapshot.requested.>", "snapshot.ready.>"), max_age_s=7 * 24 * 3600)
-INFER_ASYNC = StreamSpec("INFER_ASYNC", ("infer.async.>",), retention="workqueue")
+# Async calls wait here until a gateway ran them. Full means refused ("new"), never a queued call
+# dropped: HTTP `?async=1` then answers 503. A call left a week (no gateway ever ran) expires.
+INFER_ASYNC = StreamSpec("INFER_ASYNC", ("infer.async.>",), retention="workqueue", max_msgs=100_000,
+                         max_bytes=2 << 30, max_age_s=7 * 24 * 3600, discard="new")
+# Each call's latest state (and its answer) for GET /v1/calls/<id>: one message per call is kept,
+# for a day; past the byte limit the oldest calls' results go first.
+INFER_RESULTS = StreamSpec("INFER_RESULTS", ("infer.result.>",), max_msgs_per_subject=1, max_msgs=200_000,
+                           max_bytes=2 << 30, max_age_s=24 * 3600)
+# Calls that used up their attempts, with their bodies, until redriven (then deleted) or a week old.
+INFER_DLQ = StreamSpec("INFER_DLQ", ("infer.dlq.>",), max_msgs=100_000, max_bytes=1 << 30,
+                       max_age_s=7 * 24 * 3600)
 
-ALL_STREAMS = (FUNCTIONS, LEASES, PLACEMENT, PODS, NODES, SNAPSHOTS, INFER_ASYNC)
+ALL_STREAMS = (FUNCTIONS, LEASES, PLACEMENT, PODS, NODES, SNAPSHOTS, INFER_ASYNC, INFER_RESULTS, INFER_DLQ)
 
 # Placement workers share one durable consumer, so each lease request is handled once.
 PLACEMENT_LEASES = ConsumerSpec("LEASES", "placement-leases", "lease.requested.>", ack_wait_s=15)
 PLACEMENT_CAPACITY = ConsumerSpec("NODES", "placement-capacity", "node.capacity.>")
 PLACEMENT_FUNCTIONS = ConsumerSpec("FUNCTIONS", "placement-functions", "fn.>")
+# Every gateway pulls async calls from one durable, so each call runs on one gateway at a time. A
+# running call is kept ours by in-progress acks every ack_wait/4; a gateway that dies lets its
+# calls go to another (or to itself, restarted) after ack_wait. Attempts are counted per function
+# by the gateway (FunctionSpec.async_); max_deliver is only the backstop for a call that kills
+# the gateway every time it runs.
+GATEWAY_ASYNC = ConsumerSpec("INFER_ASYNC", "gateway-async", "infer.async.>", ack_wait_s=8, max_deliver=25,
+                             max_ack_pending=512)
 
 
 def snapshotter_requests(node: str) -> ConsumerSpec:

@@ -16,13 +16,23 @@ with a publish acknowledgement.
 `snapshot.ping.<node>` is core request/reply for the same reasons: every heartbeat the agent
 asks its node's snapshotter whether it is there, and only an answer from the snapshotter's own
 event loop counts (a frozen process, or a loop that stopped turning, does not answer).
+
+`infer.async.<fn>` is a client's *claim* (the body as payload, its API key in `Authorization`,
+as on `infer.request.<fn>`): the gateway checks the key and the function's tenant before running
+it. `infer.async.<fn>.accepted` is a call the gateway already authenticated (HTTP `?async=1`, a
+redrive): only the gateway may publish there (a client's permission is `infer.async.*`, one
+token), so its `Thaw-Call` header's tenant is trusted. Both land in the INFER_ASYNC work queue.
+A call's state is kept on `infer.result.<id>` (INFER_RESULTS, last message per subject) and a
+call that used up its attempts on `infer.dlq.<fn>` (INFER_DLQ).
 """
 
 import re
 
 INFER_REQUEST = "infer.request.{fn}"
 INFER_ASYNC = "infer.async.{fn}"
+INFER_ASYNC_ACCEPTED = "infer.async.{fn}.accepted"
 INFER_RESULT = "infer.result.{id}"
+INFER_DLQ = "infer.dlq.{fn}"
 LEASE_REQUESTED = "lease.requested.{fn}"
 PLACE_ASSIGNED = "place.assigned.{node}"
 PLACE_STOP = "place.stop.{node}"
@@ -44,6 +54,22 @@ TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 def infer_request(fn: str) -> str:
     return INFER_REQUEST.format(fn=fn)
+
+
+def infer_async(fn: str) -> str:
+    return INFER_ASYNC.format(fn=fn)
+
+
+def infer_async_accepted(fn: str) -> str:
+    return INFER_ASYNC_ACCEPTED.format(fn=fn)
+
+
+def infer_result(call_id: str) -> str:
+    return INFER_RESULT.format(id=call_id)
+
+
+def infer_dlq(fn: str) -> str:
+    return INFER_DLQ.format(fn=fn)
 
 
 def lease_requested(fn: str) -> str:
@@ -89,6 +115,7 @@ def snapshot_restore(node: str) -> str:
 
 def snapshot_ping(node: str) -> str:
     return SNAPSHOT_PING.format(node=node)
+
 
 
 def fn_deployed(fn: str) -> str:

@@ -6,21 +6,24 @@ Both edges, HTTP and `infer.request.<fn>`, call `Dispatcher.invoke`, so they beh
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
 
 from bus_schemas import redis_keys as K
 from bus_schemas import subjects
+from bus_schemas.functions import FunctionSpec, spec_digest
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.pods import PodState, PodStateChanged
 from thaw_core import bus
 from thaw_core.clock import now_ms
 from thaw_core.store.leases import Leases, Slot
-from thaw_core.store.start_failures import StartFailureLog, delay_s
+from thaw_core.store.start_failures import StartFailureLog, delay_s, wait_left_s
 
 from gateway import errors
 from gateway.errors import ApiError
+from gateway.metrics import GatewayMetrics
 from gateway.pool import FnPool
 from gateway.settings import GatewaySettings
 from gateway.specs import SpecCache
@@ -43,37 +46,51 @@ class Reply:
 class Pending:
     """A warm call started by `Dispatcher.start_now`; `ctx` is the caller's, carried along."""
 
-    __slots__ = ("fn", "pool", "slot", "call", "ctx", "_on_settled")
+    __slots__ = ("fn", "pool", "slot", "call", "ctx", "_on_settled", "t0")
 
-    def __init__(self, fn: str, pool: FnPool, slot: Slot, on_settled: Callable[["Pending"], None], ctx):
+    def __init__(self, fn: str, pool: FnPool, slot: Slot, on_settled: Callable[["Pending"], None], ctx, t0: float):
         self.fn, self.pool, self.slot, self._on_settled, self.ctx = fn, pool, slot, on_settled, ctx
         self.call: Call | None = None
+        self.t0 = t0
 
     def settled(self, call: Call) -> None:
         self._on_settled(self)
 
 
+WARM, RESTORED, COLD = "warm", "restored", "cold"
+
+
 class Dispatcher:
-    def __init__(self, settings: GatewaySettings, js: JetStreamContext, r, specs: SpecCache, upstream: Upstream):
+    def __init__(self, settings: GatewaySettings, js: JetStreamContext, r, specs: SpecCache, upstream: Upstream,
+                 metrics: GatewayMetrics | None = None):
         self.s = settings
+        self.metrics = metrics or GatewayMetrics()
         self._js, self._r, self._specs, self._upstream = js, r, specs, upstream
         self._leases = Leases(r)
         self.holder = f"gw-{socket.gethostname()}-{secrets.token_hex(3)}"
         self.pools: dict[str, FnPool] = {}
         self.start_failures = StartFailureLog(r)
         self._starting: dict[str, set[str]] = {}  # fn -> its pods seen pending, starting or restoring
+        # How a pod is starting (restored, or cold: from scratch or after a failed restore) and
+        # since when by its agent's clock; then when it came up by ours, to tell a call that
+        # waited for a new pod from one served warm.
+        self._start_of: dict[str, tuple[str, int]] = {}
+        self._came_up: dict[str, tuple[str, float]] = {}
 
     def pool(self, fn: str) -> FnPool:
         pool = self.pools.get(fn)
         if pool is None:
             pool = self.pools[fn] = FnPool(fn, self._leases, self.holder, int(self.s.lease_ttl_s * 1000),
                                            self._ask_for_pods, self.s.lease_request_every_s, self._why_unplaceable,
-                                           is_starting=lambda: fn in self._starting)
+                                           is_starting=lambda: fn in self._starting, retry_after=self._retry_after_s)
         return pool
 
-    async def invoke(self, tenant: str, fn: str, body: bytes, content_type: str, path: str | None = None) -> Reply:
+    async def invoke(self, tenant: str, fn: str, body: bytes, content_type: str, path: str | None = None,
+                     extra_headers: str = "") -> Reply:
         """Call a worker of `fn`. A streamed answer (Reply.stream) keeps its worker slot until the
-        stream ends or is abandoned."""
+        stream ends or is abandoned. `extra_headers`: "Name: value\\r\\n" lines for the worker
+        (an async call's id)."""
+        t0 = time.monotonic()
         spec = await self._specs.get(fn)
         if spec is None or spec.tenant != tenant:
             raise errors.unknown_function(fn)
@@ -82,7 +99,7 @@ class Dispatcher:
             slot = await pool.checkout(spec)
             try:
                 outcome = await self._upstream.post(slot.endpoint, path or spec.invoke_path, body, content_type,
-                                                    self.s.request_timeout_s)
+                                                    self.s.request_timeout_s, extra_headers)
             except (UpstreamUnreachable, UpstreamBroken, TimeoutError) as exc:
                 outcome = exc
             except BaseException:
@@ -90,6 +107,7 @@ class Dispatcher:
                 raise
             reply = self._reply(fn, pool, slot, outcome)
             if reply is not None:
+                self._observe(fn, reply, t0)
                 return reply
         raise ApiError(502, "worker_unreachable", f"{fn}: workers kept failing to accept the call; retry later")
 
@@ -106,7 +124,7 @@ class Dispatcher:
         slot = pool.take()
         if slot is None:
             return None
-        pending = Pending(fn, pool, slot, on_settled, ctx)
+        pending = Pending(fn, pool, slot, on_settled, ctx, time.monotonic())
         call = self._upstream.start(slot.endpoint, spec.invoke_path, body, content_type, self.s.request_timeout_s,
                                     callback=pending.settled)
         if call is None:
@@ -122,6 +140,8 @@ class Dispatcher:
         if call.error is None and call.response.stream is None:  # answered whole: the common case
             status, content_type, body = self._upstream.outcome(call)
             pending.pool.checkin(pending.slot)
+            took_s = time.monotonic() - pending.t0
+            self.metrics.observe_call(pending.fn, WARM, took_s, took_s)
             return Reply(status, body, content_type, pending.slot.pod)
         try:
             outcome = self._upstream.outcome(call)
@@ -130,7 +150,21 @@ class Dispatcher:
         if pending.call.retryable:
             pending.pool.checkin(pending.slot)
             return None
-        return self._reply(pending.fn, pending.pool, pending.slot, outcome)
+        reply = self._reply(pending.fn, pending.pool, pending.slot, outcome)
+        if reply is not None:
+            self._observe(pending.fn, reply, pending.t0)
+        return reply
+
+    def _observe(self, fn: str, reply: Reply, t0: float) -> None:
+        """Time a call answered: to its first answer, by what it waited for, and to its last byte."""
+        now = time.monotonic()
+        came_up = self._came_up.get(reply.pod)
+        start = came_up[0] if came_up is not None and came_up[1] > t0 else WARM
+        if reply.stream is None:
+            self.metrics.observe_call(fn, start, now - t0, now - t0)
+            return
+        self.metrics.observe_call(fn, start, now - t0, None)
+        reply.stream.on_close(lambda: self.metrics.observe_done(fn, time.monotonic() - t0))
 
     def _reply(self, fn: str, pool: FnPool, slot: Slot, outcome) -> Reply | None:
         """What a call's outcome means for the caller (None: retry on another worker). Gives the
@@ -169,6 +203,12 @@ class Dispatcher:
             reasons.append(f"placement: {reason}")
         return "; ".join(r for r in reasons if r)
 
+    async def _retry_after_s(self, spec: FunctionSpec) -> float:
+        """A 503's Retry-After: when the function's crash-loop backoff lets its next pod start,
+        if that is later than the usual retry."""
+        left = wait_left_s(await self.start_failures.get(spec.name), spec_digest(spec), now_ms())
+        return max(errors.RETRY_AFTER_S, left)
+
     async def _crash_loop(self, fn: str) -> str:
         record = await self.start_failures.get(fn)
         if record is None or record.failures < 2:
@@ -180,6 +220,7 @@ class Dispatcher:
         """Follow a pod's state: wake waiting calls when it is ready, end their wait when the
         last pod starting for them failed to start (a broken restore is not that: its pod is
         cold-started or replaced, and the calls keep waiting)."""
+        self._follow_start(event)
         starting = self._starting.setdefault(event.fn, set())
         if event.state in (PodState.PENDING, PodState.STARTING, PodState.RESTORING):
             starting.add(event.pod)
@@ -195,6 +236,23 @@ class Dispatcher:
             pool.pod_ready()
         elif event.start_failed and was_starting and not starting:
             pool.start_failed(event.pod, event.reason)
+
+    def _follow_start(self, event: PodStateChanged) -> None:
+        """Note how a pod starts and when it came up; a pod's start is timed once, from its agent
+        beginning it to healthy (a restore that fell back to a cold start counts as cold, and
+        its time includes the failed restore: what its callers waited)."""
+        pod = event.pod
+        if event.state in (PodState.STARTING, PodState.RESTORING):
+            how = RESTORED if event.state == PodState.RESTORING else COLD
+            began_ms = self._start_of.get(pod, (how, event.at_ms))[1]
+            self._start_of[pod] = (how, began_ms)
+        elif event.state == PodState.IDLE and pod in self._start_of and pod not in self._came_up:
+            how, began_ms = self._start_of.pop(pod)
+            self._came_up[pod] = (how, time.monotonic())
+            self.metrics.observe_pod_start(event.fn, how, max(0, event.at_ms - began_ms) / 1000)
+        elif event.state in (PodState.STOPPED, PodState.FAILED):
+            self._start_of.pop(pod, None)
+            self._came_up.pop(pod, None)
 
     async def renew_and_return(self) -> None:
         """Renew every held slot; give back slots idle for lease_hold_s. Runs every TTL/3."""

@@ -30,7 +30,10 @@ def overloaded(fn: str, queued: int, retry_after_s: float = 1.0) -> ApiError:
                     retry_after_s=retry_after_s)
 
 
-def no_worker(fn: str, waited_s: float, why: str, retry_after_s: float = 2.0) -> ApiError:
+RETRY_AFTER_S = 2.0  # a 503's Retry-After when nothing says when a worker may be there
+
+
+def no_worker(fn: str, waited_s: float, why: str, retry_after_s: float = RETRY_AFTER_S) -> ApiError:
     detail = f" ({why})" if why else ""
     return ApiError(503, "no_worker", f"{fn}: no worker became ready within {waited_s:.1f}s{detail}; "
                                       f"retry after {retry_after_s:g}s", retry_after_s=retry_after_s)

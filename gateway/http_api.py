@@ -36,6 +36,7 @@ from thaw_core.store.start_failures import degraded_reason
 from gateway import errors
 from gateway import content_type as ctype
 from gateway.auth import KeyCache
+from gateway.calls_api import CallsApi, wants_async
 from gateway.dispatcher import Dispatcher, Pending
 from gateway.errors import ApiError
 from gateway.metrics import GatewayMetrics
@@ -66,9 +67,10 @@ def error_response(err: ApiError) -> Response:
 class HttpApi:
     def __init__(self, dispatcher: Dispatcher, keys: KeyCache, functions: Functions, specs, pods: Pods,
                  nodes: Nodes, js, max_body_bytes: int, metrics: GatewayMetrics,
-                 snapshots: SnapshotCatalog | None = None):
+                 snapshots: SnapshotCatalog | None = None, calls: CallsApi | None = None):
         self.d, self.keys, self.functions, self.specs = dispatcher, keys, functions, specs
         self.pods, self.nodes, self.js, self.snapshots = pods, nodes, js, snapshots
+        self.calls = calls  # async calls; None: not served by this gateway (503)
         self.max_body_bytes, self.metrics = max_body_bytes, metrics
         self._openapi = encode(openapi_document())
 
@@ -96,7 +98,8 @@ class HttpApi:
         the bytes it moves. True: `done(request)` is called once the answer is sent. False: the
         request goes to `answer`, which answers every case."""
         path = request.path
-        if request.method != "POST" or not path.startswith("/v1/functions/") or not path.endswith("/invoke"):
+        if (request.method != "POST" or not path.startswith("/v1/functions/") or not path.endswith("/invoke")
+                or request.query_string):  # ?async=1 and the like: the general path reads the query
             return False
         fn = path[14:-7]
         headers = request.headers
@@ -135,6 +138,8 @@ class HttpApi:
         if len(parts) == 4 and parts[:2] == ["v1", "functions"] and parts[3] == "invoke":
             _allow(method, "POST")
             return await self.invoke(request, parts[2])
+        if parts[:2] in (["v1", "calls"], ["v1", "dlq"]):
+            return await self._calls_route(request, method, parts[1:])
         if path in OPENAI_PATHS:
             _allow(method, "POST")
             return await self.openai(request)
@@ -154,6 +159,28 @@ class HttpApi:
             _allow(method, "GET")
             return await simple[path](request)
         raise ApiError(404, "not_found", f"no such path {path!r}; see GET /openapi.json")
+
+    async def _calls_route(self, request, method: str, parts: list[str]) -> Response:
+        """/v1/calls, /v1/calls/<id>, /v1/dlq, /v1/dlq/redrive (gateway/calls_api.py)."""
+        if parts == ["dlq", "redrive"]:
+            _allow(method, "POST")
+            tenant = await self._tenant(request)
+            return json_response(await self._calls().redrive(tenant, await self._body(request)))
+        if len(parts) > 2 or (parts[0] == "dlq" and len(parts) > 1):
+            raise ApiError(404, "not_found", f"no such path {request.path!r}; see GET /openapi.json")
+        _allow(method, "GET")
+        tenant = await self._tenant(request)
+        calls = self._calls()
+        if parts == ["dlq"]:
+            return json_response(await calls.list_dlq(tenant, request))
+        if len(parts) == 2:
+            return json_response(await calls.get_call(tenant, parts[1]))
+        return json_response(await calls.list_calls(tenant, request))
+
+    def _calls(self) -> CallsApi:
+        if self.calls is None:
+            raise ApiError(503, "async_unavailable", "this gateway does not serve async calls")
+        return self.calls
 
     async def _tenant(self, request, headers=None) -> str:
         return await self.keys.tenant((headers or request.headers).get("authorization"))
@@ -187,11 +214,14 @@ class HttpApi:
         nodes = await self.nodes.all()
         live = degraded_nodes(nodes, now_ms(), LIVE_NODE_S)
         loops = await self._crash_loops(specs)
+        names = {s.name for s in specs}
+        pods = [p for p in await self.pods.live() if p.fn in names]
         # Observed and rendered with no await between: a concurrent scrape cannot interleave.
+        self.metrics.observe_fleet(pods, nodes, names)
         self.metrics.observe_pools(self.d.pools)
         self.metrics.observe_health({n.name: bool(n.degraded) for n in nodes},
                                     {s.name: bool(function_degraded(s, live, loops.get(s.name, ""))) for s in specs})
-        body, content_type = self.metrics.render({s.name for s in specs})
+        body, content_type = self.metrics.render(names)
         return 200, [("content-type", content_type)], body
 
     async def openapi(self, request) -> Response:
@@ -200,7 +230,12 @@ class HttpApi:
     async def invoke(self, request, fn: str) -> Response:
         headers = request.headers  # built from Rust on each access: read it once on the hot path
         tenant = await self._tenant(request, headers)
+        run_async = wants_async(request) if request.query_string else False
         body = await self._body(request, headers)
+        if run_async:
+            status, answer = await self._calls().invoke_async(tenant, fn, body,
+                                                              ctype.checked(headers.get("content-type")))
+            return json_response(answer, status=status)
         try:
             reply = await self.d.invoke(tenant, fn, body, ctype.checked(headers.get("content-type")))
         except ApiError as err:

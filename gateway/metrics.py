@@ -1,16 +1,35 @@
 """Gateway metrics in the Prometheus text format, on GET /metrics.
 
-`thaw_node_degraded{node}` and `thaw_function_degraded{fn}` (1 or 0) are computed from Redis on
-each scrape (`observe_health`, just before `render`), so a node or function that is gone is
-gone from the next scrape too, with no refresh task to keep.
+Histograms, observed as calls are answered and pods come up:
+- `thaw_gateway_first_answer_seconds{fn,start}`: from a call reaching the gateway to its worker's
+  answer (its headers, for a streamed one). `start` says what the caller waited for: `warm` (a
+  worker that was up already, perhaps after queueing behind other calls), `restored` or `cold`
+  (a pod that came up, from a snapshot or from scratch, while the call waited).
+- `thaw_gateway_request_seconds{fn}`: the whole call, to the last byte of a streamed answer.
+- `thaw_pod_start_seconds{fn,start}`: a pod's start, from its agent beginning it to healthy, by how
+  (from its agent's pod-state events, one node's clock). Every gateway sees every pod start:
+  take one gateway's series (or quantiles over all), not the sum of counts.
+Gauges computed from Redis on each scrape (the `observe_*` calls just before `render`), so what
+is gone is gone from the next scrape too, with no refresh task to keep: `thaw_node_degraded{node}`,
+`thaw_function_degraded{fn}`, `thaw_pods{fn,state}`, and per GPU `thaw_gpu_vram_mib` and
+`thaw_gpu_vram_reserved_mib{node,gpu,model}`.
 """
 
+from bisect import bisect_left
+
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from bus_schemas.pods import LIVE_STATES
 
 
 UNATTRIBUTED = frozenset({401, 404})
+# Seconds: a warm call takes milliseconds, a restore well under a second, a cold start of a
+# model server tens of seconds.
+CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+LIVE_POD_STATES = tuple(sorted(s.value for s in LIVE_STATES))
 
 
 class GatewayMetrics:
@@ -24,6 +43,16 @@ class GatewayMetrics:
                              registry=self.registry)
         self.slots = Gauge("thaw_gateway_leased_slots", "Worker slots this gateway holds", ["fn"],
                            registry=self.registry)
+        self.first_answer = _Histogram("thaw_gateway_first_answer_seconds", "From a call reaching the gateway to "
+                                       "its worker's answer, by what it waited for: warm, restored or cold",
+                                       ("fn", "start"), CALL_BUCKETS)
+        self.request = _Histogram("thaw_gateway_request_seconds", "Calls from arrival to the last byte of the "
+                                  "answer", ("fn",), CALL_BUCKETS)
+        self.pod_start = _Histogram("thaw_pod_start_seconds", "Pod starts from the agent beginning them to healthy, "
+                                    "by how: restored or cold", ("fn", "start"), START_BUCKETS)
+        self.fleet = _Fleet()
+        for collector in (self.first_answer, self.request, self.pod_start, self.fleet):
+            self.registry.register(collector)
 
     def count_call(self, fn: str, edge: str, status: int) -> None:
         # A plain dict on the hot path: a prometheus Counter takes a lock on every increment, and
@@ -33,6 +62,29 @@ class GatewayMetrics:
         # by 3 KiB a call that way).
         key = ("-" if status in UNATTRIBUTED else fn, edge, status)
         self.calls[key] = self.calls.get(key, 0) + 1
+
+    def observe_call(self, fn: str, start: str, first_answer_s: float, whole_s: float | None) -> None:
+        """A call answered; `whole_s` None: its answer is still streaming (see `observe_done`)."""
+        self.first_answer.observe((fn, start), first_answer_s)
+        if whole_s is not None:
+            self.request.observe((fn,), whole_s)
+
+    def observe_done(self, fn: str, whole_s: float) -> None:
+        self.request.observe((fn,), whole_s)
+
+    def observe_pod_start(self, fn: str, start: str, seconds: float) -> None:
+        self.pod_start.observe((fn, start), seconds)
+
+    def observe_fleet(self, pods: list, nodes: list, fns: set[str]) -> None:
+        """Pods by state (every live state, 0 included, for each of `fns`) and per-GPU vRAM, as
+        of this scrape."""
+        counts = {(fn, state): 0 for fn in fns for state in LIVE_POD_STATES}
+        for pod in pods:
+            key = (pod.fn, pod.state.value)
+            if key in counts:
+                counts[key] += 1
+        self.fleet.pods = counts
+        self.fleet.gpus = [(n.name, g.index, g.model, g.vram_mib, g.vram_reserved_mib) for n in nodes for g in n.gpus]
 
     def observe_pools(self, pools: dict) -> None:
         for fn, pool in pools.items():
@@ -60,6 +112,54 @@ class _CallCounts:
         for (fn, edge, status), n in list(self._counts.items()):
             family.add_metric([fn, edge, str(status)], n)
         yield family
+
+
+class _Histogram:
+    """A histogram per label tuple, kept as plain counts: observed from the gateway's one event-loop
+    thread, where a prometheus Histogram's lock per observation buys nothing."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]):
+        self.name, self.doc, self.labels, self.buckets = name, doc, labels, buckets
+        self.series: dict[tuple[str, ...], list[float]] = {}  # labels -> [per-bucket counts..., +Inf, sum]
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        row = self.series.get(labels)
+        if row is None:
+            row = self.series[labels] = [0.0] * (len(self.buckets) + 2)
+        row[bisect_left(self.buckets, value)] += 1
+        row[-1] += value
+
+    def collect(self):
+        family = HistogramMetricFamily(self.name, self.doc, labels=list(self.labels))
+        for labels, row in sorted(self.series.items()):
+            cumulative, buckets = 0.0, []
+            for bound, n in zip((*map(str, self.buckets), "+Inf"), row[:-1]):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            family.add_metric(list(labels), buckets, sum_value=row[-1])
+        yield family
+
+
+class _Fleet:
+    """Pods by state and per-GPU vRAM, as last observed."""
+
+    def __init__(self) -> None:
+        self.pods: dict[tuple[str, str], int] = {}
+        self.gpus: list[tuple[str, int, str, int, int]] = []
+
+    def collect(self):
+        pods = GaugeMetricFamily("thaw_pods", "Live pods by function and state", labels=["fn", "state"])
+        for (fn, state), n in sorted(self.pods.items()):
+            pods.add_metric([fn, state], n)
+        total = GaugeMetricFamily("thaw_gpu_vram_mib", "A GPU's memory", labels=["node", "gpu", "model"])
+        reserved = GaugeMetricFamily("thaw_gpu_vram_reserved_mib", "A GPU's memory reserved by the pods placed "
+                                     "on it (their vRAM shares)", labels=["node", "gpu", "model"])
+        for node, index, model, vram, used in self.gpus:
+            total.add_metric([node, str(index), model], vram)
+            reserved.add_metric([node, str(index), model], used)
+        yield pods
+        yield total
+        yield reserved
 
 
 class _Health:

@@ -53,11 +53,29 @@ def openapi_document() -> dict:
                 "responses": {"201": {"description": "{\"key\": ..., \"tenant\": ..., \"role\": ...}"},
                               **_errors(400, 401, 403)}}},
             "/v1/functions/{name}/invoke": {
-                "parameters": name,
+                "parameters": [*name, {"name": "async", "in": "query", "required": False,
+                                       "schema": {"enum": ["1", "true", "0", "false"]},
+                                       "description": "1: queue the call and answer 202 {call_id, status} at once"}],
                 "post": {"summary": "invoke: the body goes to the worker as is, its answer comes back as is",
                          "requestBody": raw, "responses": {"200": {"description": "the worker's answer", **raw},
-                                                           **_errors(401, 404, 413, 429, 503, 504)}},
+                                                           "202": {"description": "queued (?async=1): "
+                                                                   "{\"call_id\": ..., \"status\": \"queued\"}"},
+                                                           **_errors(400, 401, 404, 413, 429, 503, 504)}},
             },
+            "/v1/calls": {"get": {
+                "summary": "your recent async calls, newest first (?fn=, ?state=queued|running|succeeded|failed|dead, "
+                           "?limit=1-1000)", "responses": {"200": {"description": "{\"calls\": [...]}"},
+                                                           **_errors(400, 401)}}},
+            "/v1/calls/{id}": {"get": {
+                "summary": "one async call: status, attempts, http_status, result (text or base64), error, times",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the call"}, **_errors(401, 404)}}},
+            "/v1/dlq": {"get": {"summary": "your dead async calls (?fn=)",
+                                "responses": {"200": {"description": "{\"dead\": [...]}"}, **_errors(400, 401)}}},
+            "/v1/dlq/redrive": {"post": {
+                "summary": "queue dead calls again, attempts reset: {\"fn\": ...} or {\"ids\": [...]}",
+                "responses": {"200": {"description": "{\"redriven\": [...], \"not_found\": [...]}"},
+                              **_errors(400, 401, 503)}}},
             "/v1/embeddings": {"post": {"summary": "OpenAI-style; `model` names the function",
                                         "responses": {"200": {"description": "the worker's answer"},
                                                       **_errors(400, 401, 404, 429, 503)}}},

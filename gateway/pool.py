@@ -44,9 +44,13 @@ async def _within(fut: asyncio.Future, timeout_s: float):
 class FnPool:
     def __init__(self, fn: str, leases: Leases, holder: str, ttl_ms: int,
                  ask_for_pods: Callable[[str, int], Awaitable[None]], ask_every_s: float,
-                 why_unplaceable: Callable[[str], Awaitable[str]], is_starting: Callable[[], bool] = lambda: False):
-        """`is_starting()`: whether a pod of the function is starting now (from pod.state events)."""
+                 why_unplaceable: Callable[[str], Awaitable[str]], is_starting: Callable[[], bool] = lambda: False,
+                 retry_after: Callable[[FunctionSpec], Awaitable[float]] | None = None):
+        """`is_starting()`: whether a pod of the function is starting now (from pod.state events);
+        `retry_after(spec)`: the Retry-After of a 503, in seconds (e.g. until a crash loop's
+        backoff lets the next pod start)."""
         self.fn = fn
+        self._retry_after = retry_after
         self._is_starting = is_starting
         self._leases, self._holder, self._ttl_ms = leases, holder, ttl_ms
         self._ask_for_pods, self._ask_every_s, self._why = ask_for_pods, ask_every_s, why_unplaceable
@@ -85,10 +89,12 @@ class FnPool:
         try:
             return await self._wait(fut, spec.scaling.start_timeout_s)
         except StartFailed as exc:
-            raise errors.no_worker(self.fn, time.monotonic() - started, await self._why_now(str(exc))) from None
+            raise errors.no_worker(self.fn, time.monotonic() - started, await self._why_now(str(exc)),
+                                   await self._retry_after_s(spec)) from None
         except TimeoutError:
             fut.cancel()
-            raise errors.no_worker(self.fn, time.monotonic() - started, await self._why(self.fn)) from None
+            raise errors.no_worker(self.fn, time.monotonic() - started, await self._why(self.fn),
+                                   await self._retry_after_s(spec)) from None
         finally:
             if not fut.done():
                 fut.cancel()
@@ -133,6 +139,9 @@ class FnPool:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(StartFailed(pod, reason))
+
+    async def _retry_after_s(self, spec: FunctionSpec) -> float:
+        return errors.RETRY_AFTER_S if self._retry_after is None else await self._retry_after(spec)
 
     async def _why_now(self, failed: str) -> str:
         """The failed start's reason, and the function's crash loop or placement trouble if any."""

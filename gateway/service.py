@@ -1,4 +1,5 @@
-"""Runs a gateway: HTTP bridge, infer.request responder, lease renewal, event listeners."""
+"""Runs a gateway: HTTP bridge, infer.request responder, async-call consumer, lease renewal, event
+listeners."""
 
 import asyncio
 import logging
@@ -18,7 +19,10 @@ from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import SnapshotCatalog
 from thaw_core.shutdown import run_steps
 
+from gateway.async_calls import AsyncCalls
 from gateway.auth import KeyCache
+from gateway.call_store import CallStore
+from gateway.calls_api import CallsApi
 from gateway.dispatcher import Dispatcher
 from gateway.http_api import HttpApi
 from gateway.http_server import HttpServer
@@ -29,6 +33,7 @@ from gateway.specs import SpecCache
 from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
+ASYNC_HEADROOM_BYTES = 16 << 10  # for the headers that travel with an async call's body or answer
 
 
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
@@ -41,15 +46,21 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
     specs = SpecCache(functions, settings.spec_cache_s)
     keys = KeyCache(ApiKeys(r), settings.auth_cache_s)
     upstream = Upstream()
-    dispatcher = Dispatcher(settings, js, r, specs, upstream)
     metrics = GatewayMetrics()
+    dispatcher = Dispatcher(settings, js, r, specs, upstream, metrics)
+    store = CallStore(js)
+    # An async call's body (and a worker's answer) is kept as one bus message, headers beside it.
+    bus_bytes = min(settings.max_body_bytes, nc.max_payload - ASYNC_HEADROOM_BYTES)
+    calls = CallsApi(js, store, specs, bus_bytes)
     api = HttpApi(dispatcher, keys, functions, specs, Pods(r), Nodes(r), js, settings.max_body_bytes, metrics,
-                  SnapshotCatalog(r))
+                  SnapshotCatalog(r), calls)
     http_server = HttpServer(api, settings.host, settings.port)
     await http_server.start()
     subs = [await NatsApi(nc, dispatcher, keys, settings.max_body_bytes, metrics).start(),
             await nc.subscribe("pod.state.*", cb=_pod_events(dispatcher)),
             await nc.subscribe("fn.>", cb=_fn_events(specs))]
+    consumer = await AsyncCalls(js, dispatcher, keys, specs, store, metrics, bus_bytes,
+                                nc.max_payload - ASYNC_HEADROOM_BYTES, settings.async_in_flight).start()
     renewer = asyncio.create_task(_renew(dispatcher, settings.lease_ttl_s / 3))
     log.info("gateway %s listening on http://%s:%d", dispatcher.holder, settings.host, settings.port)
     if started is not None:
@@ -58,7 +69,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
         await stop.wait()
     finally:
         renewer.cancel()
-        await run_steps(*[(f"unsubscribe from {sub.subject}", sub.unsubscribe) for sub in subs],
+        await run_steps(("hand running async calls back", consumer.stop),
+                        *[(f"unsubscribe from {sub.subject}", sub.unsubscribe) for sub in subs],
                         ("give leased slots back", dispatcher.release_all), ("stop HTTP", http_server.stop),
                         ("close worker connections", upstream.close), ("close NATS", nc.close),
                         ("close Redis", r.aclose))

@@ -19,3 +19,4 @@ class GatewaySettings:
     lease_request_every_s: float = 1.0  # re-ask placement this often while calls wait
     auth_cache_s: float = 10.0
     spec_cache_s: float = 5.0
+    async_in_flight: int = 64  # async calls this gateway runs at once (each holds a fetched message)

@@ -201,7 +201,7 @@ class Upstream:
         """Write the call on `conn`, or on an idle kept-alive connection; None when there is none.
         `callback(call)` runs once it is settled (without it, `post` awaits it)."""
         key = (endpoint, path, content_type, extra_headers)
-        head = self._heads.get(key)
+        head = self._heads.get(key) if not extra_headers else _head_prefix(*key)  # per-call headers: not cached
         if head is None:  # formatted before a connection is taken, so a bad header value leaks none
             if len(self._heads) >= 1024:  # content types come from clients: keep it bounded
                 self._heads.clear()

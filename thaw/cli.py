@@ -1,10 +1,13 @@
-"""The `thaw` command: up, deploy, invoke, ls, snapshots, keys."""
+"""The `thaw` command: up, deploy, invoke, calls, dlq, ls, snapshots, keys."""
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import msgspec
@@ -90,6 +93,9 @@ def cmd_deploy(args) -> None:
 def cmd_invoke(args) -> None:
     data = args.data.encode() if args.data != "-" else sys.stdin.buffer.read()
     started = time.perf_counter()
+    if args.run_async:
+        _invoke_async(args, data)
+        return
     if args.nats:
         status, body, headers = asyncio.run(_invoke_nats(args.nats, _key(args), args.name, data, args.timeout,
                                                          _state_dir(args)))
@@ -105,6 +111,70 @@ def cmd_invoke(args) -> None:
     print(f"[{status}, {took:.1f} ms]", file=sys.stderr)
     if status >= 400:
         sys.exit(1)
+
+
+def _invoke_async(args, data: bytes) -> None:
+    """Queue the call (`?async=1`) and print its id; `thaw calls ID` shows how it went."""
+    if args.nats:
+        raise CliError("--async goes through the gateway's HTTP API; leave out --nats (or publish to "
+                       f"infer.async.{args.name} yourself)")
+    status, body, _ = _gateway(args).call("POST", f"/v1/functions/{args.name}/invoke?async=1", data,
+                                          args.content_type)
+    if status != 202:
+        raise refusal(status, body, _url(args), len(data))
+    print(json.loads(body)["call_id"])
+
+
+def cmd_calls(args) -> None:
+    gw = _gateway(args)
+    if args.id:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", args.id):
+            raise CliError(f"{args.id!r} is not a call id (ids look like c0123abcd..., as `thaw invoke --async` "
+                           "prints them)")
+        call = gw.json("GET", f"/v1/calls/{args.id}")
+        for key in ("call_id", "fn", "status", "attempts", "http_status", "error", "redrives"):
+            print(f"{key:12} {call.get(key)}")
+        for key in ("queued_ms", "started_ms", "finished_ms"):
+            print(f"{key[:-3]:12} {_when(call.get(key))}")
+        if call.get("result") is not None:
+            print(f"{'result':12} ({call.get('result_encoding')}) {call['result']}")
+        return
+    query = urllib.parse.urlencode({k: v for k, v in (("fn", args.fn), ("state", args.state),
+                                                      ("limit", str(args.limit))) if v})
+    calls = gw.json("GET", f"/v1/calls?{query}")["calls"]
+    if not calls:
+        print("no calls")
+        return
+    print(f"{'CALL':28} {'FN':20} {'STATUS':10} {'ATTEMPTS':>8} {'HTTP':>5}  ERROR")
+    for c in calls:
+        print(f"{c['call_id']:28} {c['fn'][:20]:20} {c.get('status', 'dead'):10} {c['attempts']:>8} "
+              f"{c['http_status']:>5}  {c.get('error') or c.get('reason') or ''}")
+
+
+def cmd_dlq(args) -> None:
+    gw = _gateway(args)
+    if args.action == "redrive":
+        if bool(args.fn) == bool(args.ids):
+            raise CliError("say what to redrive: --fn FN (every dead call of it) or call ids, not both")
+        out = gw.json("POST", "/v1/dlq/redrive", {"fn": args.fn} if args.fn else {"ids": args.ids})
+        print(f"redriven {len(out['redriven'])}: {' '.join(out['redriven']) or '-'}")
+        if out["not_found"]:
+            raise CliError(f"not in the dead-letter queue: {' '.join(out['not_found'])} (see `thaw dlq`)")
+        return
+    if args.ids:
+        raise CliError(f"unexpected {' '.join(args.ids)}: `thaw dlq` lists, `thaw dlq redrive IDS...` redrives")
+    dead = gw.json("GET", "/v1/dlq" + (f"?fn={urllib.parse.quote(args.fn)}" if args.fn else ""))["dead"]
+    if not dead:
+        print("the dead-letter queue is empty")
+        return
+    print(f"{'CALL':28} {'FN':20} {'ATTEMPTS':>8} {'HTTP':>5}  {'DIED':20} REASON")
+    for d in dead:
+        print(f"{d['call_id']:28} {d['fn'][:20]:20} {d['attempts']:>8} {d['http_status']:>5}  "
+              f"{_when(d['died_ms']):20} {d['reason']}")
+
+
+def _when(ms) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else "-"
 
 
 async def _invoke_nats(url: str, key: str, name: str, data: bytes, timeout_s: float,
@@ -346,7 +416,20 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--content-type", default="application/json")
     inv.add_argument("--nats", default="", help="invoke over NATS infer.request.<name> at this URL")
     inv.add_argument("--timeout", type=float, default=130.0)
+    inv.add_argument("--async", dest="run_async", action="store_true",
+                     help="queue the call and print its id at once (see `thaw calls ID`)")
     inv.set_defaults(func=cmd_invoke)
+    calls = sub.add_parser("calls", help="async calls: one (with its result) or the recent ones")
+    calls.add_argument("id", nargs="?", default="")
+    calls.add_argument("--fn", default="", help="only this function's")
+    calls.add_argument("--state", default="", choices=("", "queued", "running", "succeeded", "failed", "dead"))
+    calls.add_argument("--limit", type=int, default=50)
+    calls.set_defaults(func=cmd_calls)
+    dlq = sub.add_parser("dlq", help="the dead-letter queue of async calls; `thaw dlq redrive` queues them again")
+    dlq.add_argument("action", nargs="?", choices=("redrive",), help="redrive: queue again, attempts reset")
+    dlq.add_argument("ids", nargs="*", help="call ids to redrive")
+    dlq.add_argument("--fn", default="", help="only this function's (redrive: all of its dead calls)")
+    dlq.set_defaults(func=cmd_dlq)
     ls = sub.add_parser("ls", help="functions, pods and nodes with per-GPU vRAM")
     ls.set_defaults(func=cmd_ls)
     snaps = sub.add_parser("snapshots", help="snapshots per function: size, tiers, age")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, RetentionPolicy, StreamConfig
+from nats.js.api import DeliverPolicy, DiscardPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import BadRequestError
 
 from bus_schemas import headers as H
@@ -72,6 +72,9 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         max_msgs_per_subject=spec.max_msgs_per_subject,
         max_age=spec.max_age_s or None,
         duplicate_window=spec.duplicate_window_s,
+        max_msgs=spec.max_msgs,
+        max_bytes=spec.max_bytes,
+        discard=DiscardPolicy.NEW if spec.discard == "new" else DiscardPolicy.OLD,
     )
 
 
@@ -88,8 +91,14 @@ async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = A
 async def publish(js: JetStreamContext, subject: str, msg: Any, msg_id: str,
                   extra_headers: dict[str, str] | None = None, attempts: int = 20) -> None:
     """Publish to JetStream, retrying through a reconnect; `msg_id` makes retries idempotent."""
+    await publish_bytes(js, subject, encode(msg), msg_id, extra_headers, attempts)
+
+
+async def publish_bytes(js: JetStreamContext, subject: str, payload: bytes, msg_id: str,
+                        extra_headers: dict[str, str] | None = None, attempts: int = 20) -> None:
+    """`publish` of a payload that is already bytes (e.g. a call's body, its metadata in headers).
+    A refusal by JetStream itself (a full stream) raises nats.js.errors.APIError at once."""
     headers = telemetry.inject({H.MSG_ID: msg_id, **(extra_headers or {})})
-    payload = encode(msg)
     for attempt in range(attempts):
         try:
             await js.publish(subject, payload, headers=headers, timeout=2)

@@ -7,6 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from bus_schemas.calls import AsyncCall, CallRecord, DeadCall
 from bus_schemas.codec import DecodeError, decode
 from bus_schemas.functions import FunctionSpec
 from bus_schemas.functions_events import FunctionDeleted, FunctionDeployed, FunctionEvent
@@ -26,6 +27,7 @@ TYPES = {
     "snapshot_requested": SnapshotRequested, "snapshot_ready": SnapshotReady,
     "snapshot_restore": SnapshotRestore, "snapshot_restored": SnapshotRestored,
     "snapshot_ping": SnapshotPing, "snapshot_pong": SnapshotPong,
+    "async_call": AsyncCall, "call_record": CallRecord, "dead_call": DeadCall,
 }
 EXPECTED = {"fn_deployed": FunctionDeployed, "fn_deleted": FunctionDeleted, "pod_assigned": PodAssigned,
             "pod_stop": PodStop}

@@ -165,6 +165,9 @@ JS_PUBLISHES = [
     ("agent-a", subjects.snapshot_requested("echo"), streams.SNAPSHOTS),
     ("snapshotter-a", subjects.snapshot_ready("echo"), streams.SNAPSHOTS),
     (P.CLIENT, subjects.INFER_ASYNC.format(fn="echo"), streams.INFER_ASYNC),
+    (P.GATEWAY, subjects.infer_async_accepted("echo"), streams.INFER_ASYNC),
+    (P.GATEWAY, subjects.infer_result("c1"), streams.INFER_RESULTS),
+    (P.GATEWAY, subjects.infer_dlq("echo"), streams.INFER_DLQ),
 ]
 
 
@@ -182,6 +185,7 @@ CONSUMERS = [
     (streams.PLACEMENT_CAPACITY, P.PLACEMENT, "agent-b", subjects.node_capacity("b")),
     (streams.agent_placements("a"), "agent-a", P.PLACEMENT, subjects.place_assigned("a")),
     (streams.snapshotter_requests("a"), "snapshotter-a", "agent-a", subjects.snapshot_requested("echo")),
+    (streams.GATEWAY_ASYNC, P.GATEWAY, P.CLIENT, subjects.infer_async("echo")),
 ]
 
 
@@ -227,6 +231,31 @@ async def test_the_faststream_subscriber_consumes_with_credentials(platform_bus,
         assert await asyncio.wait_for(handled.get(), 5) == (stop, subjects.place_stop("b"))
     finally:
         await broker.stop()
+
+
+async def test_the_gateway_keeps_reads_lists_and_redrives_async_calls_with_its_rights(login):
+    """gateway/call_store.py as the gateway user: a state stored and read back by subject, listed
+    through a consumer of its own (then deleted), a dead letter listed and deleted."""
+    from bus_schemas.calls import AsyncCall, CallRecord, DeadCall
+    from gateway.call_store import CallStore
+
+    gateway = await login(P.GATEWAY)
+    store = CallStore(gateway.js)
+    record = CallRecord(call_id="cauth1", fn="echo", tenant="t", status="succeeded", updated_ms=1)
+    await store.put(record, b"answer")
+    assert await store.get("cauth1") == (record, b"answer")
+    assert [r.call_id for r in await store.recent("t")] == ["cauth1"]
+    call = AsyncCall(call_id="cauth2", fn="echo", tenant="t")
+    await store.bury(call, b"body", DeadCall(call_id="cauth2", fn="echo", tenant="t", attempts=3, http_status=500,
+                                             reason="HTTP 500", died_ms=1))
+    [letter] = await store.dead("t", "echo")
+    assert (letter.call, letter.body) == (call, b"body")
+    await store.forget_dead(letter)
+    assert await store.dead("t") == []
+    assert gateway.errors == []
+    operator = await login(P.OPERATOR)
+    for stream in (streams.INFER_RESULTS, streams.INFER_DLQ):
+        assert await operator.js.consumers_info(stream.name) == [], "listing consumers are deleted after use"
 
 
 async def test_core_traffic_of_each_role_flows(login):
@@ -351,6 +380,19 @@ FORGED_PUBLISHES = [
     (P.CLIENT, "$JS.API.STREAM.MSG.GET.FUNCTIONS"),
     (P.CLIENT, "$JS.API.CONSUMER.CREATE.INFER_ASYNC"),
     (P.CLIENT, "_INBOX_agent-a.forged.1"),
+    # ... and may not pass its call off as one the gateway accepted, nor write states or dead letters
+    (P.CLIENT, subjects.infer_async_accepted("echo")),
+    (P.CLIENT, subjects.infer_result("c1")),
+    (P.CLIENT, subjects.infer_dlq("echo")),
+    (P.CLIENT, "$JS.API.STREAM.MSG.GET.INFER_RESULTS"),
+    ("agent-a", subjects.infer_result("c1")),
+    ("agent-a", subjects.infer_async_accepted("echo")),
+    # the gateway reads states and dead letters, deletes redriven dead letters, nothing more
+    (P.GATEWAY, "$JS.API.STREAM.MSG.DELETE.INFER_RESULTS"),
+    (P.GATEWAY, "$JS.API.STREAM.MSG.GET.INFER_ASYNC"),
+    (P.GATEWAY, "$JS.API.STREAM.PURGE.INFER_DLQ"),
+    (P.GATEWAY, "$JS.API.CONSUMER.CREATE.PODS.spy.pod.>"),
+    (P.GATEWAY, "$JS.API.CONSUMER.CREATE.INFER_ASYNC.spy.infer.async.>"),
 ]
 
 
@@ -516,7 +558,10 @@ STREAM_ADMIN = ("STREAM.CREATE", "STREAM.UPDATE", "STREAM.DELETE", "STREAM.PURGE
 def test_only_the_operator_may_change_streams_or_read_them_by_the_api(user):
     api = [f"{P.JS_API}.{op}.{spec.name}" for op in STREAM_ADMIN for spec in streams.ALL_STREAMS]
     allowed = [s for s in api if any(matches(p, s) for p in user.permissions.publish_allow)]
-    assert allowed == (api if user.role == P.OPERATOR else [])
+    # the gateway reads async calls' states and dead letters, and deletes a redriven dead letter
+    gateway = [f"{P.JS_API}.STREAM.MSG.GET.INFER_RESULTS", f"{P.JS_API}.STREAM.MSG.GET.INFER_DLQ",
+               f"{P.JS_API}.STREAM.MSG.DELETE.INFER_DLQ"]
+    assert sorted(allowed) == sorted(api if user.role == P.OPERATOR else gateway if user.role == P.GATEWAY else [])
 
 
 # ---------------------------------------------------------------- a node joins; TLS

@@ -1069,7 +1069,8 @@ class BusFuzzer:
                           self.junk_headers())
 
     def infer_async(self) -> BusMessage:
-        """infer.async.<fn>: stored in the INFER_ASYNC work queue (no service consumes it yet)."""
+        """infer.async.<fn>: a claim the gateway consumes from the INFER_ASYNC work queue; a bad key,
+        an unknown function or junk ends as a failed call (or is dropped), never a crash."""
         fn = self.rng.choice(["echo", "nope", self.token()])
         return BusMessage("infer.async", f"infer.async.{fn}", self.rng.randbytes(self.rng.randint(0, 4096)),
                           self.junk_headers())

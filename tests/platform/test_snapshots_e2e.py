@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bus_schemas import redis_keys as K
 from thaw_core.store import events
@@ -140,8 +141,32 @@ async def test_a_later_pod_is_restored_from_the_first_warm_workers_snapshot(snap
         assert ready["snapshot"] in listing.stdout and "local,shared" in listing.stdout, listing
         print(f"\nthrough the platform: cold start {cold_s * 1000:.0f} ms, restore {restore_s * 1000:.0f} ms "
               f"(snapshot {ready['size_bytes'] / 2**20:.1f} MiB, dump {ready['dump_s']:.2f}s)")
+
+        assert (await _timed_call(http, h))[2] == second_pod, "the restored pod serves the next call warm"
+        async with http.get(h.url + "/metrics") as resp:
+            families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+        first = _counts(families["thaw_gateway_first_answer_seconds"], "start")
+        assert first == {"cold": 1, "restored": 1, "warm": 1}, "each call labelled by what it waited for"
+        assert _counts(families["thaw_gateway_request_seconds"], "fn") == {"warm": 3}
+        assert _counts(families["thaw_pod_start_seconds"], "start") == {"cold": 1, "restored": 1}
+        restored_sum = _sum(families["thaw_pod_start_seconds"], start="restored")
+        assert 0 < restored_sum < _sum(families["thaw_pod_start_seconds"], start="cold") + 5
+        pods = {s.labels["state"]: s.value for s in families["thaw_pods"].samples if s.labels["fn"] == "warm"}
+        assert pods["idle"] + pods["busy"] == 1 and pods["starting"] == 0
+        gpus = [s for s in families["thaw_gpu_vram_mib"].samples if s.labels["node"] == h.node]
+        assert sorted((s.labels["gpu"], s.value) for s in gpus) == [("0", 24576), ("1", 24576)]
     finally:
         await watch.nc.close()
+
+
+def _counts(family, by: str) -> dict[str, int]:
+    """Observations per value of label `by` in a histogram family (its _count samples)."""
+    return {s.labels[by]: int(s.value) for s in family.samples if s.name.endswith("_count")}
+
+
+def _sum(family, **labels) -> float:
+    return next(s.value for s in family.samples
+                if s.name.endswith("_sum") and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 async def test_a_corrupt_image_falls_back_to_a_cold_start_that_answers(snap_platform, http, r):

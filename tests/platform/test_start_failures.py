@@ -81,7 +81,7 @@ async def test_a_crash_loop_backs_off_is_marked_degraded_and_a_fixed_redeploy_cl
     await nc.subscribe("pod.state.*", cb=on_state)
     try:
         # min_pods=1: placement itself keeps starting pods, as fast as it lets itself
-        await deploy(http, platform.url, spec_running(EXITS_AT_ONCE, min_pods=1, max_pods=1))
+        await deploy(http, platform.url, spec_running(EXITS_AT_ONCE, min_pods=1, max_pods=1, start_timeout_s=3))
 
         async def degraded():
             return (await function_row(http, platform.url))["status"] == "degraded"
@@ -93,6 +93,9 @@ async def test_a_crash_loop_backs_off_is_marked_degraded_and_a_fixed_redeploy_cl
         gaps = [b - a for a, b in zip(starts, starts[1:])][:DEGRADED_AFTER - 1]
         assert len(gaps) == DEGRADED_AFTER - 1, starts
         assert gaps == sorted(gaps) and gaps[-1] > 3 * gaps[0], f"pods must start ever later: gaps {gaps}"
+        status, retry_after, message, _ = await call(http, platform.url)
+        assert status == 503 and "starts in a row failed" in message, message
+        assert 2 < int(retry_after) <= 60, f"Retry-After says when the backoff lets a pod start: {retry_after}"
 
         await deploy(http, platform.url, echo_spec(min_pods=1, max_pods=1))
         status, body, _ = await invoke(http, platform.url, "echo", b"fixed")

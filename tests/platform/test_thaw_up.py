@@ -219,6 +219,7 @@ def test_thaw_ups_bus_and_store_let_no_one_in_without_a_role_and_keep_the_secret
                               capture_output=True, text=True, timeout=30)
         assert made.returncode == 0 and made.stdout.startswith("thaw_"), made.stderr  # the operator still can
         assert up.invoke() == b"hi"
+        _async_call_completes_on_the_locked_bus(up)
         bus = re.search(r"nats-server ready at (\S+)", "".join(up.lines)).group(1)
         anyone = subprocess.run([sys.executable, "-c", "import asyncio, nats, sys\n"
                                  "async def main():\n    await nats.connect(sys.argv[1], allow_reconnect=False, "
@@ -232,3 +233,18 @@ def test_thaw_ups_bus_and_store_let_no_one_in_without_a_role_and_keep_the_secret
         up.ctrl_c(timeout_s=STOP_BOUND_S + 30)
     finally:
         up.clean_up()
+
+
+def _async_call_completes_on_the_locked_bus(up: ThawUp) -> None:
+    """The gateway's bus user queues, consumes, stores and lists async calls (and reads the DLQ)
+    with its own rights only."""
+    def thaw(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "thaw.cli", "--state-dir", str(up.state), "--url",
+                               f"http://127.0.0.1:{up.port}", *args], capture_output=True, text=True, timeout=30)
+    queued = thaw("invoke", "echo", "later", "--async")
+    assert queued.returncode == 0, queued.stderr
+    call_id = queued.stdout.strip()
+    wait_for(lambda: "succeeded" in thaw("calls", call_id).stdout, 30, "the async call to succeed")
+    listed, dead = thaw("calls"), thaw("dlq")
+    assert call_id in listed.stdout, listed.stderr
+    assert dead.returncode == 0 and "empty" in dead.stdout, dead.stderr
