@@ -27,6 +27,7 @@ from agents import gpus
 from agents.identity import agent_token
 from agents.lifecycle import Lifecycle
 from agents.liveness import Change, SnapshotterLiveness
+from agents.logs import LogReader
 from agents.reconcile import reconcile
 from agents.records import WorkerRecords
 from agents.runtime.process import ProcessRuntime
@@ -67,6 +68,9 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
                               settings.state_dir / "logs", settings.stop_grace_s, snapshots, vram,
                               StartFailureLog(r))
         await reconcile(settings.node, lifecycle, records, runtime, Pods(r), Functions(r))
+        logs = LogReader(settings.node, settings.state_dir / "logs", _worker_pid(lifecycle, runtime),
+                         containers=runtime.name == "container")
+        logs_sub = await nc.subscribe(subjects.logs_read(settings.node), cb=logs.on_request)
         report = _CapacityReport(js, capacity)
         await report.publish()
         broker = make_broker(settings.nats_url, f"agent-{settings.node}", creds)
@@ -92,9 +96,18 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
             async def stop_workers() -> None:
                 if settings.stop_workers_on_exit:
                     await lifecycle.stop_all("agent shut down")
-            await run_steps(("stop consumers", broker.stop), ("stop workers", stop_workers),
+            await run_steps(("stop consumers", broker.stop), ("stop answering log reads", logs_sub.unsubscribe),
+                            ("stop workers", stop_workers),
                             ("close the runtime", lifecycle.close), ("close NATS", nc.close),
                             ("close Redis", r.aclose))
+
+
+def _worker_pid(lifecycle: Lifecycle, runtime):
+    """pod -> the pid of its running worker's own process (its stdout is its log), or None."""
+    def pid_of(pod: str) -> int | None:
+        worker = lifecycle.workers.get(pod)
+        return runtime.main_pid(worker.handle) if worker is not None else None
+    return pid_of
 
 
 def _snapshot_client(settings: AgentSettings, runtime, nc, js, r) -> SnapshotClient | None:

@@ -107,10 +107,11 @@ def gateway() -> Permissions:
     """HTTP bridge and `infer.request.*` responder (queue group `gateway` only): asks for
     workers, announces deployments, listens to pod states and function changes. Async calls:
     queues accepted ones, consumes the INFER_ASYNC work queue (durable `gateway-async`), keeps
-    their states on `infer.result.*` and dead letters on `infer.dlq.*`, and reads both back."""
+    their states on `infer.result.*` and dead letters on `infer.dlq.*`, and reads both back.
+    Asks a node's agent for a worker's log (`logs.read.<node>`)."""
     return Permissions(
         publish_allow=(every(subjects.LEASE_REQUESTED), every(subjects.FN_DEPLOYED), every(subjects.FN_DELETED),
-                       *_async_calls(), *_service_api()),
+                       every(subjects.LOGS_READ), *_async_calls(), *_service_api()),
         subscribe_allow=(f"{every(subjects.INFER_REQUEST)} {subjects.GATEWAY_QUEUE_GROUP}",
                          every(subjects.POD_STATE), *streams.FUNCTIONS.subjects, _inbox(GATEWAY)),
         allow_responses=True,
@@ -131,13 +132,15 @@ def placement() -> Permissions:
 def agent(node: str) -> Permissions:
     """Node `node`'s agent: reports its own capacity and heartbeats, its pods' states, asks for
     snapshots and asks its own snapshotter to restore and whether it is there; consumes only its
-    own placements (durable `agent-<node>`, filter `place.*.<node>`)."""
+    own placements (durable `agent-<node>`, filter `place.*.<node>`); answers reads of its own
+    workers' logs (`logs.read.<node>`)."""
     node = _checked(node)
     return Permissions(
         publish_allow=(subjects.node_capacity(node), subjects.node_heartbeat(node), every(subjects.POD_STATE),
                        every(subjects.SNAPSHOT_REQUESTED), subjects.snapshot_restore(node),
                        subjects.snapshot_ping(node), *_consumer(streams.agent_placements(node)), *_service_api()),
-        subscribe_allow=(_inbox(user_name(AGENT, node)),),
+        subscribe_allow=(subjects.logs_read(node), _inbox(user_name(AGENT, node))),
+        allow_responses=True,
     )
 
 

@@ -17,6 +17,9 @@ with a publish acknowledgement.
 asks its node's snapshotter whether it is there, and only an answer from the snapshotter's own
 event loop counts (a frozen process, or a loop that stopped turning, does not answer).
 
+`logs.read.<node>` is core request/reply too (gateway -> that node's agent): a worker's log is a
+file beside it, read on demand (bus_schemas/logs.py); nothing about it is worth storing.
+
 `infer.async.<fn>` is a client's *claim* (the body as payload, its API key in `Authorization`,
 as on `infer.request.<fn>`): the gateway checks the key and the function's tenant before running
 it. `infer.async.<fn>.accepted` is a call the gateway already authenticated (HTTP `?async=1`, a
@@ -43,6 +46,7 @@ SNAPSHOT_REQUESTED = "snapshot.requested.{fn}"
 SNAPSHOT_READY = "snapshot.ready.{fn}"
 SNAPSHOT_RESTORE = "snapshot.restore.{node}"
 SNAPSHOT_PING = "snapshot.ping.{node}"
+LOGS_READ = "logs.read.{node}"
 FN_DEPLOYED = "fn.deployed.{fn}"
 FN_DELETED = "fn.deleted.{fn}"
 
@@ -116,6 +120,9 @@ def snapshot_restore(node: str) -> str:
 def snapshot_ping(node: str) -> str:
     return SNAPSHOT_PING.format(node=node)
 
+
+def logs_read(node: str) -> str:
+    return LOGS_READ.format(node=node)
 
 
 def fn_deployed(fn: str) -> str:

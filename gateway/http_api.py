@@ -39,6 +39,7 @@ from gateway.auth import KeyCache
 from gateway.calls_api import CallsApi, wants_async
 from gateway.dispatcher import Dispatcher, Pending
 from gateway.errors import ApiError
+from gateway.logs_api import LogsApi
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.upstream import StreamedBody
@@ -67,10 +68,12 @@ def error_response(err: ApiError) -> Response:
 class HttpApi:
     def __init__(self, dispatcher: Dispatcher, keys: KeyCache, functions: Functions, specs, pods: Pods,
                  nodes: Nodes, js, max_body_bytes: int, metrics: GatewayMetrics,
-                 snapshots: SnapshotCatalog | None = None, calls: CallsApi | None = None):
+                 snapshots: SnapshotCatalog | None = None, calls: CallsApi | None = None,
+                 logs: LogsApi | None = None):
         self.d, self.keys, self.functions, self.specs = dispatcher, keys, functions, specs
         self.pods, self.nodes, self.js, self.snapshots = pods, nodes, js, snapshots
         self.calls = calls  # async calls; None: not served by this gateway (503)
+        self.logs = logs  # workers' logs through their agents; None: not served (503)
         self.max_body_bytes, self.metrics = max_body_bytes, metrics
         self._openapi = encode(openapi_document())
 
@@ -140,6 +143,9 @@ class HttpApi:
             return await self.invoke(request, parts[2])
         if parts[:2] in (["v1", "calls"], ["v1", "dlq"]):
             return await self._calls_route(request, method, parts[1:])
+        if len(parts) == 4 and parts[:2] == ["v1", "functions"] and parts[3] == "logs":
+            _allow(method, "GET")
+            return await self.read_logs(request, parts[2])
         if path in OPENAI_PATHS:
             _allow(method, "POST")
             return await self.openai(request)
@@ -316,6 +322,13 @@ class HttpApi:
         if spec is None or spec.tenant != tenant:
             raise errors.unknown_function(name)
         return spec
+
+    async def read_logs(self, request, name: str) -> Response:
+        """A chunk of the log of one of the caller's function's pods (gateway/logs_api.py)."""
+        await self._own_function(request, name)
+        if self.logs is None:
+            raise ApiError(503, "unavailable", "this gateway does not serve logs; ask another")
+        return json_response(await self.logs.read(name, request.query_string or ""))
 
     async def get_function(self, request, name: str) -> Response:
         spec = await self._own_function(request, name)

@@ -62,6 +62,14 @@ def openapi_document() -> dict:
                                                                    "{\"call_id\": ..., \"status\": \"queued\"}"},
                                                            **_errors(400, 401, 404, 413, 429, 503, 504)}},
             },
+            "/v1/functions/{name}/logs": {"get": {
+                "summary": "a chunk of a worker's log, read by its node's agent: ?pod= (default: the newest pod, "
+                           "live or failed in the last 15 minutes), ?offset= (bytes; negative counts from the end; "
+                           "default -65536), ?max_bytes= (1-262144); ask again from next_offset to follow",
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "{\"pod\", \"node\", \"state\", \"offset\", "
+                                                     "\"next_offset\", \"size\", \"shared_with\", \"text\"}"},
+                              **_errors(400, 401, 404, 503, 504)}}},
             "/v1/calls": {"get": {
                 "summary": "your recent async calls, newest first (?fn=, ?state=queued|running|succeeded|failed|dead, "
                            "?limit=1-1000)", "responses": {"200": {"description": "{\"calls\": [...]}"},

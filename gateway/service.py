@@ -26,6 +26,7 @@ from gateway.calls_api import CallsApi
 from gateway.dispatcher import Dispatcher
 from gateway.http_api import HttpApi
 from gateway.http_server import HttpServer
+from gateway.logs_api import LogsApi
 from gateway.metrics import GatewayMetrics
 from gateway.nats_api import NatsApi
 from gateway.settings import GatewaySettings
@@ -53,7 +54,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
     bus_bytes = min(settings.max_body_bytes, nc.max_payload - ASYNC_HEADROOM_BYTES)
     calls = CallsApi(js, store, specs, bus_bytes)
     api = HttpApi(dispatcher, keys, functions, specs, Pods(r), Nodes(r), js, settings.max_body_bytes, metrics,
-                  SnapshotCatalog(r), calls)
+                  SnapshotCatalog(r), calls, LogsApi(nc, Pods(r)))
     http_server = HttpServer(api, settings.host, settings.port)
     await http_server.start()
     subs = [await NatsApi(nc, dispatcher, keys, settings.max_body_bytes, metrics).start(),

@@ -312,6 +312,27 @@ def cmd_snapshots(args) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def cmd_logs(args) -> None:
+    """The log of a pod of FN, read by its node's agent through the gateway; with --follow, asks
+    again every second from where the last answer ended."""
+    gw = _gateway(args)
+    path = f"/v1/functions/{urllib.parse.quote(args.fn, safe='')}/logs"
+    query = {"offset": -args.bytes if args.bytes > 0 else 0, **({"pod": args.pod} if args.pod else {})}
+    chunk = gw.json("GET", f"{path}?{urllib.parse.urlencode(query)}")
+    print(f"== pod {chunk['pod']} on node {chunk['node']} ({chunk['state']})"
+          + (f"; restored from a snapshot of {chunk['shared_with']}, whose log it shares" if chunk["shared_with"] else ""),
+          file=sys.stderr)
+    while True:
+        sys.stdout.write(chunk["text"])
+        sys.stdout.flush()
+        if chunk["next_offset"] >= chunk["size"]:
+            if not args.follow:
+                return
+            time.sleep(1.0)
+        query = {"pod": chunk["pod"], "offset": chunk["next_offset"], "max_bytes": 256 * 1024}
+        chunk = gw.json("GET", f"{path}?{urllib.parse.urlencode(query)}")
+
+
 def _operator_store(args):
     """A store client as the operator: `--redis-credentials`, else the operator credentials
     `thaw up` keeps in the state dir, else none (a store without users)."""
@@ -432,6 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.set_defaults(func=cmd_dlq)
     ls = sub.add_parser("ls", help="functions, pods and nodes with per-GPU vRAM")
     ls.set_defaults(func=cmd_ls)
+    logs = sub.add_parser("logs", help="a worker's log (the function's newest pod unless --pod)")
+    logs.add_argument("fn", help="the function")
+    logs.add_argument("--pod", default="", help="this pod of the function (see `thaw ls`)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing what the worker writes (Ctrl-C ends)")
+    logs.add_argument("--bytes", type=int, default=64 * 1024, help="start this many bytes before the end "
+                      "(default 64 KiB; 0: from the start)")
+    logs.set_defaults(func=cmd_logs)
     snaps = sub.add_parser("snapshots", help="snapshots per function: size, tiers, age")
     snaps.add_argument("fn", nargs="?", default="", help="only this function")
     snaps.add_argument("--redis", default="", help="read the index from this Redis instead of the gateway")

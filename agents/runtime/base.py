@@ -61,6 +61,10 @@ class WorkerRuntime(Protocol):
     def pids(self, handle: WorkerHandle) -> frozenset[int]:
         """Host pids of the worker and everything it started (for its GPU memory); may be empty."""
 
+    def main_pid(self, handle: WorkerHandle) -> int | None:
+        """The host pid of the worker's own process, whose stdout is its log; None when the
+        runtime has no such process here (a container's is podman's)."""
+
     async def forget(self, pod: str) -> None:
         """Drop what `prepare` made for a pod that got no worker after all; idempotent."""
 

@@ -144,6 +144,9 @@ class ContainerRuntime:
     def prepare(self, pod: str, limits) -> None:
         """Podman makes a restored container's cgroup itself."""
 
+    def main_pid(self, handle: WorkerHandle) -> int | None:
+        return None
+
     def pids(self, handle: WorkerHandle) -> frozenset[int]:
         """Not known here (podman's cgroup): a container's GPU memory is not watched yet."""
         return frozenset()

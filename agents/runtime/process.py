@@ -298,6 +298,9 @@ class ProcessRuntime:
             except network.NetworkError as exc:
                 log.warning("could not remove the pod bridge %s: %s", self.network.bridge, exc)
 
+    def main_pid(self, handle: WorkerHandle) -> int | None:
+        return _parse_ref(handle.ref)[0]
+
     def pids(self, handle: WorkerHandle) -> frozenset[int]:
         pid, _ = _parse_ref(handle.ref)
         if self.sandbox and cgroups.version():

@@ -260,7 +260,8 @@ async def test_the_gateway_keeps_reads_lists_and_redrives_async_calls_with_its_r
 
 async def test_core_traffic_of_each_role_flows(login):
     """Heartbeats reach placement; a client's request reaches the gateway (queue group
-    `gateway`) and its answer comes back; an agent's restore and ping reach its snapshotter."""
+    `gateway`) and its answer comes back; an agent's restore and ping reach its snapshotter; the
+    gateway's read of a node's logs reaches that node's agent."""
     gateway, placement, client = await login(P.GATEWAY), await login(P.PLACEMENT), await login(P.CLIENT)
     agent, snapshotter = await login("agent-a"), await login("snapshotter-a")
     heartbeats = await placement.nc.subscribe(P.every(subjects.NODE_HEARTBEAT))
@@ -273,8 +274,10 @@ async def test_core_traffic_of_each_role_flows(login):
     await gateway.nc.subscribe(streams.FUNCTIONS.subjects[0])
     for subject in (subjects.snapshot_restore("a"), subjects.snapshot_ping("a")):
         await snapshotter.nc.subscribe(subject, queue="snapshotter", cb=answer)
+    await agent.nc.subscribe(subjects.logs_read("a"), cb=answer)
     await gateway.nc.flush()
     await snapshotter.nc.flush()
+    await agent.nc.flush()
 
     await agent.nc.publish(subjects.node_heartbeat("a"), b"beat")
     assert (await heartbeats.next_msg(timeout=2)).data == b"beat"
@@ -282,6 +285,7 @@ async def test_core_traffic_of_each_role_flows(login):
     assert reply.data == b"answer to hi"
     for subject in (subjects.snapshot_restore("a"), subjects.snapshot_ping("a")):
         assert (await agent.nc.request(subject, b"x", timeout=2)).data == b"answer to x"
+    assert (await gateway.nc.request(subjects.logs_read("a"), b"y", timeout=2)).data == b"answer to y"
     assert all(s.errors == [] for s in (gateway, placement, client, agent, snapshotter))
 
 
@@ -376,6 +380,8 @@ FORGED_PUBLISHES = [
     (P.CLIENT, subjects.pod_state("echo-1")),
     (P.CLIENT, subjects.node_heartbeat("a")),
     (P.CLIENT, subjects.snapshot_restore("a")),
+    (P.CLIENT, subjects.logs_read("a")),  # logs are read through the gateway, which checks the owner
+    ("snapshotter-a", subjects.logs_read("a")),
     (P.CLIENT, "$JS.API.STREAM.INFO.FUNCTIONS"),
     (P.CLIENT, "$JS.API.STREAM.MSG.GET.FUNCTIONS"),
     (P.CLIENT, "$JS.API.CONSUMER.CREATE.INFER_ASYNC"),
@@ -430,6 +436,10 @@ EAVESDROPPING = [
     (P.CLIENT, "_INBOX.>", ""),
     (P.CLIENT, "_INBOX_gateway.>", ""),
     (P.CLIENT, P.every(subjects.POD_STATE), ""),
+    # a node's agent answers reads of its own node's logs only
+    ("agent-a", subjects.logs_read("b"), ""),
+    ("agent-a", P.every(subjects.LOGS_READ), ""),
+    (P.CLIENT, subjects.logs_read("a"), ""),
 ]
 
 
