@@ -1,11 +1,15 @@
 """Echo: the smallest Thaw worker. POST / answers with the request body.
 
 It also counts calls in flight (GET /stats), so tests can check the platform never sends a
-worker more concurrent calls than its declared concurrency.
+worker more concurrent calls than its declared concurrency, and speaks OpenAI's chat
+completions (POST /v1/chat/completions): the answer is the last user message, whole or, with
+`"stream": true`, a word per server-sent event, as the official `openai` SDK reads them.
 """
 
 import asyncio
+import json
 import os
+import time
 
 from aiohttp import web
 
@@ -45,6 +49,40 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def chat(request: web.Request) -> web.StreamResponse:
+    """OpenAI chat completions, echoing the last user message."""
+    try:
+        ask = json.loads(await request.read())
+        said = next((m.get("content") or "" for m in reversed(ask.get("messages") or []) if m.get("role") == "user"), "")
+    except (ValueError, AttributeError, TypeError):
+        return web.json_response({"error": {"message": "the body must be a JSON chat completion request with "
+                                            "`messages`", "type": "invalid_request_error"}}, status=400)
+    made = {"id": f"chatcmpl-{os.environ.get('THAW_POD', 'echo')}-{time.monotonic_ns()}", "created": int(time.time()),
+            "model": ask.get("model", "echo")}
+    if not ask.get("stream"):
+        words = len(str(said).split())
+        return web.json_response({**made, "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": said}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": words, "completion_tokens": words, "total_tokens": 2 * words}})
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+
+    async def send(delta: dict, finish: str | None = None) -> None:
+        chunk = {**made, "object": "chat.completion.chunk",
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+    await send({"role": "assistant", "content": ""})
+    for i, word in enumerate(str(said).split(" ")):
+        if i:
+            await asyncio.sleep(float(os.environ.get("ECHO_STREAM_GAP_S", "0.1")))
+        await send({"content": word if i == 0 else " " + word})
+    await send({}, "stop")
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
 async def stats(request: web.Request) -> web.Response:
     return web.json_response({"in_flight": in_flight, "max_in_flight": max_in_flight, "served": served,
                               "pod": os.environ.get("THAW_POD", ""), "pid": os.getpid(),
@@ -60,7 +98,7 @@ def main() -> None:
     app = web.Application(client_max_size=8 << 20)
     app.router.add_post("/", echo)
     app.router.add_post("/stream", stream)
-    app.router.add_post("/v1/chat/completions", stream)
+    app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/stats", stats)
     app.router.add_get("/healthz", healthz)
     web.run_app(app, host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8000")), access_log=None,
