@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from bus_schemas import subjects
 from bus_schemas.functions import FunctionSpec, spec_digest
 from bus_schemas.pods import LIVE_STATES, PodAssigned, PodState, PodStateChanged
-from thaw_core import bus
+from thaw_core import bus, telemetry
 from thaw_core.clock import now_ms
 from thaw_core.ports import free_port
 from thaw_core.store.functions import Functions
@@ -159,6 +159,10 @@ class Lifecycle:
     async def _await_ready(self, pod: str, spec: FunctionSpec, fallback: PodAssigned | None = None) -> None:
         """Probe until healthy -> idle. A cold start that dies or stays unhealthy fails the pod;
         a restored worker (`fallback` given) is stopped and the pod cold-started instead."""
+        with telemetry.span("await healthy", **{"thaw.pod": pod, "thaw.restored": fallback is not None}):
+            await self._probe_until_ready(pod, spec, fallback)
+
+    async def _probe_until_ready(self, pod: str, spec: FunctionSpec, fallback: PodAssigned | None) -> None:
         worker = self.workers.get(pod)
         if worker is None:
             return

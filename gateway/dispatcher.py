@@ -16,7 +16,7 @@ from bus_schemas import subjects
 from bus_schemas.functions import FunctionSpec, spec_digest
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.pods import PodState, PodStateChanged
-from thaw_core import bus
+from thaw_core import bus, telemetry
 from thaw_core.clock import now_ms
 from thaw_core.store.leases import Leases, Slot
 from thaw_core.store.start_failures import StartFailureLog, delay_s, wait_left_s
@@ -90,6 +90,14 @@ class Dispatcher:
         """Call a worker of `fn`. A streamed answer (Reply.stream) keeps its worker slot until the
         stream ends or is abandoned. `extra_headers`: "Name: value\\r\\n" lines for the worker
         (an async call's id)."""
+        with telemetry.span("invoke", **{"thaw.fn": fn}) as current:
+            reply = await self._invoke(tenant, fn, body, content_type, path, extra_headers)
+            current.set_attribute("thaw.pod", reply.pod)
+            current.set_attribute("http.response.status_code", reply.status)
+            return reply
+
+    async def _invoke(self, tenant: str, fn: str, body: bytes, content_type: str, path: str | None,
+                      extra_headers: str) -> Reply:
         t0 = time.monotonic()
         spec = await self._specs.get(fn)
         if spec is None or spec.tenant != tenant:
@@ -160,6 +168,7 @@ class Dispatcher:
         now = time.monotonic()
         came_up = self._came_up.get(reply.pod)
         start = came_up[0] if came_up is not None and came_up[1] > t0 else WARM
+        telemetry.annotate(**{"thaw.start": start})
         if reply.stream is None:
             self.metrics.observe_call(fn, start, now - t0, now - t0)
             return

@@ -124,7 +124,10 @@ async def _answer(restores: Restores, msg) -> None:
     token = telemetry.attach(msg.headers)
     try:
         try:
-            reply = await restores.restore(decode(msg.data, SnapshotRestore))
+            ask = decode(msg.data, SnapshotRestore)
+            with telemetry.span("restore", **{"thaw.pod": ask.pod, "thaw.snapshot": ask.snapshot}) as current:
+                reply = await restores.restore(ask)
+                current.set_attribute("thaw.restored", reply.ok)
         except DecodeError as exc:
             reply = SnapshotRestored(ok=False, error=f"bad restore request: {exc}")
         except Exception as exc:  # the agent must hear back, whatever broke

@@ -71,7 +71,9 @@ async def settle(message: NatsMessage, subject: str, run: Callable[[], Awaitable
     """Run the handler under the message's trace context and decide ack / nak / term."""
     token = telemetry.attach(message.headers)
     try:
-        await run()
+        # named by the subject's first two tokens (`lease.requested`): few names, the rest an attribute
+        with telemetry.span(f"consume {'.'.join(subject.split('.')[:2])}", **{"messaging.destination.name": subject}):
+            await run()
     except DecodeError as exc:
         log.error("dropping undecodable message on %s: %s", subject, exc)
         await message.reject()
