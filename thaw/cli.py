@@ -86,8 +86,37 @@ def _explained(exc: GatewayError, args) -> str:
 def cmd_deploy(args) -> None:
     for path in args.files:
         spec = load_function_file(Path(path))
+        failed_before = {p["pod"] for p in _gateway(args).json("GET", "/v1/pods").get("failed", [])} if args.wait else set()
         out = _gateway(args).json("POST", "/v1/functions", msgspec.to_builtins(spec))
         print(f"deployed {spec.name} (revision {out['revision']})")
+        if args.wait:
+            _wait_for_first_worker(_gateway(args), spec, failed_before, args.wait_timeout)
+
+
+def _wait_for_first_worker(gw: Gateway, spec, failed_before: set[str], timeout_s: float) -> None:
+    """With min_pods > 0, follow the function's pods until one serves, a line per state change;
+    a pod of it that fails meanwhile (not one of `failed_before`) ends the wait with its reason."""
+    if spec.scaling.min_pods == 0:
+        print(f"  {spec.name} scales from zero (min_pods = 0): its first call starts a worker")
+        return
+    started, said = time.monotonic(), {}
+    while time.monotonic() - started < timeout_s:
+        listed = gw.json("GET", "/v1/pods")
+        mine = [p for p in listed["pods"] if p["fn"] == spec.name]
+        for pod in mine:
+            if said.get(pod["pod"]) != pod["state"]:
+                said[pod["pod"]] = pod["state"]
+                print(f"  {time.monotonic() - started:5.1f}s  pod {pod['pod']}: {pod['state']} on {pod['node']}")
+        if any(p["state"] in ("idle", "busy") for p in mine):
+            print(f"  {spec.name} is serving ({time.monotonic() - started:.1f}s)")
+            return
+        failed = [p for p in listed.get("failed", []) if p["fn"] == spec.name and p["pod"] not in failed_before]
+        if failed:
+            first_line = failed[0]["reason"].splitlines()[0]
+            raise CliError(f"{spec.name}: pod {failed[0]['pod']} failed to start: {first_line} "
+                           f"(its output: `thaw logs {spec.name} --pod {failed[0]['pod']}`)")
+        time.sleep(0.5)
+    raise CliError(f"{spec.name}: no worker serving within {timeout_s:g}s; see `thaw ls` and `thaw logs {spec.name}`")
 
 
 def cmd_invoke(args) -> None:
@@ -430,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
     dep = sub.add_parser("deploy", help="deploy function files (TOML)")
     dep.add_argument("files", nargs="+")
+    dep.add_argument("--wait", action="store_true", help="with min_pods > 0: show the first worker starting and "
+                     "wait until it serves (fails with its reason if it cannot start)")
+    dep.add_argument("--wait-timeout", type=float, default=300.0, help="seconds --wait waits (default 300)")
     dep.set_defaults(func=cmd_deploy)
     inv = sub.add_parser("invoke", help="invoke a function (HTTP by default, or --nats URL)")
     inv.add_argument("name")

@@ -248,3 +248,34 @@ def test_thaw_up_on_a_taken_port_says_so_before_printing_anything(cli, stand_in,
     assert f"port {port} is already in use" in line and "thaw up --port N" in line, line
     assert not (tmp_path / "state").exists(), "nothing started"
 
+
+
+def function_file(folder: Path, name: str, command: str, min_pods: int = 1) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(f'name = "{name}"\ncommand = {command}\nhealth_path = "/healthz"\n'
+                    f"[resources]\ncpu_milli = 500\nmemory_mib = 256\n"
+                    f"[scaling]\nmin_pods = {min_pods}\nmax_pods = 1\nstart_timeout_s = 30\n")
+    return path
+
+
+def test_deploy_wait_shows_the_first_worker_starting_until_it_serves(thaw_up):
+    up, cli = thaw_up
+    echo = Path(__file__).resolve().parents[2] / "examples" / "echo" / "worker.py"
+    path = function_file(up.root / "elsewhere", "waited", f'["{{python}}", "{echo}"]')
+    done = cli.run("deploy", str(path), "--wait", cwd=up.root / "elsewhere")
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "deployed waited" in out and ": starting on " in out and "waited is serving" in out, out
+    lazy = function_file(up.root / "elsewhere", "lazy", f'["{{python}}", "{echo}"]', min_pods=0)
+    assert "scales from zero" in cli.run("deploy", str(lazy), "--wait", cwd=up.root / "elsewhere").stdout.decode()
+
+
+def test_deploy_wait_for_a_worker_that_cannot_start_fails_with_its_reason_and_where_its_output_is(thaw_up):
+    up, cli = thaw_up
+    crash = '["{python}", "-c", "import sys; print(\'no weights\'); sys.exit(3)"]'
+    path = function_file(up.root / "elsewhere", "broken", crash)
+    done = cli.run("deploy", str(path), "--wait", cwd=up.root / "elsewhere")
+    line = one_line(done.stderr.decode())
+    assert done.returncode != 0 and "failed to start" in line and "exit code 3" in line, line
+    assert "thaw logs broken --pod broken-" in line, line
