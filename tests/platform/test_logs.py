@@ -95,6 +95,7 @@ async def test_a_restored_workers_lines_are_in_the_log_it_kept_from_its_snapshot
         assert chunk["shared_with"] == first and chunk["text"].startswith("started\ngot cold\n"), chunk
         assert chunk["text"].endswith("got warm-again\n"), chunk
         status, old = await logs(http, h, pod=first)
-        assert (status, old["state"]) == (200, "stopped") and old["text"] == chunk["text"]
+        # the same file (grown since, maybe: the restored worker still writes to it)
+        assert (status, old["state"]) == (200, "stopped") and old["text"].startswith(chunk["text"])
     finally:
         await watch.nc.close()
