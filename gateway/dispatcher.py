@@ -229,6 +229,7 @@ class Dispatcher:
         """Follow a pod's state: wake waiting calls when it is ready, end their wait when the
         last pod starting for them failed to start (a broken restore is not that: its pod is
         cold-started or replaced, and the calls keep waiting)."""
+        self.metrics.observe_pod_state(event.pod, event.state.value, event.at_ms)
         self._follow_start(event)
         starting = self._starting.setdefault(event.fn, set())
         if event.state in (PodState.PENDING, PodState.STARTING, PodState.RESTORING):

@@ -1,5 +1,5 @@
-"""The HTTP bridge: invoke, function CRUD, pods and nodes, health, metrics, OpenAPI, and
-OpenAI-style paths routed by `model`.
+"""The HTTP bridge: invoke, function CRUD, pods and nodes, health, metrics, OpenAPI, the web
+dashboard (gateway/dashboard.py), and OpenAI-style paths routed by `model`.
 
 `gateway/http_server.py` serves it. Every request can go through `answer` (a coroutine); a warm
 invoke is first offered to `answer_now`, which answers it from callbacks without a task. Every
@@ -37,6 +37,7 @@ from gateway import errors
 from gateway import content_type as ctype
 from gateway.auth import KeyCache
 from gateway.calls_api import CallsApi, wants_async
+from gateway.dashboard import Dashboard
 from gateway.dispatcher import Dispatcher, Pending
 from gateway.errors import ApiError
 from gateway.logs_api import LogsApi
@@ -76,6 +77,7 @@ class HttpApi:
         self.logs = logs  # workers' logs through their agents; None: not served (503)
         self.max_body_bytes, self.metrics = max_body_bytes, metrics
         self._openapi = encode(openapi_document())
+        self.dashboard = Dashboard(self)
 
     async def answer(self, request) -> None:
         """Answer any request (a `gateway.http_connection.Request`)."""
@@ -160,7 +162,8 @@ class HttpApi:
             name = parts[2]
             return await (self.get_function(request, name) if method == "GET" else self.delete_function(request, name))
         simple = {"/healthz": self.healthz, "/metrics": self.metrics_text, "/openapi.json": self.openapi,
-                  "/v1/pods": self.list_pods, "/v1/nodes": self.list_nodes, "/v1/snapshots": self.list_snapshots}
+                  "/v1/pods": self.list_pods, "/v1/nodes": self.list_nodes, "/v1/snapshots": self.list_snapshots,
+                  "/dashboard": self.dashboard.page, "/v1/dashboard": self.dashboard.state}
         if path in simple:
             _allow(method, "GET")
             return await simple[path](request)
@@ -215,8 +218,7 @@ class HttpApi:
 
     async def metrics_text(self, request) -> Response:
         """Metrics of the caller's functions only: labels name functions, which are tenant data."""
-        tenant = await self._tenant(request)
-        specs = [s for s in await self.functions.all() if s.tenant == tenant]
+        specs = await self.specs_of(await self._tenant(request))
         nodes = await self.nodes.all()
         live = degraded_nodes(nodes, now_ms(), LIVE_NODE_S)
         loops = await self._crash_loops(specs)
@@ -298,11 +300,17 @@ class HttpApi:
         return msgspec.structs.replace(spec, tenant=tenant)
 
     async def list_functions(self, request) -> Response:
-        tenant = await self._tenant(request)
-        specs = [s for s in await self.functions.all() if s.tenant == tenant]
-        live = await self._live_degraded()
+        specs = await self.specs_of(await self._tenant(request))
+        return json_response({"functions": await self.function_rows(specs, await self.nodes.all())})
+
+    async def specs_of(self, tenant: str) -> list[FunctionSpec]:
+        return [s for s in await self.functions.all() if s.tenant == tenant]
+
+    async def function_rows(self, specs: list[FunctionSpec], nodes: list[NodeUsage]) -> list[dict]:
+        """`specs` as listed, each with its status and degraded reason (from `nodes`, all of them)."""
+        live = degraded_nodes(nodes, now_ms(), LIVE_NODE_S)
         loops = await self._crash_loops(specs)
-        return json_response({"functions": [_function_row(s, live, loops.get(s.name, "")) for s in specs]})
+        return [_function_row(s, live, loops.get(s.name, "")) for s in specs]
 
     async def _live_degraded(self) -> dict[str, str]:
         return degraded_nodes(await self.nodes.all(), now_ms(), LIVE_NODE_S)
@@ -345,22 +353,32 @@ class HttpApi:
         return json_response({"deleted": name})
 
     async def list_pods(self, request) -> Response:
-        tenant = await self._tenant(request)
-        mine = {s.name for s in await self.functions.all() if s.tenant == tenant}
+        mine = {s.name for s in await self.specs_of(await self._tenant(request))}
+        return json_response(await self.pod_rows(mine))
+
+    async def pod_rows(self, fns: set[str]) -> dict[str, list[dict]]:
+        """{"pods": the live pods of `fns`, "failed": theirs that failed recently, with why}."""
         failed = await self.pods.recent_failures(now_ms() - FAILED_SHOWN_MS)
-        return json_response({"pods": [asdict(p) for p in await self.pods.live() if p.fn in mine],
-                              "failed": [asdict(p) for p in failed if p.fn in mine]})
+        return {"pods": [asdict(p) for p in await self.pods.live() if p.fn in fns],
+                "failed": [asdict(p) for p in failed if p.fn in fns]}
 
     async def list_snapshots(self, request) -> Response:
         """Snapshots of the caller's functions (size, tiers, node, created_ms), read from Redis."""
-        tenant = await self._tenant(request)
-        mine = {s.name for s in await self.functions.all() if s.tenant == tenant}
+        mine = {s.name for s in await self.specs_of(await self._tenant(request))}
+        return json_response({"snapshots": await self.snapshot_rows(mine)})
+
+    async def snapshot_rows(self, fns: set[str]) -> list[dict]:
         found = await self.snapshots.all() if self.snapshots is not None else []
-        return json_response({"snapshots": [asdict(s) for s in found if s.fn in mine]})
+        return [asdict(s) for s in found if s.fn in fns]
 
     async def list_nodes(self, request) -> Response:
         await self._tenant(request)
-        return json_response({"nodes": [_node_row(n) for n in await self.nodes.all()]})
+        return json_response({"nodes": self.node_rows(await self.nodes.all())})
+
+    @staticmethod
+    def node_rows(nodes: list[NodeUsage]) -> list[dict]:
+        """Nodes as listed: totals, per-GPU vRAM reserved, status and degraded reason."""
+        return [_node_row(n) for n in nodes]
 
 
 def function_degraded(spec: FunctionSpec, live_degraded: dict[str, str], crash_loop: str = "") -> str:

@@ -13,9 +13,16 @@ Gauges computed from Redis on each scrape (the `observe_*` calls just before `re
 is gone is gone from the next scrape too, with no refresh task to keep: `thaw_node_degraded{node}`,
 `thaw_function_degraded{fn}`, `thaw_pods{fn,state}`, and per GPU `thaw_gpu_vram_mib` and
 `thaw_gpu_vram_reserved_mib{node,gpu,model}`.
+
+For the dashboard (gateway/dashboard.py), besides: the last RECENT_CALLS answered calls, one by
+one (`recent`: wall-clock time in seconds, fn, start, seconds to first answer; about 0.1 us a
+call), and the states each of the last RECENT_PODS pods went through as the bus told (`pod_states`),
+so a start that takes less than a poll still shows its steps.
 """
 
 from bisect import bisect_left
+from collections import deque
+from time import time
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -30,6 +37,9 @@ UNATTRIBUTED = frozenset({401, 404})
 CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 LIVE_POD_STATES = tuple(sorted(s.value for s in LIVE_STATES))
+RECENT_CALLS = 300  # of all functions together: a chart's worth, a few KiB
+RECENT_PODS = 1000  # pods whose state changes are kept, the last to change
+POD_STATES_KEPT = 12  # per pod, the last: a life is pending, starting or restoring, idle, draining, stopped
 
 
 class GatewayMetrics:
@@ -51,6 +61,8 @@ class GatewayMetrics:
         self.pod_start = _Histogram("thaw_pod_start_seconds", "Pod starts from the agent beginning them to healthy, "
                                     "by how: restored or cold", ("fn", "start"), START_BUCKETS)
         self.fleet = _Fleet()
+        self.recent: deque[tuple[float, str, str, float]] = deque(maxlen=RECENT_CALLS)
+        self.pod_states: dict[str, list[tuple[str, int]]] = {}  # pod -> [(state, at_ms)], oldest pod first
         for collector in (self.first_answer, self.request, self.pod_start, self.fleet):
             self.registry.register(collector)
 
@@ -66,11 +78,22 @@ class GatewayMetrics:
     def observe_call(self, fn: str, start: str, first_answer_s: float, whole_s: float | None) -> None:
         """A call answered; `whole_s` None: its answer is still streaming (see `observe_done`)."""
         self.first_answer.observe((fn, start), first_answer_s)
+        self.recent.append((time(), fn, start, first_answer_s))
         if whole_s is not None:
             self.request.observe((fn,), whole_s)
 
     def observe_done(self, fn: str, whole_s: float) -> None:
         self.request.observe((fn,), whole_s)
+
+    def observe_pod_state(self, pod: str, state: str, at_ms: int) -> None:
+        """A pod's state change (from its pod.state event; busy is no event: the lease script
+        sets it in Redis). A repeated state is kept once."""
+        states = self.pod_states.pop(pod, [])
+        if not states or states[-1][0] != state:
+            states.append((state, at_ms))
+        self.pod_states[pod] = states[-POD_STATES_KEPT:]
+        if len(self.pod_states) > RECENT_PODS:
+            del self.pod_states[next(iter(self.pod_states))]
 
     def observe_pod_start(self, fn: str, start: str, seconds: float) -> None:
         self.pod_start.observe((fn, start), seconds)

@@ -12,7 +12,7 @@ def _errors(*codes: int) -> dict:
     ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
     return {str(c): {"description": d, **ref} for c, d in
             {400: "invalid input: the body names the field and the reason", 401: "missing or unknown API key",
-             403: "this key's role may not do this (deploy, delete and key creation need an admin key)",
+             403: "this key's role may not do this (deploy, delete, key creation and the dashboard need an admin key)",
              404: "unknown function", 409: "the name belongs to another tenant", 413: "body too large",
              429: "queue full, or the key's rate spent; retry after Retry-After", 503: "no worker within the start deadline",
              504: "worker did not answer in time"}.items() if c in codes}
@@ -91,6 +91,18 @@ def openapi_document() -> dict:
             "/v1/nodes": {"get": {"responses": {"200": {"description": "nodes with per-GPU vRAM"}}}},
             "/v1/snapshots": {"get": {"responses": {"200": {"description": "snapshots of your functions: "
                                                                            "size, tiers, node, created_ms"}}}},
+            "/dashboard": {"get": {"security": [], "summary": "the live web dashboard: one self-contained page that "
+                                   "asks for an admin key and polls GET /v1/dashboard with it",
+                                   "responses": {"200": {"description": "HTML",
+                                                         "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/v1/dashboard": {"get": {
+                "summary": "everything the dashboard shows, for your tenant (admin keys only): functions, pods and "
+                           "failed pods, nodes with per-GPU vRAM, this gateway's last calls (seconds to first answer, "
+                           "start warm, restored or cold), snapshots, dead async calls",
+                "responses": {"200": {"description": "{\"tenant\", \"at_ms\", \"functions\", \"pods\", "
+                                                     "\"failed\", \"nodes\", \"latencies\", \"snapshots\", "
+                                                     "\"dead\", \"dlq_served\"}"},
+                              **_errors(401, 403)}}},
             "/metrics": {"get": {"summary": "Prometheus text, your functions' samples only",
                                  "responses": {"200": {"description": "Prometheus text"}, **_errors(401)}}},
         },
