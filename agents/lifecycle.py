@@ -26,6 +26,7 @@ from bus_schemas.pods import LIVE_STATES, PodAssigned, PodState, PodStateChanged
 from thaw_core import bus, telemetry
 from thaw_core.clock import now_ms
 from thaw_core.ports import free_port
+from thaw_core.sandbox.network import NetworkError
 from thaw_core.store.functions import Functions
 from thaw_core.store.ledger import Ledger
 from thaw_core.store.pods import Pods
@@ -142,6 +143,9 @@ class Lifecycle:
                               uid=uid, limits=worker_limits(a.spec))
         try:
             handle = await self._runtime.start(launch)
+        except NetworkError as exc:  # the node's pod network, not the function: its message says what to do
+            await self.fail(a.pod, a.spec.name, f"could not start the worker: {exc}")
+            return
         except (OSError, ValueError) as exc:
             await self.fail(a.pod, a.spec.name, f"could not start the worker: {exc}; check the function's command",
                             failed_start=a.spec)

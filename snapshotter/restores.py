@@ -73,7 +73,6 @@ class Restores:
         self._lock = lock  # plain process images and containers: one at a time
         self._slots = asyncio.Semaphore(settings.max_restores or os.cpu_count() or 1)
         self._images: dict[str, asyncio.Future] = {}  # snapshot id -> its materialization in flight
-        self.net = settings.network()
         self.containers = containers  # None: this node restores process snapshots only
         self._lazy_failed: set[str] = set()  # snapshot ids whose lazy daemon died: eager from now on
         self._demand: dict[str, float] = {}  # snapshot id -> share of pages faulted on demand, last lazy restore
@@ -176,14 +175,15 @@ class Restores:
             raise SnapshotIncompatible("restore snapshot", f"the image needs {', '.join(missing)} from the host, "
                                        "and this node has none", snapshot=m.id)
         image = await self._image(m)
-        wrapper, options = sandboxed.restore_command(m.mounts, cgroups.join_script(dirs), self.net.tag)
+        net = await asyncio.to_thread(self.s.network)
+        wrapper, options = sandboxed.restore_command(m.mounts, cgroups.join_script(dirs), net.tag)
         async with self._slots:
             restored, daemon = await self._criu_restore(req, m, image, sandboxed=True, extra=options,
                                                         wrapper=wrapper)
         try:
             if m.gpu:
                 await self._resume_gpu(restored.pid, m)
-            address = await network.attach(self.net, restored.pid)
+            address = await network.attach(net, restored.pid)
         except network.NetworkError as exc:
             procs.kill(restored.pid)
             self._stop_daemon(daemon)

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from thaw_core.sandbox.network import PodNetwork
+from thaw_core.sandbox.network import PodNetwork, current as current_network
 
 from snapshotter.retention import RetentionPolicy
 from snapshotter.store import Tier, TieredStore
@@ -36,7 +36,8 @@ class SnapshotterSettings:
         return (("criu", "container") if self.runtime == "container" else ("criu",)) + gpu
 
     def network(self) -> PodNetwork:
-        return PodNetwork.for_node(self.node, self.pod_cidr)
+        """The node's pod network as the agent made it (the subnet its bridge has)."""
+        return current_network(self.node, self.pod_cidr)
 
     def store(self) -> TieredStore:
         tiers = [Tier("local", self.state_dir / "local")]

@@ -160,7 +160,8 @@ class ProcessRuntime:
         self._node, self._token = node, token
         self.sandbox = sandbox_available() if sandbox is None else sandbox
         self.pid_namespace = self.sandbox or (pid_namespaces_available() if pid_namespace is None else pid_namespace)
-        self.network = network.PodNetwork.for_node(node, pod_cidr)
+        self._pod_cidr = pod_cidr
+        self.network = network.PodNetwork.for_node(node, pod_cidr)  # its subnet as it is: network.current
         self._stage = Path("/run/thaw-sandbox") / self.network.tag
         self._children: dict[int, spawn.Child] = {}  # worker pid -> process we reap
 
@@ -216,6 +217,7 @@ class ProcessRuntime:
         try:
             await self._map_ids(proc, launch.uid)
             pid = await self._forked_child(proc)
+            self.network = await asyncio.to_thread(network.current, self._node, self._pod_cidr)
             address = await network.attach(self.network, pid)
         except BaseException:
             proc.kill()

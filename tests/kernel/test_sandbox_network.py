@@ -136,3 +136,21 @@ async def test_a_pod_subnet_another_link_routes_is_refused_with_what_to_do(net):
         assert addresses == "", "the bridge got no address: packets would have gone two ways"
     finally:
         subprocess.run(["ip", "link", "del", other], capture_output=True)
+
+
+async def test_a_node_whose_derived_subnet_another_link_routes_takes_its_next_and_both_its_services_agree():
+    node = free_node_id("test-net")
+    first = network.PodNetwork.for_node(node)
+    other = f"thwt{os.urandom(3).hex()}"
+    subprocess.run(["ip", "link", "add", other, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{first.gateway}/{first.subnet.prefixlen}", "dev", other], check=True)
+        subprocess.run(["ip", "link", "set", other, "up"], check=True)
+        chosen = network.current(node)  # what the agent computes before its first pod
+        assert chosen.bridge == first.bridge and not chosen.subnet.overlaps(first.subnet)
+        await network.ensure_bridge(chosen)
+        assert network.current(node) == chosen, "once the bridge exists, its subnet is the node's (the snapshotter's too)"
+        assert network.bridge_subnet(chosen.bridge) == chosen.subnet
+    finally:
+        for link in (other, first.bridge):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)

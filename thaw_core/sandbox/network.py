@@ -19,9 +19,14 @@ peer parked leaves the pair behind; the next one removes it (`remove_parked`).
 """
 
 import asyncio
+import dataclasses
+import fcntl
 import hashlib
 import ipaddress
 import os
+import socket
+import struct
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,7 @@ from pathlib import Path
 from thaw_core import spawn
 
 INSIDE = "eth0"
+SIOCGIFADDR, SIOCGIFNETMASK = 0x8915, 0x891B  # linux/sockios.h
 FIRST_SLOT = 2  # .1 is the bridge
 
 
@@ -41,8 +47,8 @@ class PodNetwork:
     """One node's pod network: its bridge and subnet, both derived from the node id so two
     platforms on one host rarely share them (or give one: `pod_cidr`). The derived subnets lie in
     10.112.0.0-10.239.255.255, clear of podman's 10.88.0.0/16, the 10.96.0.0/12 that Kubernetes
-    gives services and flannel's 10.244.0.0/16; `ensure_bridge` refuses one that another link
-    routes already."""
+    gives services and flannel's 10.244.0.0/16; `current` passes over one another link routes
+    already, and `ensure_bridge` refuses one (a given `pod_cidr`, say) that overlaps."""
 
     tag: str
     bridge: str
@@ -50,9 +56,9 @@ class PodNetwork:
 
     @staticmethod
     def for_node(node: str, cidr: str = "") -> "PodNetwork":
-        digest = hashlib.sha256(node.encode()).digest()
-        tag = digest.hex()[:5]
-        subnet = ipaddress.IPv4Network(cidr or f"10.{112 + digest[5] % 128}.{digest[6] % 64 * 4}.0/22")
+        """The node's network with `cidr`, or with its first derived subnet (see `current`)."""
+        tag = hashlib.sha256(node.encode()).hexdigest()[:5]
+        subnet = ipaddress.IPv4Network(cidr) if cidr else next(derived_subnets(node))
         return PodNetwork(tag=tag, bridge=f"thb{tag}", subnet=subnet)
 
     @property
@@ -74,6 +80,46 @@ class PodNetwork:
 
     def slot_of(self, address: str) -> int:
         return int(ipaddress.IPv4Address(address)) - int(self.subnet.network_address)
+
+
+def derived_subnets(node: str, tries: int = 64):
+    """The /22s a node's pod subnet may take, in its own order (from the node id, so the agent
+    and the snapshotter of a node list them alike), all in 10.112.0.0-10.239.255.255."""
+    for i in range(tries):
+        digest = hashlib.sha256(node.encode() if i == 0 else f"{node}/{i}".encode()).digest()
+        yield ipaddress.IPv4Network(f"10.{112 + digest[5] % 128}.{digest[6] % 64 * 4}.0/22")
+
+
+def current(node: str, cidr: str = "") -> PodNetwork:
+    """The node's pod network as it is: with `cidr` when given; else with the subnet its bridge
+    has, once the bridge exists; else with the first derived subnet that no link on this host
+    routes (a leftover bridge of another node, say), which `ensure_bridge` then gives it. The
+    agent and the snapshotter of a node both ask here, so they agree on the subnet."""
+    net = PodNetwork.for_node(node, cidr)
+    if cidr:
+        return net
+    have = bridge_subnet(net.bridge)
+    if have is not None:
+        return dataclasses.replace(net, subnet=have)
+    routes = subprocess.run(["ip", "-4", "-o", "route", "show"], capture_output=True, text=True).stdout
+    for subnet in derived_subnets(node):
+        candidate = dataclasses.replace(net, subnet=subnet)
+        if not overlapping_route(candidate, routes):
+            return candidate
+    return net  # every candidate taken: ensure_bridge says so, naming the route
+
+
+def bridge_subnet(bridge: str) -> ipaddress.IPv4Network | None:
+    """The IPv4 subnet of link `bridge` (its address and netmask, by ioctl: no tool to spawn);
+    None when it does not exist or has no address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        name = struct.pack("256s", bridge[:15].encode())
+        try:
+            address = fcntl.ioctl(s.fileno(), SIOCGIFADDR, name)[20:24]
+            netmask = fcntl.ioctl(s.fileno(), SIOCGIFNETMASK, name)[20:24]
+        except OSError:
+            return None
+    return ipaddress.IPv4Network(f"{socket.inet_ntoa(address)}/{socket.inet_ntoa(netmask)}", strict=False)
 
 
 async def _ip(*lines: str, netns_pid: int | None = None) -> None:
