@@ -1,5 +1,7 @@
 """A worker that writes to its log: `started` once, then `got <body>` for each POST (answered with
-the body). Standard library only; handles SIGTERM itself (PID 1 of its namespace)."""
+the body), and nothing else: a client that hangs up (a health probe cut short, a connection a
+restore closed) is not logged. Standard library only; handles SIGTERM itself (PID 1 of its
+namespace)."""
 
 import os
 import signal
@@ -29,10 +31,17 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # resets, broken pipes, timeouts
+            super().handle_error(request, client_address)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server = ThreadingHTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler)
-    server.daemon_threads = True
+    server = Server((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler)
     print("started", flush=True)
     server.serve_forever()
 
