@@ -26,7 +26,7 @@ from nats.js.api import DeliverPolicy
 from bus_schemas import permissions, streams, subjects
 from bus_schemas.codec import DecodeError, decode, encode
 from bus_schemas.snapshots import SnapshotPong, SnapshotRequested, SnapshotRestore, SnapshotRestored
-from thaw_core import bus, bus_auth, telemetry
+from thaw_core import bus_auth, subscriber, telemetry
 from thaw_core.clock import now_ms
 from thaw_core.store import acl
 from thaw_core.store.client import connect_redis_as
@@ -34,7 +34,7 @@ from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import announce_snapshotter, withdraw_snapshotter
 from thaw_core.podman.checkpoints import PodmanCheckpoints
 from thaw_core.podman.service import ensure_service
-from thaw_core.subscriber import make_broker, subscribe
+from thaw_core.subscriber import subscribe
 from thaw_core.sandbox import network
 from thaw_core.shutdown import run_steps
 
@@ -59,7 +59,7 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
              ", ".join(f"{t.name}={t.root}" for t in settings.store().tiers))
     r = connect_redis_as(settings.redis_url, acl.SNAPSHOTTER, settings.redis_creds)
     creds = bus_auth.for_service(settings.nats_creds, permissions.SNAPSHOTTER, settings.node)
-    nc = await bus.connect(settings.nats_url, f"snapshotter-{settings.node}", creds)
+    broker, nc = await subscriber.connect(settings.nats_url, f"snapshotter-{settings.node}", creds)
     js = nc.jetstream()
     await bus_auth.streams_ready(js, creds)
     sandboxed.sweep_criu_scratch()
@@ -76,7 +76,6 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
     containers = await _containers(settings, criu.version, lock)
     dumps = Dumps(settings, criu, js, r, lock, containers, cuda)
     restores = Restores(settings, criu, r, lock, containers, cuda)
-    broker = make_broker(settings.nats_url, f"snapshotter-{settings.node}", creds)
     # NEW: a node's first snapshotter does not replay a week of other pods' requests.
     subscribe(broker, streams.snapshotter_requests(settings.node), SnapshotRequested, dumps.on_requested,
               deliver_policy=DeliverPolicy.NEW, creds=creds)
@@ -105,7 +104,8 @@ async def run_snapshotter(settings: SnapshotterSettings, stop: asyncio.Event) ->
                         ("finish snapshot tasks", lambda: asyncio.gather(*tasks, return_exceptions=True)),
                         ("stop watching lazy restores", restores.close),
                         ("close podman", containers.close if containers is not None else lambda: None),
-                        ("stop consumers", broker.stop), ("close NATS", nc.close), ("close Redis", r.aclose))
+                        ("stop consumers", lambda: subscriber.stop_consumers(broker)),
+                        ("close NATS", lambda: subscriber.close(broker, nc)), ("close Redis", r.aclose))
 
 
 async def _containers(settings: SnapshotterSettings, criu_version: str,

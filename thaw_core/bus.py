@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, DiscardPolicy, RetentionPolicy, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import BadRequestError
 
 from bus_schemas import headers as H
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 _process_headers = Client._process_headers
 
 
-async def _headers_or_none(self, headers):
+async def _headers_or_none(self: Client, headers: bytes | None) -> dict[str, str] | None:
     """nats-py (2.16) decodes a message's header block outside its own error handling: one
     malformed block from any publisher ends the client's read loop for good, silently (it stays
     "connected"). A block we cannot read counts as no headers instead."""
@@ -39,29 +39,36 @@ async def _headers_or_none(self, headers):
         return None
 
 
-Client._process_headers = _headers_or_none
+Client._process_headers = _headers_or_none  # type: ignore[method-assign]  # the patch is the point
 
 
 async def connect(url: str, name: str, creds: "Credentials | None" = None) -> Client:
     """A client that reconnects forever: a restarted nats-server is a normal event. With
     `creds` it logs in as that user, takes that user's reply-inbox prefix (the only inboxes its
-    permissions let it read), and verifies a `tls://` server with the credentials' CA file."""
-    async def on_disconnect():
+    permissions let it read), and verifies a `tls://` server with the credentials' CA file.
+    A service's own connection comes from `thaw_core.subscriber.connect` instead (one
+    connection for its consumers and the rest)."""
+    return await nats.connect(url, **connection_options(name), **(creds.connect_options() if creds else {}))
+
+
+def connection_options(name: str) -> dict[str, Any]:
+    """Keyword arguments every connection named `name` takes, for `nats.connect` and
+    faststream's `NatsBroker` alike: it is named (nats-server's /connz shows the name),
+    reconnects forever, and logs a disconnect, a reconnect and a refusal."""
+    async def on_disconnect() -> None:
         log.warning("%s: disconnected from NATS, reconnecting", name)
 
-    async def on_reconnect():
+    async def on_reconnect() -> None:
         log.info("%s: reconnected to NATS", name)
 
-    async def on_error(exc: Exception):
+    async def on_error(exc: Exception) -> None:
         # A refused login or publish is a deployment error someone must see; the rest is noise.
         refused = "violation" in str(exc).lower() or isinstance(exc, nats.errors.AuthorizationError)
         log.log(logging.WARNING if refused else logging.DEBUG, "%s: NATS error: %s", name, exc)
 
-    return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
-        connect_timeout=2, allow_reconnect=True, disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect, error_cb=on_error, **(creds.connect_options() if creds else {}),
-    )
+    return {"name": name, "max_reconnect_attempts": -1, "reconnect_time_wait": 0.25, "connect_timeout": 2,
+            "allow_reconnect": True, "disconnected_cb": on_disconnect, "reconnected_cb": on_reconnect,
+            "error_cb": on_error}
 
 
 def stream_config(spec: StreamSpec) -> StreamConfig:
@@ -118,5 +125,3 @@ async def publish_core(nc: Client, subject: str, msg: Any) -> None:
     except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError):
         pass
 
-
-LAST_PER_SUBJECT = DeliverPolicy.LAST_PER_SUBJECT

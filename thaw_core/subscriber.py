@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 
 from thaw_core.bus_auth import Credentials
 from bus_schemas.codec import DecodeError, decode
 from bus_schemas.streams import ConsumerSpec
-from thaw_core import telemetry
+from thaw_core import bus, telemetry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,10 +38,41 @@ class Retry(Exception):
         self.delay_s = delay_s
 
 
+async def connect(url: str, name: str, creds: Credentials | None = None) -> tuple[NatsBroker, Client]:
+    """A service's one bus connection: the broker its consumers attach to (`subscribe`, then
+    `broker.start()`), and the nats-py client under it, already connected, for everything else
+    (request/reply, core subscriptions, JetStream). Named `name`, logged in with `creds`, it
+    reconnects forever and logs as `thaw_core.bus.connect` does. A first connect the server
+    refuses (a wrong password) raises at once. On stop: `stop_consumers`, the service's own
+    steps, then `close`."""
+    broker = make_broker(url, name, creds)
+    nc = await broker.connect()
+    # faststream's error callback re-raises a refused login, which is right for the first
+    # connect, but later it ends nats-py's reconnect loop for good: a server restarted before
+    # it reloaded this user would leave the service deaf until restarted. Ours only logs.
+    nc._error_cb = bus.connection_options(name)["error_cb"]
+    return broker, nc
+
+
+async def stop_consumers(broker: NatsBroker) -> None:
+    """Take no more messages, keeping the connection open: a service still publishes (pod
+    states, releases) while it stops."""
+    for consumer in broker.subscribers:
+        await consumer.stop()
+
+
+async def close(broker: NatsBroker, nc: Client) -> None:
+    """Stop the consumers, drain and close the connection. nats-py refuses to drain while it
+    is reconnecting (the server is gone), so the connection is closed whatever the drain did."""
+    try:
+        await broker.stop()
+    finally:
+        await nc.close()
+
+
 def make_broker(url: str, name: str, creds: Credentials | None = None) -> NatsBroker:
-    """With `creds`, logged in as that bus user (thaw_core.bus_auth)."""
-    return NatsBroker(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
-                      **(creds.broker_options() if creds else {}),
+    """With `creds`, logged in as that bus user (thaw_core.bus_auth). Not connected yet."""
+    return NatsBroker(url, **bus.connection_options(name), **(creds.broker_options() if creds else {}),
                       logger=logging.getLogger(f"faststream.{name}"), log_level=logging.DEBUG)
 
 
@@ -60,7 +92,8 @@ def subscribe(broker: NatsBroker, spec: ConsumerSpec, type_: type[T],
         subject = message.raw_message.subject
         await settle(message, subject, lambda: handler(decode(body, type_), subject))
 
-    broker.subscriber(
+    # mypy matches no overload of `subscriber` to a `**` of a dict; the one with a pull_sub is meant.
+    broker.subscriber(  # type: ignore[call-overload]
         spec.filter_subject, stream=JStream(spec.stream, declare=False), durable=spec.durable,
         pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.MANUAL,
         config=config, decoder=_raw_body, **({"inbox_prefix": creds.subscriber_inbox_prefix} if creds else {}),
