@@ -10,7 +10,7 @@ moves a pod to draining (or failed) before it sends the stop.
 """
 
 from bus_schemas.functions import FunctionSpec, spec_digest
-from bus_schemas.pods import GpuSlice, PodAssigned, PodState
+from bus_schemas.pods import LIVE_STATES, GpuSlice, PodAssigned, PodState
 from thaw_core.store.pods import PodRecord
 
 
@@ -31,7 +31,7 @@ def confirmed(claimed: PodAssigned, record: PodRecord | None, deployed: Function
                        gpus=GpuSlice(indices=record.gpus, vram_mib=record.vram_mib, gpu_milli=record.gpu_milli))
 
 
-STOPPABLE = frozenset({PodState.DRAINING, PodState.FAILED, PodState.STOPPED})
+STOPPABLE = frozenset(PodState) - LIVE_STATES  # placement stops only a pod it took out of service
 
 
 def stop_refused(record: PodRecord | None, node: str) -> str:

@@ -20,16 +20,15 @@ from pathlib import Path
 import aiohttp
 from nats.js import JetStreamContext
 
-from bus_schemas import subjects
 from bus_schemas.functions import FunctionSpec, spec_digest
-from bus_schemas.pods import LIVE_STATES, PodAssigned, PodState, PodStateChanged
-from thaw_core import bus, telemetry
+from bus_schemas.pods import LIVE_STATES, SERVING, PodAssigned, PodState
+from thaw_core import telemetry
 from thaw_core.clock import now_ms
 from thaw_core.ports import free_port
 from thaw_core.sandbox.network import NetworkError
+from thaw_core.pod_states import PodStates
 from thaw_core.store.functions import Functions
-from thaw_core.store.ledger import Ledger
-from thaw_core.store.pods import Pods
+from thaw_core.store.pods import Moved
 from thaw_core.store.start_failures import StartFailureLog
 
 from agents.claims import confirmed, stop_refused
@@ -56,14 +55,14 @@ class Worker:
 
 
 class Lifecycle:
-    def __init__(self, node: str, js: JetStreamContext, pods: Pods, ledger: Ledger, functions: Functions,
+    def __init__(self, node: str, js: JetStreamContext, states: PodStates, functions: Functions,
                  runtime: WorkerRuntime,
                  records: WorkerRecords, http: aiohttp.ClientSession, log_dir: Path, stop_grace_s: float,
                  snapshots: SnapshotClient | None = None, vram: VramWatch | None = None,
                  start_failures: StartFailureLog | None = None):
         self.node = node
         self._functions = functions
-        self._js, self._pods, self._ledger, self._runtime = js, pods, ledger, runtime
+        self._js, self._states, self._pods, self._runtime = js, states, states.pods, runtime
         self._records, self._http, self._log_dir, self._grace = records, http, log_dir, stop_grace_s
         self._snapshots = snapshots  # None: this node neither restores nor asks for snapshots
         self._vram = vram  # None: GPU memory is not watched
@@ -84,12 +83,11 @@ class Lifecycle:
         a = checked
         restore = bool(a.snapshot) and self._snapshots is not None and self._snapshots.runtime == self._runtime.name
         first = PodState.RESTORING if restore else PodState.STARTING
-        applied, found = await self._pods.transition(a.pod, {PodState.PENDING}, first, now_ms())
-        if not applied:
-            log.info("pod %s is %s, not pending: nothing to start", a.pod, found or "gone")
+        moved = await self._states.move(a.pod, first, now_ms(), only_from=frozenset({PodState.PENDING}))
+        if not moved.applied:
+            log.info("pod %s is %s, not pending: nothing to start", a.pod, moved.found or "gone")
             return
         if restore:
-            await self._announce(a.pod, a.spec.name, PodState.RESTORING)
             # Waiting on the snapshotter (up to restore_timeout_s) must not hold up the next
             # placement for this node; the state change above is already durable.
             self._spawn(self._restore_or_cold_start(a))
@@ -128,9 +126,9 @@ class Lifecycle:
             self._records.remove(a.pod)
         if why:
             await self._snapshots.record(a.pod, "restore_failed", f"cold start instead: {why}")
-        applied, found = await self._pods.transition(a.pod, {PodState.RESTORING}, PodState.STARTING, now_ms())
-        if not applied:
-            log.info("pod %s is %s, not restoring: no cold start", a.pod, found or "gone")
+        moved = await self._states.move(a.pod, PodState.STARTING, now_ms(), only_from=frozenset({PodState.RESTORING}))
+        if not moved.applied:
+            log.info("pod %s is %s, not restoring: no cold start", a.pod, moved.found or "gone")
             await self._runtime.forget(a.pod)
             return
         await self._cold_start(a)
@@ -153,7 +151,6 @@ class Lifecycle:
         self._records.save(handle, a.spec.name)
         self.workers[a.pod] = Worker(handle, a.spec.name, a.spec.health_path)
         await self._pods.set_fields(a.pod, runtime_ref=handle.ref, log=str(launch.log_path))
-        await self._announce(a.pod, a.spec.name, PodState.STARTING)
         self._spawn(self._await_ready(a.pod, a.spec))
 
     def watch_start(self, pod: str, spec: FunctionSpec) -> None:
@@ -163,7 +160,8 @@ class Lifecycle:
     async def _await_ready(self, pod: str, spec: FunctionSpec, fallback: PodAssigned | None = None) -> None:
         """Probe until healthy -> idle. A cold start that dies or stays unhealthy fails the pod;
         a restored worker (`fallback` given) is stopped and the pod cold-started instead."""
-        with telemetry.span("await healthy", **{"thaw.pod": pod, "thaw.restored": fallback is not None}):
+        attributes: dict[str, str | bool] = {"thaw.pod": pod, "thaw.restored": fallback is not None}
+        with telemetry.span("await healthy", **attributes):
             await self._probe_until_ready(pod, spec, fallback)
 
     async def _probe_until_ready(self, pod: str, spec: FunctionSpec, fallback: PodAssigned | None) -> None:
@@ -220,13 +218,11 @@ class Lifecycle:
     async def _ready(self, pod: str, fn: str, handle: WorkerHandle) -> bool:
         """Starting/restoring -> idle. True when this call made the pod idle."""
         now = now_ms()
-        applied, found = await self._pods.transition(pod, {PodState.STARTING, PodState.RESTORING}, PodState.IDLE,
-                                                     now, endpoint=handle.endpoint, last_used_ms=now)
-        if applied:
-            await self._announce(pod, fn, PodState.IDLE, endpoint=handle.endpoint)
-        elif found not in {s.value for s in LIVE_STATES}:
-            await self.stop(pod, f"pod became {found or 'unknown'} while starting")
-        return applied
+        moved = await self._states.move(pod, PodState.IDLE, now, frozenset({PodState.STARTING, PodState.RESTORING}),
+                                        endpoint=handle.endpoint, last_used_ms=now)
+        if not moved.applied and moved.found not in {s.value for s in LIVE_STATES}:
+            await self.stop(pod, f"pod became {moved.found or 'unknown'} while starting")
+        return moved.applied
 
     async def stop_if_confirmed(self, pod: str, reason: str) -> None:
         """A `place.stop` claim: stop the pod if the store has it out of service."""
@@ -242,7 +238,7 @@ class Lifecycle:
 
     async def stop(self, pod: str, reason: str) -> None:
         """Drain, stop the worker, free the ledger, forget the pod. Safe to repeat."""
-        await self._pods.transition(pod, LIVE_STATES, PodState.DRAINING, now_ms(), reason=reason)
+        await self._states.move(pod, PodState.DRAINING, now_ms(), reason=reason)
         worker = self.workers.get(pod)
         handle = worker.handle if worker else self._recorded_handle(pod)
         if handle is not None:
@@ -251,9 +247,7 @@ class Lifecycle:
             await self._runtime.forget(pod)
         # Dropped only now, so heartbeats keep listing the pod while it drains.
         self.workers.pop(pod, None)
-        fn = worker.fn if worker else ""
-        if await self._ledger.release(pod, PodState.STOPPED, reason, now_ms()):
-            await self._announce(pod, fn, PodState.STOPPED, reason=reason)
+        await self._states.end(pod, PodState.STOPPED, reason, now_ms())
         self._records.remove(pod)
 
     async def stop_all(self, reason: str) -> None:
@@ -272,11 +266,13 @@ class Lifecycle:
         worker = self.workers.pop(pod, None)
         if worker is not None:
             await self._runtime.stop(worker.handle, 1.0)
-        if await self._ledger.release(pod, PodState.FAILED, reason, now_ms()):
+        async def count_the_failed_start(_: Moved) -> None:
+            # counted before the event, so placement, woken by it, already sees the failure
             if failed_start is not None and self._start_failures is not None:
-                # counted before the event, so placement, woken by it, already sees the failure
                 await self._start_failures.record(fn, spec_digest(failed_start), reason, now_ms())
-            await self._announce(pod, fn, PodState.FAILED, reason=reason, start_failed=failed_start is not None)
+
+        await self._states.end(pod, PodState.FAILED, reason, now_ms(), start_failed=failed_start is not None,
+                               before_event=count_the_failed_start)
         self._records.remove(pod)
 
     async def _start_succeeded(self, spec: FunctionSpec) -> None:
@@ -299,7 +295,7 @@ class Lifecycle:
                 await self.fail(pod, worker.fn, why or "worker process exited")
                 continue
             record = await self._pods.get(pod)
-            if record is None or record.state not in (PodState.IDLE, PodState.BUSY):
+            if record is None or record.state not in SERVING:
                 continue
             if record.gpus:
                 shares.append(Share(pod, worker.fn, record.gpus, record.vram_mib, self._runtime.pids(worker.handle)))
@@ -324,12 +320,6 @@ class Lifecycle:
             if handle.pod == pod:
                 return handle
         return None
-
-    async def _announce(self, pod: str, fn: str, state: PodState, endpoint: str = "", reason: str = "",
-                        start_failed: bool = False) -> None:
-        msg = PodStateChanged(pod=pod, fn=fn, node=self.node, state=state, at_ms=now_ms(), endpoint=endpoint,
-                              reason=reason, start_failed=start_failed)
-        await bus.publish(self._js, subjects.pod_state(pod), msg, msg_id=f"{pod}:{state.value}")
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)

@@ -12,15 +12,15 @@ from bus_schemas import streams, subjects
 from bus_schemas.nodes import NodeCapacity, NodeHeartbeat
 from bus_schemas.pods import PlacementMessage, PodAssigned
 from bus_schemas import permissions
-from thaw_core import bus, bus_auth
+from thaw_core import bus, bus_auth, subscriber
 from thaw_core.clock import now_ms
 from thaw_core.store import acl
 from thaw_core.store.client import connect_redis_as
 from thaw_core.store.functions import Functions
-from thaw_core.store.ledger import Ledger
+from thaw_core.pod_states import PodStates
 from thaw_core.store.pods import Pods
 from thaw_core.store.start_failures import StartFailureLog
-from thaw_core.subscriber import make_broker, subscribe
+from thaw_core.subscriber import subscribe
 from thaw_core.shutdown import run_steps
 
 from agents import gpus
@@ -52,7 +52,7 @@ def make_runtime(settings: AgentSettings):
 async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
     r = connect_redis_as(settings.redis_url, acl.AGENT, settings.redis_creds)
     creds = bus_auth.for_service(settings.nats_creds, permissions.AGENT, settings.node)
-    nc = await bus.connect(settings.nats_url, f"agent-{settings.node}", creds)
+    broker, nc = await subscriber.connect(settings.nats_url, f"agent-{settings.node}", creds)
     js = nc.jetstream()
     await bus_auth.streams_ready(js, creds)
     gpu_list, source = gpus.discover(settings.mock_gpus, settings.force_mock_gpus)
@@ -64,7 +64,7 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
     snapshots = _snapshot_client(settings, runtime, nc, js, r)
     async with aiohttp.ClientSession() as http:
         vram = VramWatch(NvmlMeter() if source == "nvml" else MockMeter(), r)
-        lifecycle = Lifecycle(settings.node, js, Pods(r), Ledger(r), Functions(r), runtime, records, http,
+        lifecycle = Lifecycle(settings.node, js, PodStates(r, js), Functions(r), runtime, records, http,
                               settings.state_dir / "logs", settings.stop_grace_s, snapshots, vram,
                               StartFailureLog(r))
         await reconcile(settings.node, lifecycle, records, runtime, Pods(r), Functions(r))
@@ -73,7 +73,6 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
         logs_sub = await nc.subscribe(subjects.logs_read(settings.node), cb=logs.on_request)
         report = _CapacityReport(js, capacity)
         await report.publish()
-        broker = make_broker(settings.nats_url, f"agent-{settings.node}", creds)
 
         async def on_placement(msg: PlacementMessage, subject: str) -> None:
             if isinstance(msg, PodAssigned):
@@ -81,7 +80,9 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
             else:
                 await lifecycle.stop_if_confirmed(msg.pod, msg.reason)
 
-        subscribe(broker, streams.agent_placements(settings.node), PlacementMessage, on_placement, creds=creds)
+        # A union of Structs: msgspec decodes it, but `type[T]` cannot name a union.
+        subscribe(broker, streams.agent_placements(settings.node), PlacementMessage, on_placement,  # type: ignore[arg-type]
+                  creds=creds)
         await broker.start()
         loops = [asyncio.create_task(_heartbeats(nc, settings, lifecycle, report)),
                  asyncio.create_task(_watch(settings, lifecycle))]
@@ -96,9 +97,11 @@ async def run_agent(settings: AgentSettings, stop: asyncio.Event) -> None:
             async def stop_workers() -> None:
                 if settings.stop_workers_on_exit:
                     await lifecycle.stop_all("agent shut down")
-            await run_steps(("stop consumers", broker.stop), ("stop answering log reads", logs_sub.unsubscribe),
+            await run_steps(("stop consumers", lambda: subscriber.stop_consumers(broker)),
+                            ("stop answering log reads", logs_sub.unsubscribe),
                             ("stop workers", stop_workers),
-                            ("close the runtime", lifecycle.close), ("close NATS", nc.close),
+                            ("close the runtime", lifecycle.close),
+                            ("close NATS", lambda: subscriber.close(broker, nc)),
                             ("close Redis", r.aclose))
 
 

@@ -39,12 +39,13 @@ from bus_schemas.snapshots import SnapshotRestore
 from snapshotter import procs, restore_modes
 from snapshotter.capture import capture_process
 from snapshotter.criu import find_criu
-from snapshotter.index import SnapshotIndex
 from snapshotter.restores import Restores
 from snapshotter.retention import RetentionPolicy
 from snapshotter.settings import SnapshotterSettings
+from thaw_core import process_refs
 from thaw_core.ports import free_port
 from thaw_core.servers import start_redis
+from thaw_core.store.snapshots import SnapshotIndex
 
 HEAP_WORKER = Path(__file__).resolve().parents[1] / "examples" / "heap" / "worker.py"
 NODE, FN = "bench-restore-sizes", "heap"
@@ -82,7 +83,7 @@ def wait_port_free(port: int, timeout_s: float = 10.0) -> None:
 def kill_and_wait(pid: int) -> None:
     procs.kill(pid)
     end = time.monotonic() + 10
-    while procs.start_time(pid) is not None and time.monotonic() < end:
+    while process_refs.start_time(pid) is not None and time.monotonic() < end:
         time.sleep(0.01)
 
 

@@ -132,6 +132,3 @@ def spec_digest(spec: FunctionSpec) -> str:
     del canonical["async"]  # likewise; retries do not change what a worker holds
     return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).hexdigest()[:16]
 
-
-def spec_to_builtins(spec: FunctionSpec) -> dict:
-    return msgspec.to_builtins(spec)

@@ -98,8 +98,9 @@ def tenant_usage(tenant: str) -> str:
 
 def snapshot_failure(fn: str) -> str:
     """Hash: error, at_ms: why the last snapshot of `fn` failed (written by the snapshotter, which
-    may not write the function's own hash: that holds the spec agents run)."""
-    return f"{PREFIX}snap:{fn}:failure"
+    may not write the function's own hash: that holds the spec agents run). Not under
+    `snapshot_index`'s prefix, which a SCAN lists as the functions that have snapshots."""
+    return f"{PREFIX}snapfail:{fn}"
 
 
 def start_failures(fn: str) -> str:

@@ -78,3 +78,29 @@ class SnapshotPong(Struct, frozen=True, kw_only=True):
     started_ms: int
     at_ms: int = 0
     v: int = SCHEMA_VERSION
+
+
+# The manifest: what a snapshot is, written next to its archive in every tier (so a tier is
+# self-describing) and, with the tiers that hold it, in the store's snapshot index.
+MANIFEST_VERSION = 1
+
+
+class Manifest(Struct, frozen=True, kw_only=True):
+    id: str
+    fn: str
+    node: str  # where it was taken
+    runtime: str  # "process" (raw CRIU image dir) or "container" (podman checkpoint export)
+    created_ms: int
+    sha256: str  # of the compressed archive
+    size_bytes: int  # compressed
+    raw_bytes: int  # uncompressed image
+    arch: str
+    kernel: str
+    criu_version: str
+    port: int = 0  # the port the worker listens on inside the image
+    gpu: bool = False  # device memory included (cuda-checkpoint)
+    gpu_indices: str = ""  # with gpu: the node's GPU indices the worker held ("0,1"); a restore needs the same
+    spec_digest: str = ""  # bus_schemas.functions.spec_digest of the spec the worker ran
+    sandboxed: bool = False  # taken of a sandboxed worker (thaw_core/sandbox): restored into a new sandbox
+    mounts: dict[str, str] = {}  # sandboxed: host mounts the image refers to, key -> host path
+    v: int = MANIFEST_VERSION

@@ -50,7 +50,6 @@ ALL_STREAMS = (FUNCTIONS, LEASES, PLACEMENT, PODS, NODES, SNAPSHOTS, INFER_ASYNC
 # Placement workers share one durable consumer, so each lease request is handled once.
 PLACEMENT_LEASES = ConsumerSpec("LEASES", "placement-leases", "lease.requested.>", ack_wait_s=15)
 PLACEMENT_CAPACITY = ConsumerSpec("NODES", "placement-capacity", "node.capacity.>")
-PLACEMENT_FUNCTIONS = ConsumerSpec("FUNCTIONS", "placement-functions", "fn.>")
 # Every gateway pulls async calls from one durable, so each call runs on one gateway at a time. A
 # running call is kept ours by in-progress acks every ack_wait/4; a gateway that dies lets its
 # calls go to another (or to itself, restarted) after ack_wait. Attempts are counted per function

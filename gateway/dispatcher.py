@@ -8,17 +8,19 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from typing import cast
 
 from nats.js import JetStreamContext
 
-from bus_schemas import redis_keys as K
 from bus_schemas import subjects
 from bus_schemas.functions import FunctionSpec, spec_digest
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.pods import PodState, PodStateChanged
 from thaw_core import bus, telemetry
 from thaw_core.clock import now_ms
-from thaw_core.store.leases import Leases, Slot
+from thaw_core.pod_states import AnnouncedLeases, LatestSeq, PodStates
+from thaw_core.store.functions import Functions
+from thaw_core.store.leases import Slot
 from thaw_core.store.start_failures import StartFailureLog, delay_s, wait_left_s
 
 from gateway import errors
@@ -30,6 +32,10 @@ from gateway.specs import SpecCache
 from gateway.upstream import Call, StreamedBody, Upstream, UpstreamBroken, UpstreamUnreachable
 
 log = logging.getLogger(__name__)
+
+
+# A worker's (status, content type, body), or why there was none.
+Outcome = tuple[int, str, "bytes | StreamedBody"] | Exception
 
 
 class Reply:
@@ -66,7 +72,9 @@ class Dispatcher:
         self.s = settings
         self.metrics = metrics or GatewayMetrics()
         self._js, self._r, self._specs, self._upstream = js, r, specs, upstream
-        self._leases = Leases(r)
+        self._leases = AnnouncedLeases(r, PodStates(r, js))
+        self._functions = Functions(r)
+        self._latest = LatestSeq()
         self.holder = f"gw-{socket.gethostname()}-{secrets.token_hex(3)}"
         self.pools: dict[str, FnPool] = {}
         self.start_failures = StartFailureLog(r)
@@ -105,6 +113,7 @@ class Dispatcher:
         pool = self.pool(fn)
         for _ in range(3):
             slot = await pool.checkout(spec)
+            outcome: Outcome
             try:
                 outcome = await self._upstream.post(slot.endpoint, path or spec.invoke_path, body, content_type,
                                                     self.s.request_timeout_s, extra_headers)
@@ -145,17 +154,20 @@ class Dispatcher:
         """The reply of a settled call; None when the call never reached the worker (then `invoke`
         it). Raises ApiError like `invoke`."""
         call = pending.call
-        if call.error is None and call.response.stream is None:  # answered whole: the common case
+        assert call is not None, "a settled call"
+        response = call.response
+        if call.error is None and response is not None and response.stream is None:  # answered whole: the common case
             status, content_type, body = self._upstream.outcome(call)
             pending.pool.checkin(pending.slot)
             took_s = time.monotonic() - pending.t0
             self.metrics.observe_call(pending.fn, WARM, took_s, took_s)
-            return Reply(status, body, content_type, pending.slot.pod)
+            return Reply(status, cast(bytes, body), content_type, pending.slot.pod)
+        outcome: Outcome
         try:
             outcome = self._upstream.outcome(call)
         except (UpstreamBroken, TimeoutError) as exc:
             outcome = exc
-        if pending.call.retryable:
+        if call.retryable:
             pending.pool.checkin(pending.slot)
             return None
         reply = self._reply(pending.fn, pending.pool, pending.slot, outcome)
@@ -175,7 +187,7 @@ class Dispatcher:
         self.metrics.observe_call(fn, start, now - t0, None)
         reply.stream.on_close(lambda: self.metrics.observe_done(fn, time.monotonic() - t0))
 
-    def _reply(self, fn: str, pool: FnPool, slot: Slot, outcome) -> Reply | None:
+    def _reply(self, fn: str, pool: FnPool, slot: Slot, outcome: "Outcome") -> Reply | None:
         """What a call's outcome means for the caller (None: retry on another worker). Gives the
         slot back, or, for a streamed answer, once the stream ends."""
         if isinstance(outcome, tuple):
@@ -207,8 +219,8 @@ class Dispatcher:
         """Why `fn` may get no worker: its crash loop, or why placement cannot place it; "" if
         neither is known."""
         reasons = [await self._crash_loop(fn)]
-        reason, at = await self._r.hmget(K.function(fn), "unplaceable", "unplaceable_ms")
-        if reason and at and now_ms() - int(at) < 60_000:
+        reason = await self._functions.unplaceable(fn, since_ms=now_ms() - 60_000)
+        if reason:
             reasons.append(f"placement: {reason}")
         return "; ".join(r for r in reasons if r)
 
@@ -228,7 +240,10 @@ class Dispatcher:
     def on_pod_state(self, event: PodStateChanged) -> None:
         """Follow a pod's state: wake waiting calls when it is ready, end their wait when the
         last pod starting for them failed to start (a broken restore is not that: its pod is
-        cold-started or replaced, and the calls keep waiting)."""
+        cold-started or replaced, and the calls keep waiting). An event older than one already
+        seen for its pod (they come from several services) is dropped."""
+        if not self._latest.fresh(event):
+            return
         self.metrics.observe_pod_state(event.pod, event.state.value, event.at_ms)
         self._follow_start(event)
         starting = self._starting.setdefault(event.fn, set())

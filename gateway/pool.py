@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 
 from bus_schemas.functions import FunctionSpec
 from thaw_core.clock import now_ms
-from thaw_core.store.leases import Leases, Slot
+from thaw_core.pod_states import AnnouncedLeases
+from thaw_core.store.leases import Slot
 
 from gateway import errors
 
@@ -42,7 +43,7 @@ async def _within(fut: asyncio.Future, timeout_s: float):
 
 
 class FnPool:
-    def __init__(self, fn: str, leases: Leases, holder: str, ttl_ms: int,
+    def __init__(self, fn: str, leases: AnnouncedLeases, holder: str, ttl_ms: int,
                  ask_for_pods: Callable[[str, int], Awaitable[None]], ask_every_s: float,
                  why_unplaceable: Callable[[str], Awaitable[str]], is_starting: Callable[[], bool] = lambda: False,
                  retry_after: Callable[[FunctionSpec], Awaitable[float]] | None = None):

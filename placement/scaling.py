@@ -4,12 +4,12 @@ They return what to do; the worker does it. Pods still starting count as capacit
 Serve does), so a burst of lease requests never starts more pods than the burst needs.
 """
 
-from bus_schemas.functions import FunctionSpec
-from bus_schemas.pods import PodState
-from thaw_core.store.pods import PodRecord
+import math
+from dataclasses import dataclass
 
-NOT_READY = frozenset({PodState.PENDING, PodState.STARTING, PodState.RESTORING})
-SERVING = frozenset({PodState.IDLE, PodState.BUSY, PodState.STANDBY})
+from bus_schemas.functions import FunctionSpec
+from bus_schemas.pods import NOT_READY, SERVING, PodState
+from thaw_core.store.pods import PodRecord
 
 
 def pods_to_start(spec: FunctionSpec, pods: list[PodRecord], want_pods: int) -> int:
@@ -18,6 +18,30 @@ def pods_to_start(spec: FunctionSpec, pods: list[PodRecord], want_pods: int) -> 
     not_ready = sum(1 for p in live if p.state in NOT_READY)
     need = max(want_pods - not_ready, spec.scaling.min_pods - len(live), 0)
     return max(0, min(spec.scaling.max_pods - len(live), need))
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """Calls of one function that each need a worker slot now."""
+
+    waiting: int = 0  # sync calls waiting at a gateway for a slot
+    queued: int = 0  # async calls in the INFER_ASYNC work queue
+    in_flight: int = 0  # calls a worker is running
+
+
+def desired_pods(demand: Demand, concurrency: int, max_pods: int) -> int:
+    """Pods that give every call of `demand` a slot at once, `concurrency` slots a pod, within
+    max_pods; 0 for no calls."""
+    calls = demand.waiting + demand.queued + demand.in_flight
+    return min(max_pods, math.ceil(calls / max(concurrency, 1)))
+
+
+def pods_for_demand(spec: FunctionSpec, pods: list[PodRecord], demand: Demand) -> int:
+    """How many new pods to place so that the live ones (starting ones included) number
+    `desired_pods`. Never negative: fewer calls than pods is scale-down's business (pods_to_drain
+    drains only pods idle past their timeout), not this function's."""
+    live = sum(1 for p in pods if p.state in NOT_READY | SERVING)
+    return max(0, desired_pods(demand, spec.scaling.concurrency, spec.scaling.max_pods) - live)
 
 
 def pods_to_drain(spec: FunctionSpec, pods: list[PodRecord], now_ms: int) -> list[str]:

@@ -1,7 +1,7 @@
 """The placement worker: I/O around the pure engine and scaling functions.
 
 It consumes lease requests and node capacity, decides with `placement.engine`, commits each
-reservation atomically in Redis (retrying on conflict with a fresh snapshot), publishes
+reservation atomically in Redis (retrying on conflict with a fresh capacity view), publishes
 `place.assigned.<node>` / `place.stop.<node>`, and keeps house: expired leases, scale to zero,
 min_pods, and pods that no agent reports any more. A new pod names a snapshot to restore from
 when its function has a usable one for the chosen node (thaw_core.store.snapshots: same spec
@@ -18,16 +18,16 @@ from bus_schemas import subjects
 from bus_schemas.functions import FunctionSpec, runtime_of, spec_digest
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.nodes import NodeCapacity, NodeHeartbeat
-from bus_schemas.pods import GpuSlice, PodAssigned, PodState, PodStateChanged, PodStop
-from bus_schemas import redis_keys as K
+from bus_schemas.pods import GpuSlice, PodAssigned, PodState, PodStop
 from bus_schemas.codec import DecodeError, decode
 from thaw_core import bus
 from thaw_core.clock import now_ms
+from thaw_core.pod_states import PodStates
 from thaw_core.store.functions import Functions
 from thaw_core.store.leases import Leases
-from thaw_core.store.ledger import Ledger, Reservation
+from thaw_core.store.ledger import Reservation, first_state
 from thaw_core.store.nodes import Nodes
-from thaw_core.store.pods import Pods
+from thaw_core.store.pods import Moved, Pods
 from thaw_core.store.quotas import QUOTA_OUTCOMES, Quotas
 from thaw_core.store.snapshots import SnapshotCatalog
 from thaw_core.store.start_failures import StartFailureLog, wait_left_s
@@ -38,7 +38,7 @@ from placement.engine.decide import decide
 from placement.engine.model import Placed
 from placement.requests import pod_request
 from placement.settings import PlacementSettings
-from placement.snapshot import live_index
+from placement.capacity_view import live_index
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ class PlacementWorker:
         self.s = settings
         self._js, self._r = js, r
         self.functions, self.pods, self.nodes = Functions(r), Pods(r), Nodes(r)
-        self.ledger, self.leases = Ledger(r), Leases(r)
+        self.states = PodStates(r, js)
+        self.ledger, self.leases = self.states.ledger, Leases(r)
         self.snapshots = SnapshotCatalog(r)
         self.quotas = Quotas(r)
         self.start_failures = StartFailureLog(r)
@@ -94,9 +95,10 @@ class PlacementWorker:
                 return False
             pod = f"{spec.name}-{secrets.token_hex(4)}"
             snapshot = await self._snapshot_for(spec, decision.node)
-            outcome = await self.ledger.reserve(self._reservation(pod, spec, decision, snapshot), now_ms())
+            reservation, at_ms = self._reservation(pod, spec, decision, snapshot), now_ms()
+            outcome = await self.ledger.reserve(reservation, at_ms)
             if outcome in ("ok", "exists"):
-                await self._assign(pod, spec, decision, snapshot)
+                await self._assign(first_state(reservation, at_ms), spec, decision, snapshot)
                 return True
             if outcome == "max_pods":
                 return False
@@ -104,7 +106,7 @@ class PlacementWorker:
                 quota = await self.quotas.describe(spec.tenant)
                 await self._record_unplaceable(spec.name, {"tenant quota": f"{QUOTA_OUTCOMES[outcome]} ({quota})"})
                 return False
-            log.info("commit for %s conflicted (%s); deciding again on a fresh snapshot", spec.name, outcome)
+            log.info("commit for %s conflicted (%s); deciding again on a fresh capacity view", spec.name, outcome)
         raise Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
 
     async def _backing_off(self, spec: FunctionSpec) -> bool:
@@ -113,7 +115,7 @@ class PlacementWorker:
         through place_one, and the record is in Redis, so a restarted worker keeps the pace."""
         record = await self.start_failures.get(spec.name)
         wait_s = wait_left_s(record, spec_digest(spec), now_ms())
-        if wait_s > 0:
+        if wait_s > 0 and record is not None:
             log.debug("not starting a pod of %s for %.1fs more: %d starts in a row failed", spec.name, wait_s,
                      record.failures)
         return wait_s > 0
@@ -132,12 +134,13 @@ class PlacementWorker:
                            max_pods=spec.scaling.max_pods, concurrency=spec.scaling.concurrency,
                            snapshot=snapshot, tenant=spec.tenant)
 
-    async def _assign(self, pod: str, spec: FunctionSpec, p: Placed, snapshot: str = "") -> None:
+    async def _assign(self, reserved: Moved, spec: FunctionSpec, p: Placed, snapshot: str = "") -> None:
+        pod = reserved.pod
         msg = PodAssigned(pod=pod, node=p.node, spec=spec, snapshot=snapshot,
                           gpus=GpuSlice(indices=p.gpus, vram_mib=p.vram_mib, gpu_milli=p.gpu_milli))
         # `pending` is on the PODS stream before the agent can hear of the pod, so its `restoring`
         # or `starting` never lands first (a pod's states had two producers racing).
-        await self._announce(pod, spec.name, p.node, PodState.PENDING)
+        await self.states.announce(reserved)
         await bus.publish(self._js, subjects.place_assigned(p.node), msg, msg_id=f"assign:{pod}")
         log.info("placed %s on %s GPUs %s (%d MiB, %d milli each)", pod, p.node, p.gpus, p.vram_mib, p.gpu_milli)
 
@@ -145,14 +148,14 @@ class PlacementWorker:
         """Kept on the function so a waiting caller's 503 can say why."""
         text = "; ".join(f"{k}: {v}" for k, v in reasons.items()) or "no live node"
         log.warning("cannot place %s: %s", fn, text)
-        await self._r.hset(K.function(fn), mapping={"unplaceable": text, "unplaceable_ms": now_ms()})
+        await self.functions.record_unplaceable(fn, text, now_ms())
 
     async def housekeeping(self) -> None:
         now = now_ms()
         pods = await self.pods.live()
         for p in pods:
             if p.state == PodState.BUSY:
-                await self.leases.sweep(p.pod, now)
+                await self.states.announce(await self.leases.sweep(p.pod, now))
         await self._reclaim_lost(pods, now)
         specs = {s.name: s for s in await self.functions.all()}
         by_fn: dict[str, list] = {}
@@ -171,14 +174,15 @@ class PlacementWorker:
     async def _scale_down(self, spec: FunctionSpec, pods: list, now: int) -> None:
         cutoff = now - int(spec.scaling.idle_timeout_s * 1000)
         for pod in scaling.pods_to_drain(spec, pods, now):
-            if await self.leases.begin_drain(pod, cutoff, now, "idle timeout"):
+            drained = await self.leases.begin_drain(pod, cutoff, now, "idle timeout")
+            await self.states.announce(drained, reason="idle timeout")
+            if drained.applied:
                 node = next(p.node for p in pods if p.pod == pod)
                 await self._stop(pod, node, f"idle for {spec.scaling.idle_timeout_s:g}s")
 
     async def _drain_deleted(self, pods: list) -> None:
         for p in pods:
-            await self.pods.transition(p.pod, scaling.NOT_READY | scaling.SERVING, PodState.DRAINING, now_ms(),
-                                       reason="function deleted")
+            await self.states.move(p.pod, PodState.DRAINING, now_ms(), reason="function deleted")
             await self._stop(p.pod, p.node, "function deleted")
 
     async def _reclaim_lost(self, pods: list, now: int) -> None:
@@ -186,15 +190,10 @@ class PlacementWorker:
                                  self.s.unreported_grace_s, self.s.pending_timeout_s, self.started_ms)
         for pod, reason in lost:
             record = next(p for p in pods if p.pod == pod)
-            if await self.ledger.release(pod, PodState.FAILED, reason, now):
+            if await self.states.end(pod, PodState.FAILED, reason, now):
                 log.warning("reclaimed pod %s: %s", pod, reason)
-                await self._announce(pod, record.fn, record.node, PodState.FAILED, reason)
                 await self._stop(pod, record.node, reason)
 
     async def _stop(self, pod: str, node: str, reason: str) -> None:
         await bus.publish(self._js, subjects.place_stop(node), PodStop(pod=pod, node=node, reason=reason),
                           msg_id=f"stop:{pod}")
-
-    async def _announce(self, pod: str, fn: str, node: str, state: PodState, reason: str = "") -> None:
-        msg = PodStateChanged(pod=pod, fn=fn, node=node, state=state, at_ms=now_ms(), reason=reason)
-        await bus.publish(self._js, subjects.pod_state(pod), msg, msg_id=f"{pod}:{state.value}")

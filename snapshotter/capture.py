@@ -12,13 +12,14 @@ import time
 import uuid
 from pathlib import Path
 
+from bus_schemas.encodings import gpu_list
 from thaw_core.sandbox import network as pod_network
+from thaw_core.store.snapshots import SnapshotIndex
 
 from snapshotter import criu as criu_mod
 from snapshotter import sandboxed
 from snapshotter.cuda_state import CudaCheckpoint
 from snapshotter.errors import CudaCheckpointFailed
-from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import Manifest
 from snapshotter.retention import RetentionPolicy, expired
 from snapshotter.store import Progress, TieredStore, _quiet
@@ -39,7 +40,7 @@ async def capture_image(store: TieredStore, index: SnapshotIndex, image_dir: Pat
     """
     m, tiers = await asyncio.to_thread(store.put, image_dir, draft, progress)
     await index.add(m, tiers)
-    existing = [(s.manifest.id, s.manifest.created_ms) for s in await index.for_function(m.fn)]
+    existing = [(s.id, s.created_ms) for s in await index.for_function(m.fn)]
     for sid in expired(existing, policy, now_ms=int(time.time() * 1000)):
         progress(f"retention: deleting {sid}")
         await index.remove(m.fn, sid)
@@ -71,19 +72,19 @@ async def capture_process(criu: criu_mod.Criu, store: TieredStore, index: Snapsh
     try:
         progress(f"checkpointing pid {pid}")
         extra = sandboxed.dump_options(mounts)
-        address = await pod_network.park(net, pid) if boxed else ""
+        address = await pod_network.park(net, pid) if boxed else ""  # type: ignore[arg-type]  # boxed: net is set
         try:
             d = await (_dump_with_gpu(criu, cuda, pid, image_dir, progress, extra) if cuda is not None
                        else criu_mod.dump(criu, pid, image_dir, extra=extra))
         finally:
             if address:
-                await pod_network.unpark(net, pid, address)
+                await pod_network.unpark(net, pid, address)  # type: ignore[arg-type]  # parked: net is set
         progress(f"dumped {d.size_bytes / 2**20:.1f} MiB in {d.duration_s:.2f}s")
         draft = Manifest(id=sid, fn=fn, node=node, runtime="process",
                          created_ms=int(time.time() * 1000), sha256="", size_bytes=0, raw_bytes=0,
                          arch=platform.machine(), kernel=platform.release(),
                          criu_version=criu.version, port=port, spec_digest=spec_digest,
-                         gpu=cuda is not None, gpu_indices=",".join(map(str, gpus)) if cuda else "",
+                         gpu=cuda is not None, gpu_indices=gpu_list(gpus) if cuda else "",
                          sandboxed=boxed, mounts=mounts)
         return await capture_image(store, index, image_dir, draft, policy, progress)
     finally:

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from thaw_core.podman.checkpoints import PodmanCheckpointError, PodmanCheckpoints, container_port
+from thaw_core.store.snapshots import SnapshotIndex
 
 from snapshotter.capture import capture_image, new_snapshot_id
 from snapshotter.criu import tail_errors
 from snapshotter.errors import SnapshotError
-from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import Manifest
 from snapshotter.retention import RetentionPolicy
 from snapshotter.store import Progress, TieredStore, _quiet

@@ -9,33 +9,32 @@ away so the first restore on this node skips podman's import.
 Idempotent: a request for a pod that is gone, no longer serving, not on this node, or whose
 function already has a usable snapshot of the same spec changes nothing, so a redelivered or
 repeated request never dumps twice. A dump that fails is logged and recorded on the function
-(`redis_keys.snapshot_failure(fn)`) and not retried: the next cold-started pod asks again.
+(`SnapshotIndex.record_failure`) and not retried: the next cold-started pod asks again.
 """
 
 import asyncio
 import logging
+from typing import Any
 from urllib.parse import urlparse
 
 from nats.js import JetStreamContext
 from redis.asyncio import Redis
 
-from bus_schemas import redis_keys as K
 from bus_schemas import subjects
-from bus_schemas.pods import PodState
+from bus_schemas.pods import SERVING
 from bus_schemas.snapshots import SnapshotReady, SnapshotRequested
 from thaw_core import bus
+from thaw_core import process_refs
 from thaw_core.clock import now_ms
 from thaw_core.store.pods import Pods
-from thaw_core.store.snapshots import SnapshotCatalog
+from thaw_core.store.snapshots import SnapshotCatalog, SnapshotIndex
 
-from snapshotter import procs
 from snapshotter.capture import capture_process
 from snapshotter.container_restores import ContainerRestores
 from snapshotter.containers import capture_container
 from snapshotter.criu import Criu
 from snapshotter.cuda_state import CudaCheckpoint
 from snapshotter.errors import SnapshotError
-from snapshotter.index import SnapshotIndex
 from snapshotter.materialize import evict
 from snapshotter.settings import SnapshotterSettings
 
@@ -68,7 +67,7 @@ class Dumps:
                 m, tiers = await self._capture(msg, target)
             except (SnapshotError, OSError) as exc:
                 log.warning("snapshot of pod %s (%s) failed: %s", msg.pod, msg.fn, exc)
-                await self._r.hset(K.snapshot_failure(msg.fn), mapping={"error": str(exc)[:2000], "at_ms": now_ms()})
+                await self.index.record_failure(msg.fn, str(exc), now_ms())
                 return
             took = asyncio.get_running_loop().time() - started
             if runtime == "container":
@@ -90,7 +89,7 @@ class Dumps:
         def progress(line: str) -> None:
             log.info("snapshot of %s: %s", msg.pod, line)
 
-        common = dict(fn=msg.fn, node=self.s.node, work_dir=self.s.work_dir, policy=self.s.retention,
+        common: dict[str, Any] = dict(fn=msg.fn, node=self.s.node, work_dir=self.s.work_dir, policy=self.s.retention,
                       spec_digest=msg.spec_digest, progress=progress)
         if isinstance(target, str):
             return await capture_container(self.containers.podman, self.store, self.index, container=target,
@@ -111,17 +110,17 @@ class Dumps:
         if record is None or record.node != self.s.node or record.fn != msg.fn:
             log.info("snapshot request for %s: pod not found on %s; skipped", msg.pod, self.s.node)
             return None
-        if record.state not in (PodState.IDLE, PodState.BUSY):
+        if record.state not in SERVING:
             log.info("snapshot request for %s: pod is %s, not serving; skipped", msg.pod, record.state.value)
             return None
         if self.containers is not None and _is_container_id(record.runtime_ref):
             return record.runtime_ref
         try:
-            pid, start = procs.parse_ref(record.runtime_ref)
+            pid, start = process_refs.parse_ref(record.runtime_ref)
         except ValueError:
             log.info("snapshot request for %s: %r is not a process worker; skipped", msg.pod, record.runtime_ref)
             return None
-        if procs.start_time(pid) != start:
+        if process_refs.start_time(pid) != start:
             log.info("snapshot request for %s: worker %s is gone; skipped", msg.pod, record.runtime_ref)
             return None
         port = urlparse(record.endpoint).port
@@ -137,7 +136,7 @@ class Dumps:
                 if not entry.name.startswith(".") and await self.index.get(entry.name) is None:
                     evict(self.s.cache_dir, entry.name)
         if self.containers is not None:
-            known = {s.manifest.id for fn in await self.index.functions()
+            known = {s.id for fn in await self.index.functions()
                      for s in await self.index.for_function(fn)}
             await self.containers.standby.drop(known)
 

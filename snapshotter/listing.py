@@ -2,12 +2,12 @@
 
 from collections.abc import Sequence
 
-from snapshotter.index import IndexedSnapshot
+from thaw_core.store.snapshots import SnapshotRecord
 
 HEADER = ("FUNCTION", "SNAPSHOT", "RUNTIME", "SIZE", "RAW", "TIERS", "NODE", "AGE")
 
 
-def human_bytes(n: int) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -23,14 +23,14 @@ def human_age(seconds: float) -> str:
     return f"{s}s"
 
 
-def rows(snapshots: Sequence[IndexedSnapshot], now_ms: int) -> list[tuple[str, ...]]:
+def rows(snapshots: Sequence[SnapshotRecord], now_ms: int) -> list[tuple[str, ...]]:
     """Rows for `snapshots` in the given order (the index lists newest first per function)."""
-    return [(s.manifest.fn, s.manifest.id, s.manifest.runtime, human_bytes(s.manifest.size_bytes),
-             human_bytes(s.manifest.raw_bytes), ",".join(s.tiers) or "-", s.manifest.node,
-             human_age((now_ms - s.manifest.created_ms) / 1000)) for s in snapshots]
+    return [(s.fn, s.id, s.runtime, human_bytes(s.size_bytes),
+             human_bytes(s.raw_bytes), ",".join(s.tiers) or "-", s.node,
+             human_age((now_ms - s.created_ms) / 1000)) for s in snapshots]
 
 
-def table(snapshots: Sequence[IndexedSnapshot], now_ms: int) -> str:
+def table(snapshots: Sequence[SnapshotRecord], now_ms: int) -> str:
     """A fixed-width text table with a header, or a one-line note when there is nothing."""
     body = rows(snapshots, now_ms)
     if not body:

@@ -16,6 +16,7 @@ within milliseconds, but not atomically with the answer.
 import logging
 from pathlib import Path
 
+from thaw_core import process_refs
 from thaw_core.store.pods import Pods
 
 from snapshotter import procs
@@ -55,7 +56,7 @@ async def stop_orphans(node: str, pods: Pods) -> int:
         facts = _worker_facts(proc)
         if facts is None or facts[0] != node or _comm(facts[1]) == "unshare":
             continue
-        ref = procs.ref_of(int(proc.name))
+        ref = process_refs.ref_of(int(proc.name))
         if ref is not None and ref not in owned:
             log.warning("stopping restored worker %s: no live pod on %s owns it", ref, node)
             procs.kill(int(proc.name))

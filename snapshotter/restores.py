@@ -41,12 +41,15 @@ import time
 
 from redis.asyncio import Redis
 
-from bus_schemas import redis_keys as K
+from bus_schemas.encodings import gpu_indices, gpu_list
 from bus_schemas.pods import PodState
 from bus_schemas.snapshots import SnapshotRestore, SnapshotRestored
+from thaw_core import process_refs
 from thaw_core.clock import now_ms
 from thaw_core.sandbox import cgroups, network
 from thaw_core.store import events
+from thaw_core.store.pods import Pods
+from thaw_core.store.snapshots import SnapshotIndex
 
 from snapshotter import criu as criu_mod
 from snapshotter import lazy_pages, procs, restore_modes, sandboxed
@@ -55,7 +58,6 @@ from snapshotter.criu import Criu
 from snapshotter.cuda_state import CudaCheckpoint
 from snapshotter.errors import (CudaCheckpointFailed, SnapshotCorrupt, SnapshotIncompatible,
                                 SnapshotMissing, SnapshotUnusable)
-from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import HostFacts, Manifest
 from snapshotter.materialize import evict, materialize
 from snapshotter.settings import SnapshotterSettings
@@ -67,6 +69,7 @@ class Restores:
     def __init__(self, settings: SnapshotterSettings, criu: Criu, r: Redis, lock: asyncio.Lock,
                  containers: ContainerRestores | None = None, cuda: CudaCheckpoint | None = None):
         self.s, self.criu, self._r = settings, criu, r
+        self.pods = Pods(r)
         self.store, self.index = settings.store(), SnapshotIndex(r)
         self.host = HostFacts.local(criu.version, gpu_checkpoint=cuda is not None)
         self.cuda = cuda  # None: GPU snapshots are incompatible here (materialize refuses them)
@@ -107,15 +110,14 @@ class Restores:
         await asyncio.gather(*self._watchers, return_exceptions=True)
 
     async def _restore(self, req: SnapshotRestore) -> tuple[str, str]:
-        indexed = await self.index.get(req.snapshot)
-        if indexed is None or indexed.manifest.fn != req.fn:
+        m = await self.index.get(req.snapshot)
+        if m is None or m.fn != req.fn:
             raise SnapshotMissing("restore snapshot", f"not in the index for function {req.fn} "
                                   "(deleted by retention?)", snapshot=req.snapshot)
-        m = indexed.manifest
         if m.runtime == "container" and self.containers is not None:
             return await self._restore_container(req, m)
         pid, endpoint = await self._restore_process(req, m)
-        ref = procs.ref_of(pid)
+        ref = process_refs.ref_of(pid)
         if ref is None:
             raise SnapshotUnusable("restore snapshot", f"restored worker (pid {pid}) exited at once", snapshot=m.id)
         return ref, endpoint
@@ -128,7 +130,7 @@ class Restores:
                 await self._forget(m.fn, m.id)
                 raise
         log.info("container %s of pod %s restored from %s (%s)", restored.id[:12], req.pod, m.id, how)
-        state = await self._r.hget(K.pod(req.pod), "state")
+        state = await self._pod_state(req.pod)
         if state != PodState.RESTORING.value:
             await self.containers.podman.remove(restored.id)
             raise SnapshotUnusable("restore snapshot", f"pod {req.pod} is {state or 'gone'}, no longer restoring; "
@@ -142,7 +144,7 @@ class Restores:
             pid, endpoint = await self._restore_sandboxed(req, m)
         else:
             pid, endpoint = await self._restore_plain(req, m)
-        state = await self._r.hget(K.pod(req.pod), "state")
+        state = await self._pod_state(req.pod)
         if state != PodState.RESTORING.value:
             procs.kill(pid)
             raise SnapshotUnusable("restore snapshot", f"pod {req.pod} is {state or 'gone'}, no longer restoring; "
@@ -234,11 +236,11 @@ class Restores:
         """Until the daemon exits; one that fails takes its worker down, saying why first (the
         agent reads the pod's events when it finds the worker gone). One that succeeds says how
         much its worker faulted in itself, which `auto` learns from."""
-        ref, faults = procs.ref_of(pid), procs.page_faults(pid)
+        ref, faults = process_refs.ref_of(pid), procs.page_faults(pid)
         code = await daemon.wait()
         try:
             after = procs.page_faults(pid)
-            if code == 0 and faults is not None and after is not None and procs.ref_of(pid) == ref:
+            if code == 0 and faults is not None and after is not None and process_refs.ref_of(pid) == ref:
                 self._demand[m.id] = restore_modes.demand_share(after - faults, daemon.memory)
             if code != 0:  # the worker may have died of it already; it is stopped either way
                 why = daemon.failure(code)
@@ -247,7 +249,7 @@ class Restores:
                 try:
                     await events.record(self._r, req.pod, events.WORKER_STOPPED, why, now_ms())
                 finally:
-                    if ref is not None and procs.ref_of(pid) == ref:
+                    if ref is not None and process_refs.ref_of(pid) == ref:
                         procs.kill(pid)
         finally:
             daemon.stop()
@@ -273,10 +275,18 @@ class Restores:
 
     async def _check_gpus(self, req: SnapshotRestore, m: Manifest) -> None:
         """The restored worker resumes on the GPUs it was dumped on: the pod must hold those."""
-        held = await self._r.hget(K.pod(req.pod), "gpus") or ""
-        if _indices(held) != _indices(m.gpu_indices):
+        record = await self.pods.get(req.pod)
+        held = record.gpus if record is not None else ()
+        if held != gpu_indices(m.gpu_indices):
             raise SnapshotIncompatible("restore snapshot", f"image holds GPU memory of GPU(s) "
-                                       f"{m.gpu_indices or 'none'}, pod holds {held or 'none'}", snapshot=m.id)
+                                       f"{m.gpu_indices or 'none'}, pod holds {gpu_list(held) or 'none'}",
+                                       snapshot=m.id)
+
+    async def _pod_state(self, pod: str) -> str:
+        """The pod's state now ("" once it is gone): a restore that took long may have been
+        overtaken by a stop."""
+        record = await self.pods.get(pod)
+        return record.state.value if record is not None else ""
 
     async def _resume_gpu(self, pid: int, m: Manifest) -> None:
         """Toggle the restored worker's CUDA state back onto its GPU; on failure it is killed."""
@@ -298,7 +308,3 @@ class Restores:
         await asyncio.to_thread(self.store.delete, fn, snapshot_id)
         evict(self.s.cache_dir, snapshot_id)
 
-
-def _indices(field: str) -> tuple[int, ...]:
-    """"0,1" -> (0, 1), the pod hash's and the manifest's spelling of GPU indices."""
-    return tuple(int(x) for x in field.split(",") if x.strip())

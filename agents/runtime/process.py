@@ -32,6 +32,7 @@ from pathlib import Path
 
 from thaw_core import spawn
 from thaw_core.sandbox import cgroups, enter, network
+from thaw_core.process_refs import parse_ref, start_time
 from thaw_core.sandbox.cgroups import Limits
 
 from agents.identity import TOKEN_ENV
@@ -40,29 +41,12 @@ from agents.runtime.base import WorkerHandle, WorkerLaunch
 log = logging.getLogger(__name__)
 
 
-def _start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat, or None if the process is gone or a zombie."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
 def _environ(proc: Path) -> dict[str, str]:
     try:
         raw = (proc / "environ").read_bytes()
     except OSError:
         return {}
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-
-
-def _parse_ref(ref: str) -> tuple[int, str]:
-    pid, start = ref.split(":", 1)
-    return int(pid), start
 
 
 def _descendants(pid: int) -> set[int]:
@@ -94,12 +78,6 @@ def exit_status(returncode: int | None) -> str:
         # a shell or unshare that passes its child's death on exits 128 + signal
         return f"exited with exit code {returncode} (signal {signal.Signals(returncode - 128).name})"
     return f"exited with exit code {returncode}"
-
-
-def ref_of(pid: int) -> str | None:
-    """The "pid:starttime" ref of a live process, None if it is gone."""
-    start = _start_time(pid)
-    return f"{pid}:{start}" if start is not None else None
 
 
 def pid_namespaces_available() -> bool:
@@ -172,7 +150,7 @@ class ProcessRuntime:
     def exit_reason(self, handle: WorkerHandle) -> str:
         if self.sandbox and cgroups.oom_kills(cgroups.pod_dirs(self._node, handle.pod)):
             return "killed by the kernel for going over its memory limit (resources.memory_mib)"
-        pid, _ = _parse_ref(handle.ref)
+        pid, _ = parse_ref(handle.ref)
         child = self._children.get(pid)
         # unshare and the sandbox launcher exit as their worker did; an adopted worker has no
         # child here, so how it ended is not known
@@ -195,7 +173,7 @@ class ProcessRuntime:
             os.close(log_fd)
         pid = await self._forked_child(proc) if self.pid_namespace else proc.pid
         self._children[pid] = proc
-        start = _start_time(pid) or "0"
+        start = start_time(pid) or "0"
         return WorkerHandle(pod=launch.pod, runtime=self.name, ref=f"{pid}:{start}",
                             endpoint=f"http://127.0.0.1:{launch.port}")
 
@@ -224,7 +202,7 @@ class ProcessRuntime:
             await proc.wait()
             raise
         self._children[pid] = proc
-        start = _start_time(pid) or "0"
+        start = start_time(pid) or "0"
         return WorkerHandle(pod=launch.pod, runtime=self.name, ref=f"{pid}:{start}",
                             endpoint=f"http://{address}:{launch.port}")
 
@@ -258,11 +236,11 @@ class ProcessRuntime:
         raise OSError(f"unshare (pid {unshare.pid}) did not start the worker; exit code {unshare.returncode}")
 
     async def is_alive(self, handle: WorkerHandle) -> bool:
-        pid, start = _parse_ref(handle.ref)
+        pid, start = parse_ref(handle.ref)
         child = self._children.get(pid)
         if child is not None and child.poll() is not None:
             return False
-        if _start_time(pid) == start:
+        if start_time(pid) == start:
             return True
         if child is not None:
             # The worker is gone and the launcher that waits for it (unshare) ends a moment
@@ -272,7 +250,7 @@ class ProcessRuntime:
         return False
 
     async def stop(self, handle: WorkerHandle, grace_s: float = 10.0) -> None:
-        pid, _ = _parse_ref(handle.ref)
+        pid, _ = parse_ref(handle.ref)
         if not await self.is_alive(handle):
             self._children.pop(pid, None)
             await self._forget_cgroup(handle.pod)
@@ -301,10 +279,10 @@ class ProcessRuntime:
                 log.warning("could not remove the pod bridge %s: %s", self.network.bridge, exc)
 
     def main_pid(self, handle: WorkerHandle) -> int | None:
-        return _parse_ref(handle.ref)[0]
+        return parse_ref(handle.ref)[0]
 
     def pids(self, handle: WorkerHandle) -> frozenset[int]:
-        pid, _ = _parse_ref(handle.ref)
+        pid, _ = parse_ref(handle.ref)
         if self.sandbox and cgroups.version():
             return cgroups.members(cgroups.pod_dirs(self._node, handle.pod)) or frozenset({pid})
         return frozenset(_descendants(pid))
@@ -330,7 +308,7 @@ class ProcessRuntime:
             if env.get("THAW_NODE") != self._node or env.get(TOKEN_ENV) != self._token or "THAW_POD" not in env \
                     or not _is_worker_root(proc):
                 continue
-            start = _start_time(int(proc.name))
+            start = start_time(int(proc.name))
             if start is not None:
                 address = network.address_of(int(proc.name)) if self.sandbox else ""
                 found.append(WorkerHandle(pod=env["THAW_POD"], runtime=self.name, ref=f"{proc.name}:{start}",

@@ -9,6 +9,7 @@ import pytest
 
 from bus_schemas.functions import FunctionSpec
 from bus_schemas.nodes import GpuCapacity, NodeCapacity
+from bus_schemas.snapshots import Manifest
 from gateway.auth import KeyCache
 from gateway.dispatcher import Dispatcher
 from gateway.http_api import HttpApi
@@ -22,7 +23,7 @@ from thaw_core.store.apikeys import INVOKER, ApiKeys
 from thaw_core.store.functions import Functions
 from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Pods
-from thaw_core.store.snapshots import SnapshotCatalog
+from thaw_core.store.snapshots import SnapshotCatalog, SnapshotIndex
 
 DOCUMENT_KEYS = {"tenant", "at_ms", "functions", "pods", "failed", "nodes", "latencies", "snapshots", "dead",
                  "dlq_served"}
@@ -107,3 +108,19 @@ def test_the_gateway_keeps_the_last_calls_only():
     for i in range(RECENT_CALLS + 50):
         metrics.observe_call("echo", "warm", i / 1000, i / 1000)
     assert len(metrics.recent) == RECENT_CALLS and metrics.recent[0][3] == 50 / 1000
+
+
+async def test_a_function_says_why_its_last_snapshot_failed_until_one_succeeds(gateway, r):
+    url, _ = gateway
+    key = await ApiKeys(r).create("acme")
+    _, _, body = await get(url + "/v1/functions/echo", key)
+    assert msgspec.json.decode(body)["function"]["snapshot_failure"] is None
+    await SnapshotIndex(r).record_failure("echo", "criu dump: pid 42 has an unsupported socket", 1234)
+    _, _, body = await get(url + "/v1/functions/echo", key)
+    assert msgspec.json.decode(body)["function"]["snapshot_failure"] == {
+        "error": "criu dump: pid 42 has an unsupported socket", "at_ms": 1234}
+    await SnapshotIndex(r).add(Manifest(id="s1", fn="echo", node="n1", runtime="process", created_ms=2000,
+                                        sha256="0", size_bytes=1, raw_bytes=1, arch="x86_64", kernel="6",
+                                        criu_version="4"), ("local",))
+    _, _, body = await get(url + "/v1/functions/echo", key)
+    assert msgspec.json.decode(body)["function"]["snapshot_failure"] is None

@@ -160,6 +160,7 @@ JS_PUBLISHES = [
     (P.PLACEMENT, subjects.place_assigned("a"), streams.PLACEMENT),
     (P.PLACEMENT, subjects.place_stop("b"), streams.PLACEMENT),
     (P.PLACEMENT, subjects.pod_state("echo-1"), streams.PODS),
+    (P.GATEWAY, subjects.pod_state("echo-1"), streams.PODS),  # busy/idle, made by its leases
     ("agent-a", subjects.node_capacity("a"), streams.NODES),
     ("agent-a", subjects.pod_state("echo-1"), streams.PODS),
     ("agent-a", subjects.snapshot_requested("echo"), streams.SNAPSHOTS),
@@ -371,7 +372,6 @@ FORGED_PUBLISHES = [
     (P.GATEWAY, subjects.place_assigned("a")),
     (P.GATEWAY, subjects.place_stop("a")),
     (P.GATEWAY, subjects.node_capacity("a")),
-    (P.GATEWAY, subjects.pod_state("echo-1")),
     (P.GATEWAY, "_INBOX_client.forged.1"),
     # a client invokes, nothing else
     (P.CLIENT, subjects.lease_requested("echo")),

@@ -34,7 +34,8 @@ async def test_reserve_then_release_restores_the_ledger_exactly(r):
     before = await usage(r)
     assert await ledger.reserve(res("p1", gpus=(0, 1)), 1) == "ok"
     assert await usage(r) == {"cpu": 500, "mem": 1024, "vram": (400, 400), "milli": (400, 400)}
-    assert await ledger.release("p1", PodState.STOPPED, "done", 2) is True
+    released = await ledger.release("p1", PodState.STOPPED, "done", 2)
+    assert (released.applied, released.to, released.seq, released.fn, released.node) == (True, "stopped", 2, "f", "n1")
     assert await usage(r) == before
 
 
@@ -42,8 +43,8 @@ async def test_release_is_safe_to_repeat(r):
     await Nodes(r).upsert_capacity(NODE)
     ledger = Ledger(r)
     await ledger.reserve(res("p1"), 1)
-    assert await ledger.release("p1", PodState.STOPPED, "done", 2) is True
-    assert await ledger.release("p1", PodState.FAILED, "again", 3) is False
+    assert (await ledger.release("p1", PodState.STOPPED, "done", 2)).applied is True
+    assert (await ledger.release("p1", PodState.FAILED, "again", 3)).applied is False
     assert (await usage(r))["vram"] == (0, 0)
     assert await r.hget(K.pod("p1"), "state") == "stopped", "the first terminal state stands"
 

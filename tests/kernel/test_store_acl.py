@@ -23,8 +23,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from bus_schemas import redis_keys as K
 from bus_schemas.functions import FunctionSpec, Resources, Scaling, spec_digest
 from bus_schemas.nodes import GpuCapacity, NodeCapacity
-from bus_schemas.pods import LIVE_STATES, PodState
-from snapshotter.index import SnapshotIndex
+from bus_schemas.pods import PodState
 from snapshotter.manifest import Manifest
 from thaw_core import servers
 from thaw_core.ports import free_port
@@ -41,7 +40,7 @@ from thaw_core.store.ledger import Ledger, Reservation
 from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Pods
 from thaw_core.store.quotas import Quotas
-from thaw_core.store.snapshots import SnapshotCatalog, announce_snapshotter, withdraw_snapshotter
+from thaw_core.store.snapshots import SnapshotCatalog, SnapshotIndex, announce_snapshotter, withdraw_snapshotter
 from thaw_core.store.start_failures import StartFailureLog
 
 COMMAND, KEY, AUTH = "a command the role lacks", "a key outside the role's patterns", "no login"
@@ -121,9 +120,8 @@ def a_reservation(pod: str, spec: FunctionSpec, node: str) -> Reservation:
 async def started(c: dict, w: World) -> None:
     """The agent brings the world's pod up to idle, serving at an endpoint."""
     pods = Pods(c[AGENT])
-    assert (await pods.transition(w.pod, {PodState.PENDING}, PodState.STARTING, 2000))[0]
-    assert (await pods.transition(w.pod, {PodState.STARTING}, PodState.IDLE, 3000,
-                                  endpoint="http://127.0.0.1:1"))[0]
+    assert (await pods.move(w.pod, PodState.STARTING, 2000)).applied
+    assert (await pods.move(w.pod, PodState.IDLE, 3000, endpoint="http://127.0.0.1:1")).applied
 
 
 async def ledger_of(r, node: str) -> tuple[int, int, int]:
@@ -150,13 +148,13 @@ async def test_the_gateway_authenticates_deploys_leases_and_lists(as_role):
     assert await fns.put(w.spec) == 2
     assert await fns.get(w.fn) == w.spec
     assert w.spec in await fns.all()
-    assert await r.hmget(K.function(w.fn), "unplaceable", "unplaceable_ms") == [None, None]
+    assert await fns.unplaceable(w.fn, since_ms=0) == ""
     leases = Leases(r)
-    slots = await leases.acquire(w.fn, 2, "gw-1", ttl_ms=6000, now_ms=4000)
-    assert [s.pod for s in slots] == [w.pod, w.pod]
-    assert await leases.renew(w.pod, [s.member for s in slots], 6000, 5000, used=True) == []
-    assert await leases.held(w.pod, 5000) == 2
-    await leases.release(w.pod, [s.member for s in slots], 6000)
+    leased = await leases.acquire(w.fn, 2, "gw-1", ttl_ms=6000, now_ms=4000)
+    assert [s.pod for s in leased.slots] == [w.pod, w.pod]
+    assert [m.pod for m in leased.became_busy] == [w.pod]
+    assert await leases.renew(w.pod, [s.member for s in leased.slots], 6000, 5000, used=True) == []
+    assert (await leases.release(w.pod, [s.member for s in leased.slots], 6000)).to == PodState.IDLE
     assert (await Pods(r).get(w.pod)).state == PodState.IDLE
     assert w.pod in {p.pod for p in await Pods(r).live()}
     assert w.node in {n.name for n in await Nodes(r).all()}
@@ -173,17 +171,17 @@ async def test_placement_records_nodes_reserves_scales_down_and_reclaims(as_role
     assert await Functions(r).get(w.fn) == w.spec
     assert (await Quotas(r).describe(w.tenant)).startswith("1 of 5 pods")
     assert await SnapshotCatalog(r).usable(w.fn, spec_digest(w.spec), w.node) is None
-    await r.hset(K.function(w.fn), mapping={"unplaceable": "no GPU fits", "unplaceable_ms": 1})  # worker.py
+    await Functions(r).record_unplaceable(w.fn, "no GPU fits", 1)
     second = f"{w.pod}-2"
     assert await Ledger(r).reserve(a_reservation(second, w.spec, w.node), 2000) == "ok"
     assert {w.pod, second} <= {p.pod for p in await Pods(r).live(w.fn)}
     await started(as_role, w)
     leases = Leases(r)
-    assert await leases.sweep(w.pod, 4000) == 0
-    assert await leases.begin_drain(w.pod, unused_since_ms=5000, now_ms=6000, reason="idle timeout")
-    assert (await Pods(r).transition(second, LIVE_STATES, PodState.DRAINING, 6000, reason="scale down"))[0]
-    assert await Ledger(r).release(second, PodState.FAILED, "node lost", 7000)
-    assert await Ledger(r).release(w.pod, PodState.STOPPED, "idle", 7000)
+    assert await leases.sweep(w.pod, 4000) is None
+    assert (await leases.begin_drain(w.pod, unused_since_ms=5000, now_ms=6000, reason="idle timeout")).applied
+    assert (await Pods(r).move(second, PodState.DRAINING, 6000, reason="scale down")).applied
+    assert (await Ledger(r).release(second, PodState.FAILED, "node lost", 7000)).applied
+    assert (await Ledger(r).release(w.pod, PodState.STOPPED, "idle", 7000)).applied
     assert await ledger_of(r, w.node) == (0, 0, 0)
 
 
@@ -193,17 +191,18 @@ async def test_the_agent_starts_records_and_stops_its_pod(as_role):
     pods = Pods(r)
     assert await Functions(r).get(w.fn) == w.spec
     assert (await pods.get(w.pod)).state == PodState.PENDING
-    assert await pods.transition(w.pod, {PodState.PENDING}, PodState.RESTORING, 2000) == (True, "pending")
+    moved = await pods.move(w.pod, PodState.RESTORING, 2000)
+    assert (moved.applied, moved.found) == (True, "pending")
     assert await SnapshotCatalog(r).capabilities(w.node) == ()
     assert await SnapshotCatalog(r).usable(w.fn, spec_digest(w.spec), w.node) is None
     await events.record(r, w.pod, "restore_failed", "cold start instead: no snapshotter", 2100)
     assert [e["event"] for e in await events.read(r, w.pod)] == ["restore_failed"]
-    assert (await pods.transition(w.pod, {PodState.RESTORING}, PodState.STARTING, 2200))[0]
+    assert (await pods.move(w.pod, PodState.STARTING, 2200)).applied
     await pods.set_fields(w.pod, runtime_ref="pid:42", log="/tmp/w.log")
-    assert (await pods.transition(w.pod, {PodState.STARTING}, PodState.IDLE, 3000, endpoint="http://x"))[0]
-    assert (await pods.transition(w.pod, LIVE_STATES, PodState.DRAINING, 4000, reason="stop"))[0]
-    assert await Ledger(r).release(w.pod, PodState.STOPPED, "stop", 5000)
-    assert not await Ledger(r).release(w.pod, PodState.STOPPED, "stop", 5000)
+    assert (await pods.move(w.pod, PodState.IDLE, 3000, endpoint="http://x")).applied
+    assert (await pods.move(w.pod, PodState.DRAINING, 4000, reason="stop")).applied
+    assert (await Ledger(r).release(w.pod, PodState.STOPPED, "stop", 5000)).applied
+    assert not (await Ledger(r).release(w.pod, PodState.STOPPED, "stop", 5000)).applied
     assert await ledger_of(as_role[PLACEMENT], w.node) == (0, 0, 0)
 
 
@@ -226,11 +225,12 @@ async def test_the_snapshotter_announces_indexes_and_forgets_snapshots(as_role):
     await announce_snapshotter(r, w.node, ("criu",), ttl_s=5)
     assert (await Pods(r).get(w.pod)).state == PodState.IDLE
     assert w.pod in {p.pod for p in await Pods(r).live()}
-    assert await r.hget(K.pod(w.pod), "state") == "idle"  # restores.py
-    assert await r.hget(K.pod(w.pod), "gpus") == "0"
+    assert (await Pods(r).get(w.pod)).gpus == (0,)  # restores.py
     index, sid = SnapshotIndex(r), f"snap-{w.fn}"
-    await index.add(a_manifest(w, sid), ("local",))
-    await index.set_tiers(sid, ("local", "shared"))
+    await index.record_failure(w.fn, "criu dump failed", 4000)
+    assert (await index.last_failure(w.fn)).error == "criu dump failed"
+    await index.add(a_manifest(w, sid), ("local", "shared"))
+    assert await SnapshotCatalog(as_role[GATEWAY]).last_failure(w.fn) is None, "a success ends the failure"
     assert (await index.latest(w.fn)).tiers == ("local", "shared")
     assert w.fn in await index.functions()
     assert (await SnapshotCatalog(r).usable(w.fn, spec_digest(w.spec), w.node)).id == sid
@@ -248,7 +248,6 @@ async def test_the_operator_makes_keys_sets_quotas_and_reads_everything(as_role)
     keys = ApiKeys(r)
     key = await keys.create("default")
     assert await keys.tenant_of(key) == "default"
-    assert await keys.revoke(key)
     quotas = Quotas(r)
     await quotas.set(w.tenant, max_pods=None, max_vram_mib=800)
     assert (await quotas.get(w.tenant)).max_vram_mib == 800

@@ -9,7 +9,7 @@ from placement.engine import POLICIES, CapacityIndex, Placed, PodRequest, decide
 from tests.placement.conftest import node
 
 
-def test_reserve_then_release_restores_the_snapshot():
+def test_reserve_then_release_restores_the_view():
     ix = CapacityIndex([node("a", 2, milli_used=(250,), cpu_used=1000)])
     before = ix.nodes()
     request = PodRequest(2000, 4096, 1, gpu_milli=500)
@@ -74,7 +74,7 @@ def test_placements_never_overcommit_gpu_cpu_or_memory(fleet, seq, policy):
 
 @settings(max_examples=60, deadline=None)
 @given(fleet=fleets, seq=st.lists(requests, max_size=25), policy=st.sampled_from(POLICIES))
-def test_releasing_everything_restores_the_snapshot_exactly(fleet, seq, policy):
+def test_releasing_everything_restores_the_view_exactly(fleet, seq, policy):
     ix = CapacityIndex(fleet)
     before = ix.nodes()
     held = []

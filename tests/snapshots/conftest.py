@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from snapshotter.criu import Criu, find_criu
 from snapshotter.errors import CriuMissing
+from thaw_core.store.client import connect_redis
 from snapshot_workers import MODEL_DIR, WORKER_MODEL_MIB, worker_module
 
 
@@ -66,7 +66,7 @@ def valkey_url(tmp_path_factory):
 
 @pytest.fixture
 async def redis(valkey_url):
-    client = aioredis.from_url(valkey_url)
+    client = connect_redis(valkey_url)  # as every service connects: replies decoded
     await client.flushdb()
     yield client
     await client.aclose()

@@ -18,11 +18,11 @@ from snapshotter.container_restores import ContainerRestores
 from snapshotter.containers import CHECKPOINT_FILE
 from snapshotter.standby import StandbyPool
 from snapshotter.errors import SnapshotCorrupt
-from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import HostFacts, Manifest
 from snapshotter.materialize import materialize
 from snapshotter.retention import RetentionPolicy
 from snapshotter.store import Tier, TieredStore
+from thaw_core.store.snapshots import SnapshotIndex
 
 pytestmark = [pytest.mark.podman, pytest.mark.criu]
 CONTAINER_PORT = 8000

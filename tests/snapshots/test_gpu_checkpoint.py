@@ -27,12 +27,12 @@ from snapshotter.capture import capture_process
 from snapshotter.cuda_state import CudaCheckpoint
 from snapshotter.dumps import Dumps
 from snapshotter.errors import CriuFailed
-from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import Manifest
 from snapshotter.restores import Restores
 from snapshotter.retention import RetentionPolicy
 from snapshotter.settings import SnapshotterSettings
-from thaw_core.store.snapshots import SnapshotCatalog, announce_snapshotter
+from thaw_core import process_refs
+from thaw_core.store.snapshots import SnapshotCatalog, SnapshotIndex, announce_snapshotter
 
 from conftest import free_port
 
@@ -182,7 +182,7 @@ async def test_dump(case: DumpCase, criu, r, tmp_path, warm_worker, monkeypatch)
     w, stand_in = warm_worker, StandIn(tmp_path / "cuda", case.fail)
     monkeypatch.setattr(criu_mod, "dump", record_dumps(stand_in.root / "calls", case.criu_fails))
     await r.hset(K.pod(POD), mapping={"fn": FN, "node": NODE, "state": "idle", "gpus": case.pod_gpus,
-                                      "runtime_ref": procs.ref_of(w.pid), "endpoint": f"http://127.0.0.1:{w.port}"})
+                                      "runtime_ref": process_refs.ref_of(w.pid), "endpoint": f"http://127.0.0.1:{w.port}"})
     js = FakeJetStream()
     settings = SnapshotterSettings(node=NODE, nats_url="", redis_url="", state_dir=tmp_path / "state")
     cuda = CudaCheckpoint(str(stand_in.path)) if case.node_has_cuda_checkpoint else None
@@ -196,8 +196,8 @@ async def test_dump(case: DumpCase, criu, r, tmp_path, warm_worker, monkeypatch)
         assert indexed is None and js.published == []
         assert case.error in await r.hget(K.snapshot_failure(FN), "error")
     else:
-        assert indexed.manifest.gpu is case.snapshot_gpu and len(js.published) == 1
-        assert indexed.manifest.gpu_indices == (case.pod_gpus if case.snapshot_gpu else "")
+        assert indexed.gpu is case.snapshot_gpu and len(js.published) == 1
+        assert indexed.gpu_indices == (case.pod_gpus if case.snapshot_gpu else "")
     # Whatever happened, the original keeps serving (and, by the stand-in's account, on its GPU
     # unless the last row's double failure left it checkpointed).
     assert pid_alive(w.pid) and "served" in await asyncio.to_thread(infer, w.port)

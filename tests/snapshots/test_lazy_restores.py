@@ -22,11 +22,11 @@ from snapshot_workers import REPO, kill_pid, pid_alive
 from snapshotter import criu as criu_mod
 from snapshotter import lazy_pages, procs, restore_modes
 from snapshotter.capture import capture_process
-from snapshotter.index import SnapshotIndex
 from snapshotter.restores import Restores
 from snapshotter.retention import RetentionPolicy
 from snapshotter.settings import SnapshotterSettings
 from thaw_core.store import events
+from thaw_core.store.snapshots import SnapshotIndex
 
 from conftest import free_port
 

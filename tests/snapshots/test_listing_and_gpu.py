@@ -2,17 +2,19 @@
 
 import stat
 
+import msgspec
+
 from snapshotter import gpu_support
-from snapshotter.index import IndexedSnapshot
 from snapshotter.listing import human_age, human_bytes, table
 from snapshotter.manifest import Manifest
+from thaw_core.store.snapshots import SnapshotRecord
 
 
 def test_table_shows_size_tiers_and_age():
     m = Manifest(id="fn1-1-abc", fn="fn1", node="node-a", runtime="process", created_ms=0,
                  sha256="x", size_bytes=3 * 2**20, raw_bytes=40 * 2**20, arch="x86_64", kernel="k",
                  criu_version="4.2.1")
-    out = table([IndexedSnapshot(m, ("local", "shared"))], now_ms=2 * 3600 * 1000)
+    out = table([SnapshotRecord(**msgspec.structs.asdict(m), tiers=("local", "shared"))], now_ms=2 * 3600 * 1000)
     header, row = out.splitlines()
     assert header.split() == ["FUNCTION", "SNAPSHOT", "RUNTIME", "SIZE", "RAW", "TIERS", "NODE", "AGE"]
     assert row.split() == ["fn1", "fn1-1-abc", "process", "3.0", "MiB", "40.0", "MiB", "local,shared",

@@ -9,11 +9,11 @@ from snapshot_workers import Worker, infer, kill_pid, pid_alive, wait_answers
 from snapshotter import criu as criu_mod
 from snapshotter.capture import capture_process
 from snapshotter.errors import SnapshotCorrupt, SnapshotIncompatible, SnapshotUnusable
-from snapshotter.index import SnapshotIndex
 from snapshotter.manifest import HostFacts
 from snapshotter.materialize import materialize
 from snapshotter.retention import RetentionPolicy
 from snapshotter.store import Tier, TieredStore
+from thaw_core.store.snapshots import SnapshotIndex
 
 pytestmark = pytest.mark.criu
 
@@ -73,7 +73,7 @@ async def test_restored_worker_answers_with_its_warm_state(criu, redis, nodes, t
     answer = await asyncio.to_thread(wait_answers, port, 10)
     # served continues from the snapshot (2 before the dump), so this is the warm process.
     assert answer["served"] == 3
-    assert (await SnapshotIndex(redis).latest("torchlike")).manifest.id == m.id
+    assert (await SnapshotIndex(redis).latest("torchlike")).id == m.id
 
 
 async def test_corrupt_image_falls_back_to_cold_start(criu, redis, nodes, tmp_path, workers):
@@ -105,8 +105,8 @@ async def test_shared_tier_restores_on_an_agent_that_did_not_create_it(criu, red
     node_a, node_b = nodes
     m, port = await warm_snapshot(criu, redis, node_a, tmp_path, workers)
     indexed = await SnapshotIndex(redis).latest("torchlike")
-    assert indexed.manifest.node == "node-a"
-    workers.append(await restore(criu, node_b, indexed.manifest))
+    assert indexed.node == "node-a"
+    workers.append(await restore(criu, node_b, indexed))
     assert (await asyncio.to_thread(wait_answers, port, 10))["served"] == 3
     assert node_b.store.tiers_holding(m.fn, m.id) == ("local", "shared"), "promoted to B's local tier"
 

@@ -4,11 +4,10 @@ Each service connects as its role's user; the default user is off, so a client w
 credentials (a tenant's worker, say) can do nothing, and only `gateway` (POST /v1/keys) and
 `operator` (`thaw up`, `thaw keys`) may write API keys. A role's rights are the union of the
 *grants* of the store operations its service runs (GRANTS below, one per operation of
-`thaw_core.store` or `snapshotter.index`): the key patterns it reads, those it writes, and every
+`thaw_core.store`): the key patterns it reads, those it writes, and every
 command it sends, directly or from its Lua scripts. Valkey checks a script's declared KEYS
-before it runs and every `redis.call` inside it against the caller's user, key names built in
-Lua included (the lease acquire and the ledger release build pod, node, GPU, tenant and
-function keys from `redis_keys.PREFIX`), so a script can never reach past its caller's grants.
+before it runs and every `redis.call` inside it against the caller's user (every key a script
+touches is one it declares), so a script can never reach past its caller's grants.
 
 Limits of key patterns, worth knowing before trusting them:
 - they cannot tell one pod, node or tenant from another: an agent may transition any pod, and
@@ -76,6 +75,7 @@ RESERVATION = _every(K.reservation)
 SNAPSHOT_INDEX = _every(K.snapshot_index)
 SNAPSHOT = _every(K.snapshot)
 SNAPSHOTTER_PRESENCE = _every(K.snapshotter)
+SNAPSHOT_FAILURE = _every(K.snapshot_failure)
 TENANT_QUOTA = _every(K.tenant_quota)
 TENANT_USAGE = _every(K.tenant_usage)
 START_FAILURES = _every(K.start_failures)
@@ -106,37 +106,37 @@ GRANTS: dict[str, Grant] = {
     "apikeys.lookup": Grant(reads=(API_KEYS,), commands=("get",)),
     # ApiKeys.create: POST /v1/keys (an admin key's tenant), `thaw keys`, `thaw up`'s first key
     "apikeys.create": Grant(writes=(API_KEYS,), commands=("set",)),
-    # Functions.get / all; the gateway's why-unplaceable (HMGET on the function's hash)
+    # Functions.get / all / worker_uid / unplaceable
     "functions.read": Grant(reads=(FUNCTION, K.FUNCTIONS), commands=("hget", "hmget", "smembers")),
     # Functions.put (script) and delete (MULTI)
     "functions.deploy": Grant(writes=(FUNCTION, K.FUNCTIONS, K.WORKER_UIDS),
                               commands=(*SCRIPTS, *TRANSACTION, "hget", "hincrby", "hset", "hexists", "incr", "sadd",
                                         "del", "srem")),
-    # placement/worker.py records why a function cannot be placed in the function's hash
+    # Functions.record_unplaceable: placement, in the function's hash
     "functions.annotate": Grant(writes=(FUNCTION,), commands=("hset",)),
-    # Pods.get / live_ids / live / recent_failures; the snapshotter's HGET of a pod's state and GPUs
+    # Pods.get / live_ids / live / recent_failures
     "pods.read": Grant(reads=(POD, K.ALL_PODS, FUNCTION_PODS, K.FAILED_PODS),
                        commands=("hget", "hgetall", "smembers", "zrangebyscore")),
-    # Pods.transition (script) and set_fields
-    "pods.transition": Grant(writes=(POD,), commands=(*SCRIPTS, "hget", "hset")),
+    # Pods.move (script) and set_fields
+    "pods.transition": Grant(writes=(POD,), commands=(*SCRIPTS, "hget", "hmget", "hset", "hincrby")),
     # events.record (MULTI) and events.read
     "pods.events": Grant(writes=(POD_EVENTS,), commands=(*TRANSACTION, "rpush", "ltrim", "expire", "lrange")),
-    # Leases: acquire reads the function's pod set and builds each pod's keys in Lua; renew,
-    # release, sweep, begin_drain declare theirs; held counts live slots.
+    # Leases: acquire reads the function's pod set, then its script declares each pod's keys;
+    # renew, release, sweep, begin_drain declare theirs.
     "leases": Grant(reads=(FUNCTION_PODS,), writes=(POD, POD_LEASES),
-                    commands=(*SCRIPTS, "smembers", "exists", "hget", "hset", "hincrby", "zadd", "zcard",
-                              "zcount", "zrem", "zremrangebyscore", "zscore")),
+                    commands=(*SCRIPTS, "smembers", "exists", "hget", "hmget", "hset", "hincrby", "zadd", "zcard",
+                              "zrem", "zremrangebyscore", "zscore")),
     # Ledger.reserve: every key declared, so every key writable, the tenant's quota included,
     # which the script only reads (see Grant)
     "ledger.reserve": Grant(writes=(RESERVATION, POD, FUNCTION_PODS, K.ALL_PODS, NODE, GPU, TENANT_USAGE,
                                     TENANT_QUOTA),
                             commands=(*SCRIPTS, "exists", "scard", "hget", "hincrby", "hset", "del", "sadd")),
-    # Ledger.release: declares the reservation and the pod; builds the node, GPU, tenant usage,
-    # function pod set, pod set and lease keys in Lua from what the reservation names
+    # Ledger.release: reads the reservation and the pod's function, then its script declares
+    # every key those name (node, GPUs, tenant usage, pod sets, leases)
     "ledger.release": Grant(writes=(RESERVATION, POD, POD_LEASES, FUNCTION_PODS, K.ALL_PODS, NODE, GPU,
                                     TENANT_USAGE, K.FAILED_PODS),
-                            commands=(*SCRIPTS, "hgetall", "hget", "hincrby", "hset", "del", "srem", "expire",
-                                      "zadd", "zremrangebyscore")),
+                            commands=(*SCRIPTS, "hgetall", "hget", "hmget", "hincrby", "hset", "del", "srem",
+                                      "expire", "zadd", "zremrangebyscore")),
     # StartFailureLog.get: placement's backoff, the gateway's degraded status and 503 reasons
     "starts.read": Grant(reads=(START_FAILURES,), commands=("hgetall",)),
     # StartFailureLog.record / clear (scripts): agents, as their pods fail to start or get healthy
@@ -149,15 +149,14 @@ GRANTS: dict[str, Grant] = {
     "quotas.read": Grant(reads=(TENANT_QUOTA, TENANT_USAGE), commands=("hgetall",)),
     # Quotas.set (MULTI): `thaw quota`
     "quotas.set": Grant(writes=(TENANT_QUOTA,), commands=(*TRANSACTION, "hset", "hdel")),
-    # SnapshotCatalog.get / for_function / usable / capabilities
-    "snapshots.read": Grant(reads=(SNAPSHOT_INDEX, SNAPSHOT, SNAPSHOTTER_PRESENCE),
+    # SnapshotCatalog.get / for_function / latest / usable / capabilities / last_failure
+    "snapshots.read": Grant(reads=(SNAPSHOT_INDEX, SNAPSHOT, SNAPSHOTTER_PRESENCE, SNAPSHOT_FAILURE),
                             commands=("get", "zrevrange", "hgetall")),
-    # SnapshotCatalog.all, SnapshotIndex.functions: SCAN MATCH thaw:snap:*
+    # SnapshotCatalog.functions / all: SCAN MATCH thaw:snap:*
     "snapshots.list": Grant(reads=(SNAPSHOT_INDEX,), commands=("scan",)),
-    # snapshotter.index.SnapshotIndex: add and remove (MULTI), set_tiers, latest, for_function
-    "snapshots.index": Grant(writes=(SNAPSHOT_INDEX, SNAPSHOT),
-                             commands=(*TRANSACTION, "exists", "hset", "hgetall", "zadd", "zrevrange", "zrem",
-                                       "del")),
+    # SnapshotIndex (the snapshotter's): add and remove (MULTI), record_failure
+    "snapshots.index": Grant(writes=(SNAPSHOT_INDEX, SNAPSHOT, SNAPSHOT_FAILURE),
+                             commands=(*TRANSACTION, "hset", "zadd", "zrem", "del")),
     # announce_snapshotter / withdraw_snapshotter
     "snapshots.presence": Grant(writes=(SNAPSHOTTER_PRESENCE,), commands=("set", "del")),
 }

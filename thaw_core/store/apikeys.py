@@ -15,6 +15,7 @@ import redis.asyncio as redis
 
 from bus_schemas import redis_keys as K
 from bus_schemas.functions import TENANT_PATTERN
+from thaw_core.store.replies import text
 
 KEY_PREFIX = "thaw_"
 ADMIN, INVOKER = "admin", "invoker"
@@ -56,13 +57,10 @@ class ApiKeys:
         value = await self._r.get(K.api_key(key_digest(key)))
         if value is None:
             return None
-        tenant, _, rest = value.partition(":")
+        tenant, _, rest = text(value).partition(":")
         role, _, rate = rest.partition(":")
         return Caller(tenant, role or ADMIN, float(rate or 0))
 
     async def tenant_of(self, key: str) -> str | None:
         found = await self.caller(key)
         return found.tenant if found else None
-
-    async def revoke(self, key: str) -> bool:
-        return bool(await self._r.delete(K.api_key(key_digest(key))))

@@ -26,7 +26,7 @@ async def record(r: redis.Redis, pod: str, event: str, detail: str, at_ms: int) 
         await pipe.execute()
 
 
-async def read(r: redis.Redis, pod: str) -> list[dict]:
+async def read(r: redis.Redis, pod: str) -> list[dict[str, object]]:
     return [json.loads(e) for e in await r.lrange(K.pod_events(pod), 0, -1)]
 
 

@@ -10,6 +10,7 @@ import redis.asyncio as redis
 from bus_schemas import redis_keys as K
 from bus_schemas.codec import decode, encode
 from bus_schemas.functions import FunctionSpec
+from thaw_core.store.replies import text, texts
 
 _PUT = """
 local owner = redis.call('HGET', KEYS[1], 'tenant')
@@ -55,9 +56,18 @@ class Functions:
         return int(raw) if raw else None
 
     async def all(self) -> list[FunctionSpec]:
-        names = sorted(await self._r.smembers(K.FUNCTIONS))
+        names = sorted(texts(await self._r.smembers(K.FUNCTIONS)))
         specs = [await self.get(n) for n in names]
         return [s for s in specs if s is not None]
+
+    async def record_unplaceable(self, name: str, why: str, now_ms: int) -> None:
+        """Why placement could not place a pod of `name` just now, so a waiting caller's 503 says it."""
+        await self._r.hset(K.function(name), mapping={"unplaceable": why, "unplaceable_ms": now_ms})
+
+    async def unplaceable(self, name: str, since_ms: int) -> str:
+        """Why placement last could not place `name`, if that was after `since_ms`; else ""."""
+        why, at_ms = await self._r.hmget(K.function(name), "unplaceable", "unplaceable_ms")
+        return text(why) if why and at_ms and int(at_ms) >= since_ms else ""
 
     async def delete(self, name: str) -> bool:
         async with self._r.pipeline(transaction=True) as pipe:

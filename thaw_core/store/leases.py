@@ -6,6 +6,10 @@ touches Redis only when it needs more slots, renews them (every TTL/3), or gives
 A gateway that dies stops renewing, so its slots expire and the pod returns to idle within the
 TTL. Slots are members of a sorted set scored by expiry; expired members are purged first in
 every script, so no stale slot ever counts against the concurrency limit.
+
+A pod's first slot makes it busy and its last one idle again: those are state transitions like
+any other (seq bumped, allowed by bus_schemas.pods), returned as `Moved` so the caller
+publishes their pod.state events (thaw_core.pod_states).
 """
 
 from dataclasses import dataclass
@@ -13,33 +17,55 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 
 from bus_schemas import redis_keys as K
+from bus_schemas.pods import PodState, sources
+from thaw_core.store.lua import state, state_set
+from thaw_core.store.pods import Moved
+from thaw_core.store.replies import texts
 
-_ACQUIRE = """
-local prefix, want, expiry, now, holder = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local out = {}
-for _, p in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+# Busy -> idle once no live slot is left: the tail of release and sweep. Returns the new seq,
+# or 0 if the pod stayed as it was.
+_IDLE_WHEN_EMPTY = f"""
+local function idle_when_empty(lk, pk, now)
+  if redis.call('ZCARD', lk) > 0 or redis.call('HGET', pk, 'state') ~= {state(PodState.BUSY)} then return 0 end
+  redis.call('HSET', pk, 'state', {state(PodState.IDLE)}, 'state_at_ms', now)
+  return redis.call('HINCRBY', pk, 'seq', 1)
+end
+"""
+
+# KEYS: pod hash, pod leases, for each candidate pod. Returns {slots, flips}: slots flat
+# (pod, endpoint, member), flips flat (pod, seq, fn, node) for pods this made busy.
+_ACQUIRE = f"""
+local want, expiry, now, holder = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local leasable = {state_set(sources(PodState.BUSY) | {PodState.BUSY})}
+local slots, flips = {{}}, {{}}
+for i = 1, #KEYS, 2 do
   if want <= 0 then break end
-  local pk = prefix .. 'pod:' .. p
+  local pk, lk, p = KEYS[i], KEYS[i + 1], ARGV[4 + (i + 1) / 2]
   local st = redis.call('HGET', pk, 'state')
-  if st == 'idle' or st == 'busy' then
-    local lk = pk .. ':leases'
+  if st and leasable[st] then
     redis.call('ZREMRANGEBYSCORE', lk, '-inf', now)
     local free = tonumber(redis.call('HGET', pk, 'concurrency') or '1') - redis.call('ZCARD', lk)
     local take = math.min(free, want)
     if take > 0 then
       local seq = redis.call('HINCRBY', pk, 'lease_seq', take)
       local ep = redis.call('HGET', pk, 'endpoint')
-      for i = 1, take do
-        local m = holder .. ':' .. (seq - take + i)
+      for j = 1, take do
+        local m = holder .. ':' .. (seq - take + j)
         redis.call('ZADD', lk, expiry, m)
-        table.insert(out, p); table.insert(out, ep); table.insert(out, m)
+        table.insert(slots, p); table.insert(slots, ep); table.insert(slots, m)
       end
       want = want - take
-      redis.call('HSET', pk, 'state', 'busy', 'last_used_ms', now)
+      redis.call('HSET', pk, 'last_used_ms', now)
+      if st ~= {state(PodState.BUSY)} then
+        redis.call('HSET', pk, 'state', {state(PodState.BUSY)}, 'state_at_ms', now)
+        local fn_node = redis.call('HMGET', pk, 'fn', 'node')
+        table.insert(flips, p); table.insert(flips, redis.call('HINCRBY', pk, 'seq', 1))
+        table.insert(flips, fn_node[1] or ''); table.insert(flips, fn_node[2] or '')
+      end
     end
   end
 end
-return out
+return {{slots, flips}}
 """
 
 _RENEW = """
@@ -54,40 +80,43 @@ if ARGV[3] == '1' and redis.call('EXISTS', pk) == 1 then redis.call('HSET', pk, 
 return lost
 """
 
-_RELEASE = """
+# Returns {seq, fn, node}: seq > 0 when the pod went idle.
+_RELEASE = _IDLE_WHEN_EMPTY + """
 local lk, pk = KEYS[1], KEYS[2]
 for i = 2, #ARGV do redis.call('ZREM', lk, ARGV[i]) end
 redis.call('ZREMRANGEBYSCORE', lk, '-inf', ARGV[1])
-if redis.call('EXISTS', pk) == 0 then return 0 end
+if redis.call('EXISTS', pk) == 0 then return {0, '', ''} end
 redis.call('HSET', pk, 'last_used_ms', ARGV[1])
-if redis.call('ZCARD', lk) == 0 and redis.call('HGET', pk, 'state') == 'busy' then
-  redis.call('HSET', pk, 'state', 'idle', 'state_at_ms', ARGV[1])
-end
-return 1
+local seq = idle_when_empty(lk, pk, ARGV[1])
+local fn_node = redis.call('HMGET', pk, 'fn', 'node')
+return {seq, fn_node[1] or '', fn_node[2] or ''}
 """
 
 # Housekeeping: purge expired slots; a busy pod with none left is idle again.
-_SWEEP = """
+# Returns {live slots, seq (> 0 when it went idle), fn, node}.
+_SWEEP = _IDLE_WHEN_EMPTY + """
 local lk, pk = KEYS[1], KEYS[2]
 redis.call('ZREMRANGEBYSCORE', lk, '-inf', ARGV[1])
-local n = redis.call('ZCARD', lk)
-if n == 0 and redis.call('HGET', pk, 'state') == 'busy' then
-  redis.call('HSET', pk, 'state', 'idle', 'state_at_ms', ARGV[1])
-  return -1
-end
-return n
+if redis.call('EXISTS', pk) == 0 then return {0, 0, '', ''} end
+local seq = idle_when_empty(lk, pk, ARGV[1])
+local fn_node = redis.call('HMGET', pk, 'fn', 'node')
+return {redis.call('ZCARD', lk), seq, fn_node[1] or '', fn_node[2] or ''}
 """
 
 # Scale-down: only an unleased serving pod, unused since `cutoff`, may start draining.
-_BEGIN_DRAIN = """
+# Returns {applied, state found, seq, fn, node}.
+_BEGIN_DRAIN = f"""
 local lk, pk = KEYS[1], KEYS[2]
 redis.call('ZREMRANGEBYSCORE', lk, '-inf', ARGV[2])
-if redis.call('ZCARD', lk) > 0 then return 0 end
 local st = redis.call('HGET', pk, 'state')
-if st ~= 'idle' and st ~= 'busy' and st ~= 'standby' then return 0 end
-if tonumber(redis.call('HGET', pk, 'last_used_ms') or '0') > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', pk, 'state', 'draining', 'state_at_ms', ARGV[2], 'reason', ARGV[3])
-return 1
+if not st then return {{0, '', 0, '', ''}} end
+if redis.call('ZCARD', lk) > 0 then return {{0, st, 0, '', ''}} end
+local drainable = {state_set(sources(PodState.DRAINING, frozenset({PodState.IDLE, PodState.BUSY})))}
+if not drainable[st] then return {{0, st, 0, '', ''}} end
+if tonumber(redis.call('HGET', pk, 'last_used_ms') or '0') > tonumber(ARGV[1]) then return {{0, st, 0, '', ''}} end
+redis.call('HSET', pk, 'state', {state(PodState.DRAINING)}, 'state_at_ms', ARGV[2], 'reason', ARGV[3])
+local fn_node = redis.call('HMGET', pk, 'fn', 'node')
+return {{1, st, redis.call('HINCRBY', pk, 'seq', 1), fn_node[1] or '', fn_node[2] or ''}}
 """
 
 
@@ -96,6 +125,12 @@ class Slot:
     pod: str
     endpoint: str
     member: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    slots: list[Slot]
+    became_busy: list[Moved]  # pods whose first slot this was
 
 
 class Leases:
@@ -107,27 +142,43 @@ class Leases:
         self._sweep = r.register_script(_SWEEP)
         self._drain = r.register_script(_BEGIN_DRAIN)
 
-    async def acquire(self, fn: str, want: int, holder: str, ttl_ms: int, now_ms: int) -> list[Slot]:
-        """Up to `want` free slots on serving pods of `fn`, leased to `holder` until now+ttl."""
-        flat = await self._acquire(keys=[K.function_pods(fn)],
-                                   args=[K.PREFIX, want, now_ms + ttl_ms, now_ms, holder])
-        return [Slot(*flat[i:i + 3]) for i in range(0, len(flat), 3)]
+    async def acquire(self, fn: str, want: int, holder: str, ttl_ms: int, now_ms: int) -> Leased:
+        """Up to `want` free slots on serving pods of `fn`, leased to `holder` until now+ttl.
+        A pod that joins `fn` between the two round trips is seen by the next acquire."""
+        pods = sorted(texts(await self._r.smembers(K.function_pods(fn))))
+        if not pods:
+            return Leased([], [])
+        keys = [k for p in pods for k in (K.pod(p), K.pod_leases(p))]
+        slots, flips = await self._acquire(keys=keys, args=[want, now_ms + ttl_ms, now_ms, holder, *pods])
+        return Leased([Slot(*slots[i:i + 3]) for i in range(0, len(slots), 3)],
+                      [Moved(pod=flips[i], to=PodState.BUSY, applied=True, found=PodState.IDLE.value,
+                             seq=int(flips[i + 1]), fn=flips[i + 2], node=flips[i + 3], at_ms=now_ms)
+                       for i in range(0, len(flips), 4)])
 
     async def renew(self, pod: str, members: list[str], ttl_ms: int, now_ms: int, used: bool) -> list[str]:
         """Extend the given slots; returns the members that had already expired (now lost)."""
         args = [now_ms + ttl_ms, now_ms, "1" if used else "0", *members]
         return list(await self._renew(keys=[K.pod_leases(pod), K.pod(pod)], args=args))
 
-    async def release(self, pod: str, members: list[str], now_ms: int) -> None:
-        await self._release(keys=[K.pod_leases(pod), K.pod(pod)], args=[now_ms, *members])
+    async def release(self, pod: str, members: list[str], now_ms: int) -> Moved | None:
+        """Give the slots back; the pod's move to idle when they were its last, else None."""
+        seq, fn, node = await self._release(keys=[K.pod_leases(pod), K.pod(pod)], args=[now_ms, *members])
+        return _went_idle(pod, int(seq), fn, node, now_ms)
 
-    async def sweep(self, pod: str, now_ms: int) -> int:
-        """Purge expired slots of `pod`; returns live slots, or -1 if the pod just became idle."""
-        return int(await self._sweep(keys=[K.pod_leases(pod), K.pod(pod)], args=[now_ms]))
+    async def sweep(self, pod: str, now_ms: int) -> Moved | None:
+        """Purge expired slots of `pod`; its move to idle when none is left, else None."""
+        _, seq, fn, node = await self._sweep(keys=[K.pod_leases(pod), K.pod(pod)], args=[now_ms])
+        return _went_idle(pod, int(seq), fn, node, now_ms)
 
-    async def begin_drain(self, pod: str, unused_since_ms: int, now_ms: int, reason: str) -> bool:
-        args = [unused_since_ms, now_ms, reason]
-        return bool(await self._drain(keys=[K.pod_leases(pod), K.pod(pod)], args=args))
+    async def begin_drain(self, pod: str, unused_since_ms: int, now_ms: int, reason: str) -> Moved:
+        applied, found, seq, fn, node = await self._drain(keys=[K.pod_leases(pod), K.pod(pod)],
+                                                          args=[unused_since_ms, now_ms, reason])
+        return Moved(pod=pod, to=PodState.DRAINING, applied=bool(applied), found=found, seq=int(seq), fn=fn,
+                     node=node, at_ms=now_ms)
 
-    async def held(self, pod: str, now_ms: int) -> int:
-        return int(await self._r.zcount(K.pod_leases(pod), now_ms + 1, "+inf"))
+
+def _went_idle(pod: str, seq: int, fn: str, node: str, now_ms: int) -> Moved | None:
+    if seq <= 0:
+        return None
+    return Moved(pod=pod, to=PodState.IDLE, applied=True, found=PodState.BUSY.value, seq=seq, fn=fn, node=node,
+                 at_ms=now_ms)

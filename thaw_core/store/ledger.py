@@ -9,13 +9,20 @@ exists exactly while the pod holds resources.
 
 from dataclasses import dataclass
 
-import msgspec
 import redis.asyncio as redis
+from redis.typing import EncodableT
 
 from bus_schemas import redis_keys as K
-from bus_schemas.pods import PodState
+from bus_schemas.encodings import gpu_indices, gpu_list
+from bus_schemas.pods import INITIAL, TERMINAL, PodState, sources
+from thaw_core.store.lua import state, state_set
+from thaw_core.store.pods import Moved
+from thaw_core.store.replies import text
 
-_RESERVE = """
+# A reservation is written once and deleted once, so a second read always settles it.
+_RELEASE_ATTEMPTS = 3
+
+_RESERVE = f"""
 local resv, podk, fnpods, allpods, nodek, usage, quota = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 if redis.call('EXISTS', resv) == 1 then return 'exists' end
 if redis.call('SCARD', fnpods) >= tonumber(ARGV[8]) then return 'max_pods' end
@@ -50,7 +57,7 @@ end
 redis.call('HSET', resv, 'fn', ARGV[2], 'node', ARGV[3], 'cpu_milli', cpu, 'memory_mib', mem,
   'vram_mib', vram, 'gpu_milli', milli, 'gpus', ARGV[11], 'tenant', ARGV[13])
 redis.call('DEL', podk)
-redis.call('HSET', podk, 'fn', ARGV[2], 'node', ARGV[3], 'state', 'pending', 'state_at_ms', ARGV[10],
+redis.call('HSET', podk, 'fn', ARGV[2], 'node', ARGV[3], 'state', {state(INITIAL)}, 'seq', 1, 'state_at_ms', ARGV[10],
   'created_ms', ARGV[10], 'last_used_ms', ARGV[10], 'concurrency', ARGV[9], 'cpu_milli', cpu,
   'memory_mib', mem, 'vram_mib', vram, 'gpu_milli', milli, 'gpus', ARGV[11], 'snapshot', ARGV[12])
 redis.call('SADD', fnpods, ARGV[1])
@@ -58,46 +65,52 @@ redis.call('SADD', allpods, ARGV[1])
 return 'ok'
 """
 
-_RELEASE = """
-local prefix, pod = ARGV[1], ARGV[2]
-local resv, podk = prefix .. 'resv:' .. pod, prefix .. 'pod:' .. pod
+# KEYS: the reservation, the pod, the failed-pods index, the function's and all pods' sets, the
+# pod's leases, then (as the caller read from the reservation) the node, the tenant's usage and
+# each GPU. A reservation that names other keys than those sent is left alone ('stale'), and
+# the caller reads it again. Returns {released, seq, fn, node} (seq > 0: the pod moved).
+_RELEASE = f"""
+local resv, podk, failed, fnpods, allpods, leases, nodek, usage = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
+  KEYS[6], KEYS[7], KEYS[8]
+local pod, final, reason, now, keep_s = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local released = 0
 local r = redis.call('HGETALL', resv)
 if #r > 0 then
-  local t = {}
+  local t = {{}}
   for i = 1, #r, 2 do t[r[i]] = r[i + 1] end
-  local nodek = prefix .. 'node:' .. t.node
+  if t.node ~= ARGV[6] or t.gpus ~= ARGV[7] or (t.tenant or '') ~= ARGV[8] then return {{'stale', 0, '', ''}} end
   redis.call('HINCRBY', nodek, 'cpu_reserved', -tonumber(t.cpu_milli))
   redis.call('HINCRBY', nodek, 'memory_reserved', -tonumber(t.memory_mib))
   local held = 0
-  for idx in string.gmatch(t.gpus, '[^,]+') do
-    local g = prefix .. 'gpu:' .. t.node .. ':' .. idx
-    redis.call('HINCRBY', g, 'vram_reserved', -tonumber(t.vram_mib))
-    redis.call('HINCRBY', g, 'milli_reserved', -tonumber(t.gpu_milli))
+  for i = 9, #KEYS do
+    redis.call('HINCRBY', KEYS[i], 'vram_reserved', -tonumber(t.vram_mib))
+    redis.call('HINCRBY', KEYS[i], 'milli_reserved', -tonumber(t.gpu_milli))
     held = held + tonumber(t.vram_mib)
   end
   if t.tenant then
-    local usage = prefix .. 'tenant:' .. t.tenant .. ':usage'
     redis.call('HINCRBY', usage, 'pods', -1)
     redis.call('HINCRBY', usage, 'vram_mib', -held)
   end
   redis.call('DEL', resv)
   released = 1
 end
-local fn = redis.call('HGET', podk, 'fn')
+local fn_node = redis.call('HMGET', podk, 'fn', 'node')
 local st = redis.call('HGET', podk, 'state')
-if st and st ~= 'stopped' and st ~= 'failed' then
-  redis.call('HSET', podk, 'state', ARGV[3], 'state_at_ms', ARGV[5], 'reason', ARGV[4])
-  if ARGV[3] == 'failed' then
-    redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), pod)
-    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[5]) - 1000 * tonumber(ARGV[6]))
+local ending = {state_set(sources(PodState.STOPPED) | sources(PodState.FAILED))}
+local seq = 0
+if st and ending[st] then
+  redis.call('HSET', podk, 'state', final, 'state_at_ms', now, 'reason', reason)
+  seq = redis.call('HINCRBY', podk, 'seq', 1)
+  if final == {state(PodState.FAILED)} then
+    redis.call('ZADD', failed, tonumber(now), pod)
+    redis.call('ZREMRANGEBYSCORE', failed, '-inf', tonumber(now) - 1000 * keep_s)
   end
 end
-if fn then redis.call('SREM', prefix .. 'fn:' .. fn .. ':pods', pod) end
-redis.call('SREM', prefix .. 'pods', pod)
-redis.call('DEL', podk .. ':leases')
-if st then redis.call('EXPIRE', podk, tonumber(ARGV[6])) end
-return released
+if fn_node[1] then redis.call('SREM', fnpods, pod) end
+redis.call('SREM', allpods, pod)
+redis.call('DEL', leases)
+if st then redis.call('EXPIRE', podk, keep_s) end
+return {{released, seq, fn_node[1] or '', fn_node[2] or ''}}
 """
 
 
@@ -119,6 +132,11 @@ class Reservation:
     tenant: str = "default"
 
 
+def first_state(res: Reservation, at_ms: int) -> Moved:
+    """The transition a committed reservation made: the pod exists, in the machine's first state."""
+    return Moved(pod=res.pod, to=INITIAL, applied=True, found="", seq=1, fn=res.fn, node=res.node, at_ms=at_ms)
+
+
 class Ledger:
     def __init__(self, r: redis.Redis, history_s: int = 3600):
         self._r = r
@@ -133,19 +151,28 @@ class Ledger:
         keys = [K.reservation(res.pod), K.pod(res.pod), K.function_pods(res.fn), K.ALL_PODS, K.node(res.node),
                 K.tenant_usage(res.tenant), K.tenant_quota(res.tenant)]
         keys += [K.gpu(res.node, i) for i in res.gpus]
-        args = [res.pod, res.fn, res.node, res.cpu_milli, res.memory_mib, res.vram_mib, res.gpu_milli,
-                res.max_pods, res.concurrency, now_ms, ",".join(map(str, res.gpus)), res.snapshot, res.tenant]
-        return await self._reserve(keys=keys, args=args)
+        args: list[EncodableT] = [res.pod, res.fn, res.node, res.cpu_milli, res.memory_mib, res.vram_mib,
+                                  res.gpu_milli, res.max_pods, res.concurrency, now_ms, gpu_list(res.gpus),
+                                  res.snapshot, res.tenant]
+        return text(await self._reserve(keys=keys, args=args))
 
-    async def release(self, pod: str, final: PodState, reason: str, now_ms: int) -> bool:
-        """Free what `pod` holds and mark it terminal. True if this call freed it; safe to repeat."""
-        args = [K.PREFIX, pod, final.value, reason, now_ms, self._history_s]
-        return bool(await self._release(keys=[K.reservation(pod), K.pod(pod), K.FAILED_PODS], args=args))
-
-
-def gpus_field(value: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in value.split(",") if x)
-
-
-def encode_json(obj) -> str:
-    return msgspec.json.encode(obj).decode()
+    async def release(self, pod: str, final: PodState, reason: str, now_ms: int) -> Moved:
+        """Free what `pod` holds and mark it terminal (`final`: stopped or failed). `applied`
+        when this call freed it; safe to repeat."""
+        if final not in TERMINAL:
+            raise ValueError(f"a released pod ends stopped or failed, not {final.value}")
+        for _ in range(_RELEASE_ATTEMPTS):
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.hgetall(K.reservation(pod))
+                pipe.hget(K.pod(pod), "fn")
+                held, fn = await pipe.execute()
+            node, gpus, tenant = held.get("node", ""), held.get("gpus", ""), held.get("tenant", "")
+            keys = [K.reservation(pod), K.pod(pod), K.FAILED_PODS, K.function_pods(fn or ""), K.ALL_PODS,
+                    K.pod_leases(pod), K.node(node), K.tenant_usage(tenant)]
+            keys += [K.gpu(node, i) for i in gpu_indices(gpus)]
+            released, seq, fn, node = await self._release(
+                keys=keys, args=[pod, final.value, reason, now_ms, self._history_s, node, gpus, tenant])
+            if released != "stale":
+                return Moved(pod=pod, to=final, applied=bool(int(released)), found="", seq=int(seq), fn=fn,
+                             node=node, at_ms=now_ms)
+        raise RuntimeError(f"the reservation of pod {pod} kept changing while it was released")

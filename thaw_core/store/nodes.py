@@ -7,6 +7,7 @@ import redis.asyncio as redis
 from bus_schemas import redis_keys as K
 from bus_schemas.codec import DecodeError, decode, encode
 from bus_schemas.nodes import NodeCapacity
+from thaw_core.store.replies import texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class Nodes:
         await self._r.hset(K.node(node), "heartbeat_ms", at_ms)
 
     async def all(self) -> list[NodeUsage]:
-        names = sorted(await self._r.smembers(K.NODES))
+        names = sorted(texts(await self._r.smembers(K.NODES)))
         if not names:
             return []
         async with self._r.pipeline(transaction=False) as pipe:

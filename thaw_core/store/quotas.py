@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 
 from bus_schemas import redis_keys as K
+from thaw_core.store.replies import text_hash
 
 QUOTA_OUTCOMES = {"quota_pods": "the tenant holds its most pods", "quota_vram": "the tenant holds its most vRAM"}
 
@@ -36,8 +37,8 @@ class Quotas:
             await pipe.execute()
 
     async def get(self, tenant: str) -> Quota:
-        limits = await self._r.hgetall(K.tenant_quota(tenant))
-        held = await self._r.hgetall(K.tenant_usage(tenant))
+        limits = text_hash(await self._r.hgetall(K.tenant_quota(tenant)))
+        held = text_hash(await self._r.hgetall(K.tenant_usage(tenant)))
         return Quota(max_pods=_int(limits.get("max_pods")), max_vram_mib=_int(limits.get("max_vram_mib")),
                      pods=int(held.get("pods", 0)), vram_mib=int(held.get("vram_mib", 0)))
 

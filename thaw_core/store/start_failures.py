@@ -43,7 +43,7 @@ def delay_s(failures: int) -> float:
     1 s, 2 s, 4 s ... capped at MAX_DELAY_S; 0 with no failures."""
     if failures <= 0:
         return 0.0
-    return min(FIRST_DELAY_S * 2 ** min(failures - 1, 30), MAX_DELAY_S)
+    return float(min(FIRST_DELAY_S * 2.0 ** min(failures - 1, 30), MAX_DELAY_S))
 
 
 def wait_left_s(record: StartFailures | None, digest: str, now_ms: int) -> float:

@@ -1,4 +1,4 @@
-"""The capacity snapshot a decision is made over: live nodes and what the ledger reserves."""
+"""The capacity view a decision is made over: live nodes and what the ledger reserves."""
 
 from thaw_core.store.nodes import NodeUsage
 
