@@ -16,7 +16,9 @@ the JetStream API subjects that nats-py and faststream really use for what the r
 - replies: a request's answer goes to the requester's reply inbox. Every user has its own
   inbox prefix (`_INBOX_<user>`, passed as nats-py's `inbox_prefix`) and may subscribe to that
   prefix only, so no role reads another's replies; a responder gets `allow_responses` (one
-  answer to each request it received) instead of the right to publish to inboxes.
+  answer to each request it received) instead of the right to publish to inboxes. The one
+  exception is the gateway's stream responder (`gateway_stream`), which may send many answers
+  to each streamed request it received, for a bounded time.
 
 Limits, worth knowing before trusting them:
 - `pod.state.<pod>` cannot say whose pod it is: an agent may publish any pod's state. Consumers
@@ -44,8 +46,15 @@ from bus_schemas.streams import ALL_STREAMS, ConsumerSpec, StreamSpec
 
 GATEWAY, PLACEMENT, AGENT, SNAPSHOTTER, CLIENT, OPERATOR = (
     "gateway", "placement", "agent", "snapshotter", "client", "operator")
+GATEWAY_STREAM = "gateway-stream"  # the gateway's second user: it answers infer.stream.* only
 NODE_ROLES = (AGENT, SNAPSHOTTER)  # one user per node
-PLATFORM_ROLES = (GATEWAY, PLACEMENT, CLIENT, OPERATOR)  # one user per platform
+PLATFORM_ROLES = (GATEWAY, GATEWAY_STREAM, PLACEMENT, CLIENT, OPERATOR)  # one user per platform
+
+# How much one streamed answer (`infer.stream.<fn>`) may be: NATS enforces both for the
+# `gateway-stream` user, and the gateway ends a stream with an error message before either is
+# reached, so a client is told rather than left waiting (see `gateway_stream` for why bounded).
+STREAM_MAX_MESSAGES = 100_000  # chunks plus the end message (a long LLM answer is ~10k tokens)
+STREAM_MAX_S = 900  # from the moment the gateway received the request
 
 # NATS protocol subjects (nats-py's, which this package may not import).
 JS_API = "$JS.API"
@@ -63,7 +72,9 @@ class Permissions:
     subscribe_allow: tuple[str, ...]
     publish_deny: tuple[str, ...] = ()
     subscribe_deny: tuple[str, ...] = ()
-    allow_responses: bool = False  # may answer each request it received, once
+    allow_responses: bool = False  # may answer each request it received, once (or as below)
+    responses_max: int = 1  # answers per request received
+    responses_expires_s: int = 0  # how long after the request they may come; 0: the server's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,16 +116,41 @@ def every(template: str) -> str:
 
 def gateway() -> Permissions:
     """HTTP bridge and `infer.request.*` responder (queue group `gateway` only): asks for
-    workers, announces deployments, listens to pod states and function changes. Async calls:
+    workers, announces deployments, listens to pod states and function changes, and announces
+    the busy/idle transitions its leases make (thaw_core.pod_states). Async calls:
     queues accepted ones, consumes the INFER_ASYNC work queue (durable `gateway-async`), keeps
     their states on `infer.result.*` and dead letters on `infer.dlq.*`, and reads both back.
     Asks a node's agent for a worker's log (`logs.read.<node>`)."""
     return Permissions(
         publish_allow=(every(subjects.LEASE_REQUESTED), every(subjects.FN_DEPLOYED), every(subjects.FN_DELETED),
+                       every(subjects.POD_STATE),
                        every(subjects.LOGS_READ), *_async_calls(), *_service_api()),
         subscribe_allow=(f"{every(subjects.INFER_REQUEST)} {subjects.GATEWAY_QUEUE_GROUP}",
-                         every(subjects.POD_STATE), *streams.FUNCTIONS.subjects, _inbox(GATEWAY)),
+                         every(subjects.POD_STATE), every(subjects.SNAPSHOT_READY), *streams.FUNCTIONS.subjects,
+                         _inbox(GATEWAY)),
         allow_responses=True,
+    )
+
+
+def gateway_stream() -> Permissions:
+    """The gateway's stream responder (queue group `gateway` only): it receives `infer.stream.*`
+    and sends each request's answer as many messages to that request's reply inbox, and sends
+    nothing else.
+
+    Why a user of its own, with `allow_responses` {max, expires}: NATS lets a responder publish
+    to a reply subject only as many times, and for as long, as its user's `allow_responses`
+    says; anything more is refused (a permissions violation the publisher only hears about).
+    The gateway never gets the right to publish to inboxes at large (`_INBOX_*.>`), so it can
+    reach only a requester that asked it. The cost is on the server: it remembers every reply
+    subject it delivered to this user until the subject has had `max` answers or `expires` has
+    passed, and once more than 4096 are remembered it scans them all on every new request. On
+    the `gateway` user that would be every `infer.request.*` of the last 15 minutes (one answer
+    each, never `max`); on this one it is only the streamed requests, which are few and long.
+    So a stream is bounded: STREAM_MAX_MESSAGES messages, STREAM_MAX_S seconds."""
+    return Permissions(
+        publish_allow=(),
+        subscribe_allow=(f"{every(subjects.INFER_STREAM)} {subjects.GATEWAY_QUEUE_GROUP}", _inbox(GATEWAY_STREAM)),
+        allow_responses=True, responses_max=STREAM_MAX_MESSAGES, responses_expires_s=STREAM_MAX_S,
     )
 
 
@@ -158,9 +194,11 @@ def snapshotter(node: str) -> Permissions:
 
 
 def client(user: str = CLIENT) -> Permissions:
-    """An invoking client: sends invocations and reads its replies, nothing else. Which
-    functions it may call is the gateway's check, by the API key in the request's header."""
-    return Permissions(publish_allow=(every(subjects.INFER_REQUEST), every(subjects.INFER_ASYNC)),
+    """An invoking client: sends invocations (answered whole, streamed or later) and reads its
+    replies, nothing else. Which functions it may call is the gateway's check, by the API key in
+    the request's header."""
+    return Permissions(publish_allow=(every(subjects.INFER_REQUEST), every(subjects.INFER_STREAM),
+                                      every(subjects.INFER_ASYNC)),
                        subscribe_allow=(_inbox(_checked(user)),))
 
 
@@ -172,7 +210,8 @@ def operator() -> Permissions:
 def bus_user(role: str, node: str = "") -> BusUser:
     """The user of `role` (of `node`, for an agent or a snapshotter)."""
     name = user_name(role, node)
-    rights = {GATEWAY: gateway, PLACEMENT: placement, CLIENT: client, OPERATOR: operator}
+    rights = {GATEWAY: gateway, GATEWAY_STREAM: gateway_stream, PLACEMENT: placement, CLIENT: client,
+              OPERATOR: operator}
     if role in NODE_ROLES:
         permissions = agent(node) if role == AGENT else snapshotter(node)
     elif role in rights:
@@ -245,6 +284,6 @@ def _checked(name: str) -> str:
     return name
 
 
-class _Wildcards(dict):
+class _Wildcards(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return "*"

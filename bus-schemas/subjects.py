@@ -27,11 +27,18 @@ redrive): only the gateway may publish there (a client's permission is `infer.as
 token), so its `Thaw-Call` header's tenant is trusted. Both land in the INFER_ASYNC work queue.
 A call's state is kept on `infer.result.<id>` (INFER_RESULTS, last message per subject) and a
 call that used up its attempts on `infer.dlq.<fn>` (INFER_DLQ).
+
+`infer.stream.<fn>` is `infer.request.<fn>` with the answer streamed: many messages to the
+request's reply inbox, not one (gateway/README.md has the protocol). It is a subject of its own,
+not a header, because NATS grants "many answers per request" per user: a separate gateway user
+answers this subject only, so the ordinary responder keeps NATS' one-answer rule and the server
+tracks only streamed requests for long (bus_schemas/permissions.py).
 """
 
 import re
 
 INFER_REQUEST = "infer.request.{fn}"
+INFER_STREAM = "infer.stream.{fn}"
 INFER_ASYNC = "infer.async.{fn}"
 INFER_ASYNC_ACCEPTED = "infer.async.{fn}.accepted"
 INFER_RESULT = "infer.result.{id}"
@@ -58,6 +65,10 @@ TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 def infer_request(fn: str) -> str:
     return INFER_REQUEST.format(fn=fn)
+
+
+def infer_stream(fn: str) -> str:
+    return INFER_STREAM.format(fn=fn)
 
 
 def infer_async(fn: str) -> str:

@@ -3,7 +3,8 @@
 Several gateways share the subject through the queue group `gateway`. The request carries the
 API key in an `Authorization: Bearer` header; the reply carries the worker's body, with
 `Thaw-Status` holding the HTTP-like status. Errors reply with a JSON error body and a 4xx/5xx
-`Thaw-Status`, never silence.
+`Thaw-Status`, never silence. A streamed answer is gathered whole here; `infer.stream.<fn>`
+(nats_stream.py) passes it on as it arrives.
 """
 
 import asyncio
@@ -18,7 +19,7 @@ from bus_schemas.subjects import GATEWAY_QUEUE_GROUP, last_token
 
 from gateway.auth import KeyCache
 from gateway.content_type import checked as content_type_checked
-from gateway.dispatcher import Dispatcher
+from gateway.dispatcher import Dispatcher, Reply
 from gateway.errors import ApiError
 from gateway.metrics import GatewayMetrics
 
@@ -50,16 +51,21 @@ class NatsApi:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def call(self, msg: Msg) -> Reply:
+        """Check a request (size, Content-Type, API key) and invoke its function; both bus edges,
+        `infer.request.*` and `infer.stream.*` (nats_stream.py), call it. Raises ApiError."""
         headers = msg.headers or {}
+        if len(msg.data) > self.max_body_bytes:
+            raise ApiError(413, "body_too_large", f"request body is over {self.max_body_bytes} bytes")
+        content_type = content_type_checked(headers.get(H.CONTENT_TYPE), H.CONTENT_TYPE)
+        tenant = await self.keys.tenant(headers.get(H.AUTHORIZATION))
+        return await self.d.invoke(tenant, last_token(msg.subject), msg.data, content_type)
+
+    async def _handle(self, msg: Msg) -> None:
         fn = last_token(msg.subject)
         status = 500
         try:
-            if len(msg.data) > self.max_body_bytes:
-                raise ApiError(413, "body_too_large", f"request body is over {self.max_body_bytes} bytes")
-            content_type = content_type_checked(headers.get(H.CONTENT_TYPE), H.CONTENT_TYPE)
-            tenant = await self.keys.tenant(headers.get(H.AUTHORIZATION))
-            reply = await self.d.invoke(tenant, fn, msg.data, content_type)
+            reply = await self.call(msg)
             status = reply.status
             # A bus reply is one message: a streamed answer is gathered whole.
             body = await _gathered(reply.stream, fn=last_token(msg.subject)) if reply.stream else reply.body

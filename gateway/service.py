@@ -3,11 +3,15 @@ listeners."""
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from bus_schemas import subjects
 from bus_schemas.codec import DecodeError, decode
 from bus_schemas.pods import PodStateChanged
+from bus_schemas.snapshots import SnapshotReady
 from bus_schemas import permissions
 from thaw_core import bus, bus_auth
 from thaw_core.store.apikeys import ApiKeys
@@ -29,6 +33,7 @@ from gateway.http_server import HttpServer
 from gateway.logs_api import LogsApi
 from gateway.metrics import GatewayMetrics
 from gateway.nats_api import NatsApi
+from gateway.nats_stream import NatsStreams
 from gateway.settings import GatewaySettings
 from gateway.specs import SpecCache
 from gateway.upstream import Upstream
@@ -57,8 +62,12 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
                   SnapshotCatalog(r), calls, LogsApi(nc, Pods(r)))
     http_server = HttpServer(api, settings.host, settings.port)
     await http_server.start()
-    subs = [await NatsApi(nc, dispatcher, keys, settings.max_body_bytes, metrics).start(),
+    nats_api = NatsApi(nc, dispatcher, keys, settings.max_body_bytes, metrics)
+    stream_nc = await _stream_connection(settings)
+    subs = [await nats_api.start(),
+            *(await NatsStreams(stream_nc, nats_api.call, metrics).start() if stream_nc else []),
             await nc.subscribe("pod.state.*", cb=_pod_events(dispatcher)),
+            await nc.subscribe(subjects.SNAPSHOT_READY.format(fn="*"), cb=_snapshot_events(metrics)),
             await nc.subscribe("fn.>", cb=_fn_events(specs))]
     consumer = await AsyncCalls(js, dispatcher, keys, specs, store, metrics, bus_bytes,
                                 nc.max_payload - ASYNC_HEADROOM_BYTES, settings.async_in_flight).start()
@@ -74,11 +83,27 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event, started: a
                         *[(f"unsubscribe from {sub.subject}", sub.unsubscribe) for sub in subs],
                         ("give leased slots back", dispatcher.release_all), ("stop HTTP", http_server.stop),
                         ("close worker connections", upstream.close), ("close NATS", nc.close),
+                        *([("close the stream responder's NATS", stream_nc.close)] if stream_nc else []),
                         ("close Redis", r.aclose))
 
 
-def _pod_events(dispatcher: Dispatcher):
-    async def on_msg(msg) -> None:
+async def _stream_connection(settings: GatewaySettings) -> Client | None:
+    """The `infer.stream.*` responder's own connection, as the bus user `gateway-stream` (only it
+    may send many answers to one request). Its credentials lie beside the gateway's (`thaw up`
+    writes both); without them streams over NATS are off, and the log says how to turn them on."""
+    if settings.nats_creds is None:  # an open bus
+        return await bus.connect(settings.nats_url, permissions.GATEWAY_STREAM)
+    path = bus_auth.credentials_path(settings.nats_creds.parent, permissions.GATEWAY_STREAM)
+    if not path.exists():
+        log.warning("no %s: infer.stream.* is not served; run `thaw up` again (it writes the credentials of "
+                    "every bus user that is missing and the server's config for them)", path)
+        return None
+    return await bus.connect(settings.nats_url, permissions.GATEWAY_STREAM,
+                             bus_auth.for_service(path, permissions.GATEWAY_STREAM))
+
+
+def _pod_events(dispatcher: Dispatcher) -> Callable[[Msg], Awaitable[None]]:
+    async def on_msg(msg: Msg) -> None:
         try:
             event = decode(msg.data, PodStateChanged)
         except DecodeError:
@@ -87,8 +112,18 @@ def _pod_events(dispatcher: Dispatcher):
     return on_msg
 
 
-def _fn_events(specs: SpecCache):
-    async def on_msg(msg) -> None:
+def _snapshot_events(metrics: GatewayMetrics) -> Callable[[Msg], Awaitable[None]]:
+    async def on_msg(msg: Msg) -> None:
+        try:
+            ready = decode(msg.data, SnapshotReady)
+        except DecodeError:
+            return
+        metrics.snapshot.observe((ready.fn,), ready.dump_s)
+    return on_msg
+
+
+def _fn_events(specs: SpecCache) -> Callable[[Msg], Awaitable[None]]:
+    async def on_msg(msg: Msg) -> None:
         specs.invalidate(subjects.last_token(msg.subject))
     return on_msg
 

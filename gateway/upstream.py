@@ -17,6 +17,11 @@ import httptools
 
 log = logging.getLogger(__name__)
 
+# A streamed answer's chunks held for a slow reader (an HTTP client, or a bus stream waiting on
+# NATS) before the worker's connection is no longer read; reading resumes at half. TCP then
+# slows the worker down instead of the gateway's memory filling up.
+STREAM_QUEUE_HIGH = 32  # reads, each at most 256 KiB (asyncio's read size)
+
 
 class UpstreamUnreachable(ConnectionError):
     """The call never reached the worker: safe to retry elsewhere."""
@@ -43,8 +48,10 @@ class StreamedBody:
     Iterate it to get the chunks; `on_close` callbacks run once the answer ended or was
     abandoned, so the caller can give its worker slot back only then."""
 
-    def __init__(self, queue: asyncio.Queue, idle_timeout_s: float, done) -> None:
+    def __init__(self, queue: asyncio.Queue, idle_timeout_s: float, done,
+                 resume: Callable[[], None] | None = None) -> None:
         self._queue, self._idle_timeout_s, self._done = queue, idle_timeout_s, done
+        self._resume = resume  # reads the worker's connection again once the queue has room
         self._on_close: list = []
         self._closed = False
 
@@ -60,6 +67,8 @@ class StreamedBody:
         except BaseException:
             self.close(complete=False)
             raise
+        if self._resume is not None and self._queue.qsize() <= STREAM_QUEUE_HIGH // 2:
+            self._resume()
         if item is None:
             self.close(complete=True)
             raise StopAsyncIteration
@@ -84,10 +93,16 @@ class _Conn(asyncio.Protocol):
         self.response: _Response | None = None
         self.keep_alive = True
         self.closed = False
+        self.paused = False  # reading paused while a streamed answer waits for its reader
         self.parser = httptools.HttpResponseParser(self)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+
+    def resume_reading(self) -> None:
+        if self.paused and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -127,8 +142,12 @@ class _Conn(asyncio.Protocol):
                 self.call.settle(response)
 
     def on_body(self, body: bytes) -> None:
-        if self.response.stream is not None:
-            self.response.stream.put_nowait(body)
+        stream = self.response.stream
+        if stream is not None:
+            stream.put_nowait(body)
+            if stream.qsize() >= STREAM_QUEUE_HIGH and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
         else:
             self.response.chunks.append(body)
 
@@ -242,7 +261,8 @@ class Upstream:
                     self._give_back(call.endpoint, conn)
                 else:  # abandoned mid-answer: the rest would confuse the next call
                     conn.transport.close()
-            return response.status, response.content_type, StreamedBody(response.stream, call.timeout_s, done)
+            return (response.status, response.content_type,
+                    StreamedBody(response.stream, call.timeout_s, done, resume=conn.resume_reading))
         self._give_back(call.endpoint, conn)
         chunks = response.chunks
         return response.status, response.content_type, chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -260,6 +280,7 @@ class Upstream:
             call.conn.transport.close()
         conn = await self._connect(endpoint)
         call = self.start(endpoint, path, body, content_type, timeout_s, extra_headers, conn=conn)
+        assert call is not None  # given a connection, start always writes the call
         await self._settled(call)
         return self.outcome(call)
 
@@ -267,7 +288,7 @@ class Upstream:
         """Wait for the call to be settled; a waiter that is cancelled abandons the call and its
         connection."""
         try:
-            await call.future
+            await call.future  # type: ignore[misc]  # a call without a callback has a future
         except asyncio.CancelledError:
             self._in_flight.discard(call)
             call.conn.call = None
@@ -297,7 +318,8 @@ class Upstream:
     async def _connect(self, endpoint: str) -> _Conn:
         url = urlsplit(endpoint)
         try:
-            _, conn = await asyncio.get_running_loop().create_connection(_Conn, url.hostname, url.port)
+            # A worker's endpoint is always http://host:port (its agent writes it).
+            _, conn = await asyncio.get_running_loop().create_connection(_Conn, url.hostname, url.port)  # type: ignore[arg-type]
         except OSError as exc:
             raise UpstreamUnreachable(f"cannot connect to {endpoint}: {exc.strerror or exc}") from None
         return conn

@@ -169,8 +169,18 @@ def permissions_block(p: Permissions) -> dict[str, Any]:
     block: dict[str, Any] = {"publish": _rights(p.publish_allow, p.publish_deny),
                              "subscribe": _rights(p.subscribe_allow, p.subscribe_deny)}
     if p.allow_responses:
-        block["allow_responses"] = True
+        block["allow_responses"] = _responses(p)
     return block
+
+
+def _responses(p: Permissions) -> bool | dict[str, Any]:
+    """`allow_responses`: `true` (one answer per request), or its {max, expires} form."""
+    if p.responses_max == 1 and not p.responses_expires_s:
+        return True
+    limits: dict[str, Any] = {"max": p.responses_max}
+    if p.responses_expires_s:
+        limits["expires"] = f"{p.responses_expires_s}s"
+    return limits
 
 
 def write_server_config(path: Path, text: str) -> Path:
@@ -195,7 +205,7 @@ def server_args(config_path: Path) -> list[str]:
     return ["-c", str(config_path)]
 
 
-def reload_config(server: subprocess.Popen) -> None:
+def reload_config(server: subprocess.Popen[bytes]) -> None:
     """Make a running nats-server read its config again: new users and changed permissions
     apply at once, existing connections stay."""
     server.send_signal(signal.SIGHUP)
