@@ -22,12 +22,14 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--lease-ttl", type=float, default=6.0)
     p.add_argument("--lease-hold", type=float, default=1.0)
+    p.add_argument("--async-in-flight", type=int, default=64, help="async calls this gateway runs at once")
     a = p.parse_args()
     setup_logging("gateway")
     setup_tracing("gateway")
     settings = GatewaySettings(nats_url=a.nats, redis_url=a.redis, redis_creds=a.redis_credentials,
                                nats_creds=a.nats_credentials, host=a.host, port=a.port,
-                               lease_ttl_s=a.lease_ttl, lease_hold_s=a.lease_hold)
+                               lease_ttl_s=a.lease_ttl, lease_hold_s=a.lease_hold,
+                               async_in_flight=a.async_in_flight)
     tune_gc_for_throughput()
     run_until_signalled(lambda stop: run_gateway(settings, stop))
 

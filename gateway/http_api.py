@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 import msgspec
+from nats.js import JetStreamContext
 
 from bus_schemas import subjects
 from bus_schemas.codec import DecodeError, decode, encode
@@ -26,6 +27,7 @@ from bus_schemas.functions import FunctionSpec, SpecError, check_function_spec, 
 from bus_schemas.functions_events import FunctionDeleted, FunctionDeployed
 from bus_schemas.keys import KeyRequest
 from thaw_core import bus
+from thaw_core.async_queue import queued_calls
 from thaw_core.clock import now_ms
 from thaw_core.store.functions import FunctionOwnedElsewhere, Functions
 from thaw_core.store.nodes import NodeUsage, Nodes, degraded_nodes
@@ -40,9 +42,11 @@ from gateway.calls_api import CallsApi, wants_async
 from gateway.dashboard import Dashboard
 from gateway.dispatcher import Dispatcher, Pending
 from gateway.errors import ApiError
+from gateway.http_connection import Request
 from gateway.logs_api import LogsApi
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
+from gateway.specs import SpecCache
 from gateway.upstream import StreamedBody
 
 log = logging.getLogger(__name__)
@@ -52,14 +56,15 @@ OPENAI_PATHS = frozenset({"/v1/embeddings", "/v1/chat/completions", "/v1/complet
 LIVE_NODE_S = 10.0
 FAILED_SHOWN_MS = 15 * 60_000  # GET /v1/pods lists pods that failed this recently, with why
 
-Response = tuple[int, list[tuple[str, str]], bytes]
+WholeResponse = tuple[int, list[tuple[str, str]], bytes]  # (status, headers, body)
+Response = tuple[int, list[tuple[str, str]], bytes | StreamedBody]  # a route's: whole or streamed
 
 
-def json_response(obj, status: int = 200) -> Response:
+def json_response(obj, status: int = 200) -> WholeResponse:
     return status, JSON, encode(obj)
 
 
-def error_response(err: ApiError) -> Response:
+def error_response(err: ApiError) -> WholeResponse:
     headers = list(JSON)
     if err.retry_after_s:
         headers.append(("retry-after", str(max(1, round(err.retry_after_s)))))
@@ -67,10 +72,10 @@ def error_response(err: ApiError) -> Response:
 
 
 class HttpApi:
-    def __init__(self, dispatcher: Dispatcher, keys: KeyCache, functions: Functions, specs, pods: Pods,
-                 nodes: Nodes, js, max_body_bytes: int, metrics: GatewayMetrics,
+    def __init__(self, dispatcher: Dispatcher, keys: KeyCache, functions: Functions, specs: SpecCache, pods: Pods,
+                 nodes: Nodes, js: JetStreamContext, max_body_bytes: int, metrics: GatewayMetrics,
                  snapshots: SnapshotCatalog | None = None, calls: CallsApi | None = None,
-                 logs: LogsApi | None = None):
+                 logs: LogsApi | None = None) -> None:
         self.d, self.keys, self.functions, self.specs = dispatcher, keys, functions, specs
         self.pods, self.nodes, self.js, self.snapshots = pods, nodes, js, snapshots
         self.calls = calls  # async calls; None: not served by this gateway (503)
@@ -79,7 +84,7 @@ class HttpApi:
         self._openapi = encode(openapi_document())
         self.dashboard = Dashboard(self)
 
-    async def answer(self, request) -> None:
+    async def answer(self, request: Request) -> None:
         """Answer any request (a `gateway.http_connection.Request`)."""
         try:
             status, headers, body = await self._route(request)
@@ -96,7 +101,7 @@ class HttpApi:
         else:
             request.response_bytes(status, headers, body)
 
-    def answer_now(self, request, done: Callable[[object], None]) -> bool:
+    def answer_now(self, request: Request, done: Callable[[Request], None]) -> bool:
         """Answer a warm invoke from callbacks, without a task, when all it needs is at hand (the
         caller's key cached, the whole body read, a free slot with an idle connection): the common
         case on a busy gateway, where a task and its coroutines per call cost about as much CPU as
@@ -224,9 +229,11 @@ class HttpApi:
         loops = await self._crash_loops(specs)
         names = {s.name for s in specs}
         pods = [p for p in await self.pods.live() if p.fn in names]
+        queued = await _queued_or_none(self.js)
         # Observed and rendered with no await between: a concurrent scrape cannot interleave.
         self.metrics.observe_fleet(pods, nodes, names)
         self.metrics.observe_pools(self.d.pools)
+        self.metrics.observe_async_queue(queued, names)
         self.metrics.observe_health({n.name: bool(n.degraded) for n in nodes},
                                     {s.name: bool(function_degraded(s, live, loops.get(s.name, ""))) for s in specs})
         body, content_type = self.metrics.render(names)
@@ -339,9 +346,14 @@ class HttpApi:
         return json_response(await self.logs.read(name, request.query_string or ""))
 
     async def get_function(self, request, name: str) -> Response:
+        """The function, its status, and why its last snapshot failed (`snapshot_failure`,
+        null when none did since its last snapshot)."""
         spec = await self._own_function(request, name)
         loops = await self._crash_loops([spec])
-        return json_response({"function": _function_row(spec, await self._live_degraded(), loops.get(spec.name, ""))})
+        row = _function_row(spec, await self._live_degraded(), loops.get(spec.name, ""))
+        failure = await self.snapshots.last_failure(name) if self.snapshots is not None else None
+        row["snapshot_failure"] = msgspec.to_builtins(failure) if failure is not None else None
+        return json_response({"function": row})
 
     async def delete_function(self, request, name: str) -> Response:
         await self._own_function(request, name)
@@ -359,8 +371,8 @@ class HttpApi:
     async def pod_rows(self, fns: set[str]) -> dict[str, list[dict]]:
         """{"pods": the live pods of `fns`, "failed": theirs that failed recently, with why}."""
         failed = await self.pods.recent_failures(now_ms() - FAILED_SHOWN_MS)
-        return {"pods": [asdict(p) for p in await self.pods.live() if p.fn in fns],
-                "failed": [asdict(p) for p in failed if p.fn in fns]}
+        return {"pods": [msgspec.to_builtins(p) for p in await self.pods.live() if p.fn in fns],
+                "failed": [msgspec.to_builtins(p) for p in failed if p.fn in fns]}
 
     async def list_snapshots(self, request) -> Response:
         """Snapshots of the caller's functions (size, tiers, node, created_ms), read from Redis."""
@@ -369,7 +381,7 @@ class HttpApi:
 
     async def snapshot_rows(self, fns: set[str]) -> list[dict]:
         found = await self.snapshots.all() if self.snapshots is not None else []
-        return [asdict(s) for s in found if s.fn in fns]
+        return [msgspec.to_builtins(s) for s in found if s.fn in fns]
 
     async def list_nodes(self, request) -> Response:
         await self._tenant(request)
@@ -419,6 +431,15 @@ async def _pass_stream(request, status: int, headers: list, body: StreamedBody) 
 def _run_then(coro, request, done) -> None:
     """Finish answering `request` in a task, then tell the connection."""
     asyncio.get_running_loop().create_task(coro).add_done_callback(lambda _: done(request))
+
+
+async def _queued_or_none(js) -> dict[str, int] | None:
+    """Async calls queued per function; None while JetStream cannot say (a scrape still answers)."""
+    try:
+        return await queued_calls(js)
+    except Exception as exc:
+        log.info("async queue depth unknown for this scrape: %s", exc)
+        return None
 
 
 def _allow(method: str, *allowed: str) -> None:

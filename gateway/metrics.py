@@ -12,7 +12,9 @@ Histograms, observed as calls are answered and pods come up:
 Gauges computed from Redis on each scrape (the `observe_*` calls just before `render`), so what
 is gone is gone from the next scrape too, with no refresh task to keep: `thaw_node_degraded{node}`,
 `thaw_function_degraded{fn}`, `thaw_pods{fn,state}`, and per GPU `thaw_gpu_vram_mib` and
-`thaw_gpu_vram_reserved_mib{node,gpu,model}`.
+`thaw_gpu_vram_reserved_mib{node,gpu,model}`. From JetStream likewise, `thaw_async_queued_calls{fn}`:
+the async queue's depth (thaw_core/async_queue.py), the same for every gateway, unlike
+`thaw_gateway_waiting_calls{fn}` (the calls this gateway holds waiting for a slot).
 
 For the dashboard (gateway/dashboard.py), besides: the last RECENT_CALLS answered calls, one by
 one (`recent`: wall-clock time in seconds, fn, start, seconds to first answer; about 0.1 us a
@@ -60,10 +62,14 @@ class GatewayMetrics:
                                   "answer", ("fn",), CALL_BUCKETS)
         self.pod_start = _Histogram("thaw_pod_start_seconds", "Pod starts from the agent beginning them to healthy, "
                                     "by how: restored or cold", ("fn", "start"), START_BUCKETS)
+        self.snapshot = _Histogram("thaw_snapshot_seconds", "Snapshots from the start of a warm pod's checkpoint "
+                                   "to its image stored in its tiers", ("fn",), START_BUCKETS)
         self.fleet = _Fleet()
+        self.async_queue = _AsyncQueue()
         self.recent: deque[tuple[float, str, str, float]] = deque(maxlen=RECENT_CALLS)
         self.pod_states: dict[str, list[tuple[str, int]]] = {}  # pod -> [(state, at_ms)], oldest pod first
-        for collector in (self.first_answer, self.request, self.pod_start, self.fleet):
+        for collector in (self.first_answer, self.request, self.pod_start, self.snapshot, self.fleet,
+                          self.async_queue):
             self.registry.register(collector)
 
     def count_call(self, fn: str, edge: str, status: int) -> None:
@@ -86,8 +92,7 @@ class GatewayMetrics:
         self.request.observe((fn,), whole_s)
 
     def observe_pod_state(self, pod: str, state: str, at_ms: int) -> None:
-        """A pod's state change (from its pod.state event; busy is no event: the lease script
-        sets it in Redis). A repeated state is kept once."""
+        """A pod's state change (from its pod.state event). A repeated state is kept once."""
         states = self.pod_states.pop(pod, [])
         if not states or states[-1][0] != state:
             states.append((state, at_ms))
@@ -108,6 +113,11 @@ class GatewayMetrics:
                 counts[key] += 1
         self.fleet.pods = counts
         self.fleet.gpus = [(n.name, g.index, g.model, g.vram_mib, g.vram_reserved_mib) for n in nodes for g in n.gpus]
+
+    def observe_async_queue(self, queued: dict[str, int] | None, fns: set[str]) -> None:
+        """Async calls not yet final per function, 0 included, for each of `fns`; None: the
+        queue could not be read, so no samples rather than a made-up 0."""
+        self.async_queue.queued = None if queued is None else {fn: queued.get(fn, 0) for fn in fns}
 
     def observe_pools(self, pools: dict) -> None:
         for fn, pool in pools.items():
@@ -183,6 +193,20 @@ class _Fleet:
         yield pods
         yield total
         yield reserved
+
+
+class _AsyncQueue:
+    """Exposes `thaw_async_queued_calls{fn}` as last observed."""
+
+    def __init__(self) -> None:
+        self.queued: dict[str, int] | None = None
+
+    def collect(self):
+        family = GaugeMetricFamily("thaw_async_queued_calls", "Async calls in the INFER_ASYNC work queue not yet "
+                                   "final: waiting for a gateway, running, or waiting to be retried", labels=["fn"])
+        for fn, n in sorted((self.queued or {}).items()):
+            family.add_metric([fn], n)
+        yield family
 
 
 class _Health:

@@ -9,12 +9,13 @@ from bus_schemas import streams
 from bus_schemas.leases import LeaseRequested
 from bus_schemas.nodes import NodeCapacity
 from bus_schemas import permissions
-from thaw_core import bus, bus_auth
+from thaw_core import bus_auth, subscriber
 from thaw_core.store import acl
 from thaw_core.store.client import connect_redis_as
-from thaw_core.subscriber import make_broker, subscribe
+from thaw_core.subscriber import subscribe
 from thaw_core.shutdown import run_steps
 
+from placement.backlog import BacklogScaler, poll
 from placement.settings import PlacementSettings
 from placement.worker import PlacementWorker
 
@@ -24,11 +25,10 @@ log = logging.getLogger(__name__)
 async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> None:
     r = connect_redis_as(settings.redis_url, acl.PLACEMENT, settings.redis_creds)
     creds = bus_auth.for_service(settings.nats_creds, permissions.PLACEMENT)
-    nc = await bus.connect(settings.nats_url, settings.name, creds)
+    broker, nc = await subscriber.connect(settings.nats_url, settings.name, creds)
     js = nc.jetstream()
     await bus_auth.streams_ready(js, creds)
     worker = PlacementWorker(settings, js, r)
-    broker = make_broker(settings.nats_url, settings.name, creds)
     subscribe(broker, streams.PLACEMENT_CAPACITY, NodeCapacity, worker.on_capacity, creds=creds,
               deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
     subscribe(broker, streams.PLACEMENT_LEASES, LeaseRequested, worker.on_lease_requested, creds=creds)
@@ -38,6 +38,7 @@ async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> Non
         await worker.on_heartbeat(msg.data)
 
     sub = await nc.subscribe("node.heartbeat.*", cb=on_heartbeat)
+    backlog = asyncio.create_task(poll(BacklogScaler(js, worker), settings.backlog_every_s, stop))
     try:
         while not stop.is_set():
             try:
@@ -49,5 +50,8 @@ async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> Non
             except TimeoutError:
                 pass
     finally:
-        await run_steps(("unsubscribe from heartbeats", sub.unsubscribe), ("stop consumers", broker.stop),
-                        ("close NATS", nc.close), ("close Redis", r.aclose))
+        backlog.cancel()  # no pod placed for a queue while the connections close
+        await asyncio.gather(backlog, return_exceptions=True)
+        await run_steps(("unsubscribe from heartbeats", sub.unsubscribe),
+                        ("stop consumers", lambda: subscriber.stop_consumers(broker)),
+                        ("close NATS", lambda: subscriber.close(broker, nc)), ("close Redis", r.aclose))

@@ -12,6 +12,7 @@ class PlacementSettings:
     redis_creds: Path | None = None  # this service's store credentials (JSON, 0600); None: none needed
     name: str = "placement"
     housekeeping_every_s: float = 0.5
+    backlog_every_s: float = 1.0  # how often queued async calls are counted for scale-up (placement/backlog.py)
     node_timeout_s: float = 10.0  # a node silent this long is lost; its pods are reclaimed
     unreported_grace_s: float = 5.0  # a live node that stops listing a pod loses it after this
     pending_timeout_s: float = 30.0  # a pod no agent picked up is reclaimed after this
