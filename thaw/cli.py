@@ -1,4 +1,9 @@
-"""The `thaw` command: up, deploy, invoke, calls, dlq, ls, snapshots, keys."""
+"""The `thaw` command: up, deploy, invoke, calls, dlq, ls, logs, snapshots, keys, quota.
+
+Every HTTP call goes through the SDK (`thaw.Client`, thaw/client.py), which also finds the
+gateway and key (thaw/discovery.py); `invoke --nats` speaks NATS itself, and `keys`, `quota`
+and `snapshots --redis` go to the store as the operator.
+"""
 
 import argparse
 import asyncio
@@ -7,19 +12,24 @@ import os
 import re
 import sys
 import time
-import urllib.parse
+from contextlib import nullcontext
 from pathlib import Path
 
 import msgspec
 
-from thaw.client import Gateway, GatewayError, recorded_up, refusal
+from thaw import discovery
+from thaw import types as T
+from thaw.client import Client
+from thaw.discovery import DEFAULT_STATE, DEFAULT_URL, Target
+from thaw.errors import MAKE_KEY, NoApiKey, ThawError, refusal
 from thaw.functions_file import FunctionFileError, load_function_file
+from thaw.progress import InvokeProgress
 
-DEFAULT_STATE = Path(".thaw")
-DEFAULT_URL = "http://127.0.0.1:8080"
-# The real subcommand an operator makes keys with (see `keys` in build_parser); a 401 names it.
-MAKE_KEY = "thaw keys --redis REDIS_URL --tenant default"
 NATS_CONNECT_S = 3.0  # per attempt; a stale URL must fail in seconds, not nats-py's 60 retries
+SNAPSHOT_WAIT_S = 30.0  # `deploy --wait`: how long to wait for a first snapshot, by default
+POLL_TIMEOUT_S = 5.0  # a progress poll that takes longer is dropped, not waited for
+
+__all__ = ["DEFAULT_STATE", "DEFAULT_URL", "MAKE_KEY", "main", "build_parser"]
 
 
 class CliError(RuntimeError):
@@ -29,94 +39,152 @@ class CliError(RuntimeError):
 def _state_dir(args) -> Path:
     """--state-dir; else ./.thaw where `thaw up` ran in this directory; else the state dir of
     the `thaw up` recorded as running (so the CLI works from any directory); else ./.thaw."""
-    if args.state_dir:
-        return Path(args.state_dir)
-    if DEFAULT_STATE.exists():
-        return DEFAULT_STATE
-    record = recorded_up()
-    return Path(record["state_dir"]) if record else DEFAULT_STATE
-
-
-def _url(args) -> str:
-    """--url, else $THAW_URL, else the recorded `thaw up`'s when its state dir is the one in
-    use (another platform's URL would pair its gateway with this one's key), else the default."""
-    if args.url:
-        return args.url
-    if os.environ.get("THAW_URL"):
-        return os.environ["THAW_URL"]
-    record = recorded_up()
-    if record and Path(record["state_dir"]) == _state_dir(args).resolve():
-        return record["url"]
-    return DEFAULT_URL
+    return discovery.state_dir(args.state_dir)
 
 
 def _key_and_source(args) -> tuple[str, str]:
     """The API key and where it came from (a 401 names the source)."""
-    if args.key:
-        return args.key, "--key"
-    if os.environ.get("THAW_API_KEY"):
-        return os.environ["THAW_API_KEY"], "$THAW_API_KEY"
-    cred = _state_dir(args) / "credentials"
-    key = cred.read_text().strip() if cred.exists() else ""
-    if not key:
-        sys.exit(f"thaw {args.command}: no API key: pass --key, set THAW_API_KEY, or start `thaw up` (it saves "
-                 f"one in <state dir>/credentials and records where; looked in {cred.resolve()})")
-    return key, str(cred.resolve())
+    try:
+        return discovery.find_key(args.key, _state_dir(args), flag="--key")
+    except NoApiKey as exc:
+        sys.exit(f"thaw {args.command}: {exc}")
 
 
-def _key(args) -> str:
-    return _key_and_source(args)[0]
-
-
-def _gateway(args) -> Gateway:
-    return Gateway(_url(args), _key(args))
-
-
-def _explained(exc: GatewayError, args) -> str:
-    """The one line for a gateway failure. For a refused key, the gateway's generic hint gives
-    way to where this key came from and the exact command that makes one."""
-    if exc.status != 401:
-        return str(exc)
-    _, source = _key_and_source(args)
-    return (f"HTTP 401: the gateway at {_url(args)} does not know the API key from {source}. Use the key "
-            f"`thaw up` printed (saved in its <state dir>/credentials), or, as the operator, make one: "
-            f"`{MAKE_KEY}` (REDIS_URL: what `thaw up` printed after 'valkey-server ready at')")
+def _client(args) -> Client:
+    """The SDK's client for --url/--key/--state-dir, else what they default to: --url, else
+    $THAW_URL, else the recorded `thaw up`'s when its state dir is the one in use (another
+    platform's URL would pair its gateway with this one's key), else the default."""
+    key, source = _key_and_source(args)
+    state = _state_dir(args)
+    return Client.from_target(Target(url=discovery.find_url(args.url, state).rstrip("/"), key=key,
+                                     key_source=source, state_dir=state))
 
 
 def cmd_deploy(args) -> None:
+    client = None
     for path in args.files:
         spec = load_function_file(Path(path))
-        failed_before = {p["pod"] for p in _gateway(args).json("GET", "/v1/pods").get("failed", [])} if args.wait else set()
-        out = _gateway(args).json("POST", "/v1/functions", msgspec.to_builtins(spec))
-        print(f"deployed {spec.name} (revision {out['revision']})")
-        if args.wait:
-            _wait_for_first_worker(_gateway(args), spec, failed_before, args.wait_timeout)
+        client = client or _client(args)
+        failed_before = {p.pod for p in client.pods().failed} if args.wait else set()
+        deploying_ms = int(time.time() * 1000)
+        deployed = client.deploy(spec)
+        print(f"deployed {spec.name} (revision {deployed.revision})")
+        if not args.wait:
+            continue
+        started = time.monotonic()
+        serving = _wait_for_first_worker(client, spec, failed_before, args.wait_timeout)
+        if serving is not None and spec.snapshot:
+            left = args.wait_timeout - (time.monotonic() - started)
+            _wait_for_first_snapshot(client, spec, deployed, serving, deploying_ms,
+                                     min(args.snapshot_wait, max(left, 0)))
 
 
-def _wait_for_first_worker(gw: Gateway, spec, failed_before: set[str], timeout_s: float) -> None:
-    """With min_pods > 0, follow the function's pods until one serves, a line per state change;
-    a pod of it that fails meanwhile (not one of `failed_before`) ends the wait with its reason."""
+def _wait_for_first_worker(client: Client, spec, failed_before: set[str], timeout_s: float) -> T.Pod | None:
+    """With min_pods > 0, follow the function's pods until one serves, a line per state change,
+    and return it; a pod of it that fails meanwhile (not one of `failed_before`) ends the wait
+    with its reason. None when there is no worker to wait for (min_pods = 0)."""
     if spec.scaling.min_pods == 0:
         print(f"  {spec.name} scales from zero (min_pods = 0): its first call starts a worker")
-        return
-    started, said = time.monotonic(), {}
+        return None
+    started = time.monotonic()
+    said: dict[str, str] = {}
     while time.monotonic() - started < timeout_s:
-        listed = gw.json("GET", "/v1/pods")
-        mine = [p for p in listed["pods"] if p["fn"] == spec.name]
+        listed = client.pods()
+        mine = [p for p in listed.pods if p.fn == spec.name]
         for pod in mine:
-            if said.get(pod["pod"]) != pod["state"]:
-                said[pod["pod"]] = pod["state"]
-                print(f"  {time.monotonic() - started:5.1f}s  pod {pod['pod']}: {pod['state']} on {pod['node']}")
-        if any(p["state"] in ("idle", "busy") for p in mine):
+            if said.get(pod.pod) != pod.state:
+                said[pod.pod] = pod.state
+                source = f" from snapshot {pod.snapshot}" if pod.state == "restoring" and pod.snapshot else ""
+                print(f"  {time.monotonic() - started:5.1f}s  pod {pod.pod}: {pod.state} on {pod.node}{source}")
+        serving = [p for p in mine if p.state in T.SERVING_STATES]
+        if serving:
             print(f"  {spec.name} is serving ({time.monotonic() - started:.1f}s)")
-            return
-        failed = [p for p in listed.get("failed", []) if p["fn"] == spec.name and p["pod"] not in failed_before]
+            return serving[0]
+        failed = [p for p in listed.failed if p.fn == spec.name and p.pod not in failed_before]
         if failed:
-            first_line = failed[0]["reason"].splitlines()[0]
-            raise CliError(f"{spec.name}: pod {failed[0]['pod']} failed to start: {first_line} "
-                           f"(its output: `thaw logs {spec.name} --pod {failed[0]['pod']}`)")
+            first_line = (failed[0].reason or "no reason recorded").splitlines()[0]
+            raise CliError(f"{spec.name}: pod {failed[0].pod} failed to start: {first_line} "
+                           f"(its output: `thaw logs {spec.name} --pod {failed[0].pod}`)")
         time.sleep(0.5)
     raise CliError(f"{spec.name}: no worker serving within {timeout_s:g}s; see `thaw ls` and `thaw logs {spec.name}`")
+
+
+def _wait_for_first_snapshot(client: Client, spec, deployed: T.Deployment, serving: T.Pod, deploying_ms: int,
+                             timeout_s: float) -> None:
+    """For a function that snapshots: report its first snapshot once taken (id, size, how long
+    after `serving` served), or why none is coming; one of this spec taken before the deploy
+    (`deploying_ms`) is reported as there already. Never fails the deploy: without a snapshot
+    every pod cold-starts, slower but served.
+
+    What the gateway exposes decides what can be said: GET /v1/snapshots lists snapshots (with
+    the spec digest they restore), GET /v1/functions/<fn> says when the function is degraded (a
+    node's snapshotter silent) and why its last snapshot failed. A node without CRIU is not
+    exposed, so past `timeout_s` the wait can only say that none came."""
+    from bus_schemas.functions import spec_digest
+    from snapshotter.listing import human_bytes
+
+    digest = spec_digest(msgspec.structs.replace(spec, tenant=deployed.function.tenant))
+
+    def usable() -> list[T.Snapshot]:
+        return sorted((s for s in client.snapshots() if s.fn == spec.name and s.spec_digest == digest),
+                      key=lambda s: s.created_ms, reverse=True)
+
+    def sized(s: T.Snapshot) -> str:
+        return f"{human_bytes(s.size_bytes)} ({human_bytes(s.raw_bytes)} raw) on {s.node or '?'}"
+
+    def ready(s: T.Snapshot) -> None:
+        served_ms = serving.state_at_ms or deploying_ms  # the agent's stamp of the pod becoming ready
+        after = max(0.0, (time.time() * 1000 - served_ms) / 1000)
+        print(f"  snapshot {s.id} ready: {sized(s)}, {after:.1f}s after the worker served; new pods restore "
+              "from it")
+
+    have = usable()
+    if have and have[0].created_ms >= deploying_ms:
+        ready(have[0])  # taken already, while the wait for the worker ended
+        return
+    if have:
+        print(f"  snapshot {have[0].id} of this spec is there already, {sized(have[0])}: new pods restore from it")
+        return
+    if _local_snapshotter(client.target) is False:
+        print("  no snapshot: this `thaw up` runs no snapshotter (CRIU is not usable here; it said why at "
+              "start-up), so every pod of it cold-starts")
+        return
+    if timeout_s <= 0:
+        return
+    print(f"  waiting up to {timeout_s:g}s for its first snapshot (taken from an idle worker, on nodes with "
+          "CRIU; --snapshot-wait 0 skips this)")
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        found = usable()
+        if found:
+            ready(found[0])
+            return
+        fn = client.function(spec.name)
+        if fn.status == "degraded":
+            print(f"  no snapshot: {spec.name} is degraded: {_indented(fn.degraded_reason)}")
+            return
+        if fn.snapshot_failure is not None and fn.snapshot_failure.at_ms >= deploying_ms:
+            print(f"  no snapshot: taking it failed: {_indented(fn.snapshot_failure.error)}; the next cold-started "
+                  "pod asks again (the snapshotter's log on its node has the rest)")
+            return
+        time.sleep(0.5)
+    print(f"  no snapshot of {spec.name} within {timeout_s:g}s: nodes without CRIU take none (`thaw snapshots "
+          f"{spec.name}` lists it once taken)")
+
+
+def _local_snapshotter(target: Target) -> bool | None:
+    """Whether the `thaw up` behind `target` runs a snapshotter (its run/components.json says),
+    None when `target` is not a `thaw up` of this machine or it cannot tell."""
+    record = discovery.recorded_up()
+    if not record or record.get("url", "").rstrip("/") != target.url:
+        return None
+    if Path(record["state_dir"]) != target.state_dir.resolve():
+        return None
+    try:
+        components = json.loads((target.state_dir / "run" / "components.json").read_text())["components"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return "snapshotter" in components
 
 
 def cmd_invoke(args) -> None:
@@ -126,15 +194,20 @@ def cmd_invoke(args) -> None:
         _invoke_async(args, data)
         return
     if args.nats:
-        status, body, headers = asyncio.run(_invoke_nats(args.nats, _key(args), args.name, data, args.timeout,
+        key, source = _key_and_source(args)
+        status, body, headers = asyncio.run(_invoke_nats(args.nats, key, args.name, data, args.timeout,
                                                          _state_dir(args)))
-        where = args.nats
+        if status >= 400 and not headers.get("Thaw-Pod"):  # the gateway's own refusal: no worker saw the call
+            raise refusal(status, body, args.nats, len(data), key_source=source)
     else:
-        status, body, headers = _gateway(args).call("POST", f"/v1/functions/{args.name}/invoke", data,
-                                                    args.content_type)
-        where = _url(args)
-    if status >= 400 and not headers.get("Thaw-Pod"):
-        raise refusal(status, body, where, len(data))  # the gateway's own refusal: no worker saw the call
+        client = _client(args)
+        # What the platform does for the call (a pod placed, restoring, starting cold), on stderr
+        # once it has waited a second; a polling client of its own, so a stuck poll is dropped.
+        progress = nullcontext() if args.quiet else InvokeProgress(
+            args.name, client.with_timeout(POLL_TIMEOUT_S).pods)
+        with progress:
+            result = client.invoke(args.name, data, content_type=args.content_type)
+        status, body = result.status, result.body
     took = (time.perf_counter() - started) * 1000
     sys.stdout.write(body.decode(errors="replace") + "\n")
     print(f"[{status}, {took:.1f} ms]", file=sys.stderr)
@@ -147,59 +220,53 @@ def _invoke_async(args, data: bytes) -> None:
     if args.nats:
         raise CliError("--async goes through the gateway's HTTP API; leave out --nats (or publish to "
                        f"infer.async.{args.name} yourself)")
-    status, body, _ = _gateway(args).call("POST", f"/v1/functions/{args.name}/invoke?async=1", data,
-                                          args.content_type)
-    if status != 202:
-        raise refusal(status, body, _url(args), len(data))
-    print(json.loads(body)["call_id"])
+    print(_client(args).invoke_async(args.name, data, content_type=args.content_type))
 
 
 def cmd_calls(args) -> None:
-    gw = _gateway(args)
+    client = _client(args)
     if args.id:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", args.id):
             raise CliError(f"{args.id!r} is not a call id (ids look like c0123abcd..., as `thaw invoke --async` "
                            "prints them)")
-        call = gw.json("GET", f"/v1/calls/{args.id}")
+        call = client.get_call(args.id)
         for key in ("call_id", "fn", "status", "attempts", "http_status", "error", "redrives"):
-            print(f"{key:12} {call.get(key)}")
+            print(f"{key:12} {getattr(call, key)}")
         for key in ("queued_ms", "started_ms", "finished_ms"):
-            print(f"{key[:-3]:12} {_when(call.get(key))}")
-        if call.get("result") is not None:
-            print(f"{'result':12} ({call.get('result_encoding')}) {call['result']}")
+            print(f"{key[:-3]:12} {_when(getattr(call, key))}")
+        if call.result is not None:
+            print(f"{'result':12} ({call.result_encoding}) {call.result}")
         return
-    query = urllib.parse.urlencode({k: v for k, v in (("fn", args.fn), ("state", args.state),
-                                                      ("limit", str(args.limit))) if v})
-    calls = gw.json("GET", f"/v1/calls?{query}")["calls"]
+    calls = client.list_calls(args.fn, args.state, args.limit or None)
     if not calls:
         print("no calls")
         return
     print(f"{'CALL':28} {'FN':20} {'STATUS':10} {'ATTEMPTS':>8} {'HTTP':>5}  ERROR")
     for c in calls:
-        print(f"{c['call_id']:28} {c['fn'][:20]:20} {c.get('status', 'dead'):10} {c['attempts']:>8} "
-              f"{c['http_status']:>5}  {c.get('error') or c.get('reason') or ''}")
+        print(f"{c.call_id:28} {c.fn[:20]:20} {c.status:10} {c.attempts:>8} "
+              f"{c.http_status:>5}  {c.error or c.reason or ''}")
 
 
 def cmd_dlq(args) -> None:
-    gw = _gateway(args)
+    client = _client(args)
     if args.action == "redrive":
         if bool(args.fn) == bool(args.ids):
             raise CliError("say what to redrive: --fn FN (every dead call of it) or call ids, not both")
-        out = gw.json("POST", "/v1/dlq/redrive", {"fn": args.fn} if args.fn else {"ids": args.ids})
-        print(f"redriven {len(out['redriven'])}: {' '.join(out['redriven']) or '-'}")
-        if out["not_found"]:
-            raise CliError(f"not in the dead-letter queue: {' '.join(out['not_found'])} (see `thaw dlq`)")
+        out = client.redrive(fn=args.fn, ids=args.ids)
+        print(f"redriven {len(out.redriven)}: {' '.join(out.redriven) or '-'}")
+        if out.not_found:
+            raise CliError(f"not in the dead-letter queue: {' '.join(out.not_found)} (see `thaw dlq`)")
         return
     if args.ids:
         raise CliError(f"unexpected {' '.join(args.ids)}: `thaw dlq` lists, `thaw dlq redrive IDS...` redrives")
-    dead = gw.json("GET", "/v1/dlq" + (f"?fn={urllib.parse.quote(args.fn)}" if args.fn else ""))["dead"]
+    dead = client.dlq(args.fn)
     if not dead:
         print("the dead-letter queue is empty")
         return
     print(f"{'CALL':28} {'FN':20} {'ATTEMPTS':>8} {'HTTP':>5}  {'DIED':20} REASON")
     for d in dead:
-        print(f"{d['call_id']:28} {d['fn'][:20]:20} {d['attempts']:>8} {d['http_status']:>5}  "
-              f"{_when(d['died_ms']):20} {d['reason']}")
+        print(f"{d.call_id:28} {d.fn[:20]:20} {d.attempts:>8} {d.http_status:>5}  "
+              f"{_when(d.died_ms):20} {d.reason}")
 
 
 def _when(ms) -> str:
@@ -279,41 +346,41 @@ def _check_fits(size: int, max_payload: int, url: str) -> None:
 
 
 def cmd_ls(args) -> None:
-    gw = _gateway(args)
-    fns = gw.json("GET", "/v1/functions")["functions"]
-    listed = gw.json("GET", "/v1/pods")
-    pods, failed = listed["pods"], listed.get("failed", [])
-    nodes = gw.json("GET", "/v1/nodes")["nodes"]
+    client = _client(args)
+    fns = client.functions()
+    listed = client.pods()
+    pods, failed = listed.pods, listed.failed
+    nodes = client.nodes()
     print("FUNCTIONS")
     for f in fns:
-        r, s = f["resources"], f["scaling"]
-        print(f"  {f['name']:<20} vram={r['vram_mib']}MiB x{r['gpu_count']}  pods {s['min_pods']}..{s['max_pods']}"
-              f"  concurrency={s['concurrency']}  idle_timeout={s['idle_timeout_s']}s  {f.get('status', 'ok')}")
-        if f.get("status") == "degraded":
-            print(f"    degraded: {_indented(f.get('degraded_reason', ''))}")
+        r, s = f.resources, f.scaling
+        print(f"  {f.name:<20} vram={r.vram_mib}MiB x{r.gpu_count}  pods {s.min_pods}..{s.max_pods}"
+              f"  concurrency={s.concurrency}  idle_timeout={s.idle_timeout_s}s  {f.status}")
+        if f.status == "degraded":
+            print(f"    degraded: {_indented(f.degraded_reason)}")
     print("PODS")
-    for p in pods or []:
-        gpus = ",".join(map(str, p["gpus"])) or "-"
-        print(f"  {p['pod']:<24} {p['fn']:<16} {p['state']:<9} node={p['node']} gpus={gpus} vram={p['vram_mib']}MiB")
+    for p in pods:
+        gpus = ",".join(map(str, p.gpus)) or "-"
+        print(f"  {p.pod:<24} {p.fn:<16} {p.state:<9} node={p.node} gpus={gpus} vram={p.vram_mib}MiB")
     if not pods:
         print("  (none: functions scale to zero when idle)")
     if failed:
         print("FAILED (last 15 minutes)")
     for p in failed:
-        age = (time.time() * 1000 - p["state_at_ms"]) / 1000
-        print(f"  {p['pod']:<24} {p['fn']:<16} node={p['node']} {age:.0f}s ago: "
-              f"{_indented(p['reason']) or 'no reason recorded'}")
+        age = (time.time() * 1000 - p.state_at_ms) / 1000
+        print(f"  {p.pod:<24} {p.fn:<16} node={p.node} {age:.0f}s ago: "
+              f"{_indented(p.reason) or 'no reason recorded'}")
     print("NODES")
     for n in nodes:
-        age = (time.time() * 1000 - n["heartbeat_ms"]) / 1000
-        print(f"  {n['name']:<12} cpu {n['cpu_reserved']}/{n['cpu_milli']}m  mem {n['memory_reserved']}/{n['memory_mib']}MiB"
-              f"  gpus from {n['gpu_source']}  last heartbeat {age:.1f}s ago  {n.get('status', 'ok')}")
-        if n.get("status") == "degraded":
-            print(f"    degraded: {n.get('degraded_reason', '')}")
-        for g in n["gpus"]:
-            used, total = g["vram_reserved_mib"], g["vram_mib"]
+        age = (time.time() * 1000 - n.heartbeat_ms) / 1000
+        print(f"  {n.name:<12} cpu {n.cpu_reserved}/{n.cpu_milli}m  mem {n.memory_reserved}/{n.memory_mib}MiB"
+              f"  gpus from {n.gpu_source}  last heartbeat {age:.1f}s ago  {n.status}")
+        if n.status == "degraded":
+            print(f"    degraded: {n.degraded_reason}")
+        for g in n.gpus:
+            used, total = g.vram_reserved_mib, g.vram_mib
             bar = "#" * round(20 * used / max(total, 1))
-            print(f"    gpu{g['index']} {g['model']:<14} [{bar:<20}] {used}/{total} MiB used, {total - used} free")
+            print(f"    gpu{g.index} {g.model:<14} [{bar:<20}] {used}/{total} MiB used, {total - used} free")
 
 
 SNAPSHOT_HEADER = ("FUNCTION", "SNAPSHOT", "RUNTIME", "SIZE", "RAW", "TIERS", "NODE", "AGE")
@@ -327,12 +394,12 @@ def cmd_snapshots(args) -> None:
     if args.redis:
         snaps = asyncio.run(_snapshots_from_redis(args))
     else:
-        snaps = _gateway(args).json("GET", "/v1/snapshots")["snapshots"]
+        snaps = _client(args).snapshots()
     if args.fn:
-        snaps = [s for s in snaps if s["fn"] == args.fn]
+        snaps = [s for s in snaps if s.fn == args.fn]
     now = time.time() * 1000
-    rows = [(s["fn"], s["id"], s["runtime"], human_bytes(s["size_bytes"]), human_bytes(s["raw_bytes"]),
-             ",".join(s["tiers"]) or "-", s["node"], human_age((now - s["created_ms"]) / 1000)) for s in snaps]
+    rows = [(s.fn, s.id, s.runtime, human_bytes(s.size_bytes), human_bytes(s.raw_bytes),
+             ",".join(s.tiers) or "-", s.node, human_age((now - s.created_ms) / 1000)) for s in snaps]
     if not rows:
         print("no snapshots (a function is snapshotted once its first worker is warm, on nodes with CRIU)")
         return
@@ -344,22 +411,14 @@ def cmd_snapshots(args) -> None:
 def cmd_logs(args) -> None:
     """The log of a pod of FN, read by its node's agent through the gateway; with --follow, asks
     again every second from where the last answer ended."""
-    gw = _gateway(args)
-    path = f"/v1/functions/{urllib.parse.quote(args.fn, safe='')}/logs"
-    query = {"offset": -args.bytes if args.bytes > 0 else 0, **({"pod": args.pod} if args.pod else {})}
-    chunk = gw.json("GET", f"{path}?{urllib.parse.urlencode(query)}")
-    print(f"== pod {chunk['pod']} on node {chunk['node']} ({chunk['state']})"
-          + (f"; restored from a snapshot of {chunk['shared_with']}, whose log it shares" if chunk["shared_with"] else ""),
-          file=sys.stderr)
-    while True:
-        sys.stdout.write(chunk["text"])
+    offset = -args.bytes if args.bytes > 0 else 0
+    for i, chunk in enumerate(_client(args).logs(args.fn, pod=args.pod, offset=offset, follow=args.follow)):
+        if i == 0:
+            print(f"== pod {chunk.pod} on node {chunk.node} ({chunk.state})"
+                  + (f"; restored from a snapshot of {chunk.shared_with}, whose log it shares"
+                     if chunk.shared_with else ""), file=sys.stderr)
+        sys.stdout.write(chunk.text)
         sys.stdout.flush()
-        if chunk["next_offset"] >= chunk["size"]:
-            if not args.follow:
-                return
-            time.sleep(1.0)
-        query = {"pod": chunk["pod"], "offset": chunk["next_offset"], "max_bytes": 256 * 1024}
-        chunk = gw.json("GET", f"{path}?{urllib.parse.urlencode(query)}")
 
 
 def _operator_store(args):
@@ -376,16 +435,19 @@ def _operator_store(args):
     return connect_redis(args.redis, creds)
 
 
-async def _snapshots_from_redis(args) -> list[dict]:
-    from dataclasses import asdict
+async def _snapshots_from_redis(args) -> list[T.Snapshot]:
+    """The index's snapshots, as the gateway would list them."""
+    import dataclasses
 
     from thaw_core.store.snapshots import SnapshotCatalog
 
     r = _operator_store(args)
     try:
-        return [asdict(s) for s in await SnapshotCatalog(r).all()]
+        found = await SnapshotCatalog(r).all()
     finally:
         await r.aclose()
+    rows = [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else msgspec.to_builtins(s) for s in found]
+    return [msgspec.convert(row, T.Snapshot) for row in rows]
 
 
 def cmd_keys(args) -> None:
@@ -460,15 +522,20 @@ def build_parser() -> argparse.ArgumentParser:
     dep = sub.add_parser("deploy", help="deploy function files (TOML)")
     dep.add_argument("files", nargs="+")
     dep.add_argument("--wait", action="store_true", help="with min_pods > 0: show the first worker starting and "
-                     "wait until it serves (fails with its reason if it cannot start)")
+                     "wait until it serves (fails with its reason if it cannot start), then its first snapshot")
     dep.add_argument("--wait-timeout", type=float, default=300.0, help="seconds --wait waits (default 300)")
+    dep.add_argument("--snapshot-wait", type=float, default=SNAPSHOT_WAIT_S,
+                     help="with --wait, for a function that snapshots: seconds to wait for its first snapshot "
+                          f"once a worker serves (default {SNAPSHOT_WAIT_S:g}; 0: do not wait)")
     dep.set_defaults(func=cmd_deploy)
     inv = sub.add_parser("invoke", help="invoke a function (HTTP by default, or --nats URL)")
     inv.add_argument("name")
     inv.add_argument("data", help="request body, or - for stdin")
     inv.add_argument("--content-type", default="application/json")
     inv.add_argument("--nats", default="", help="invoke over NATS infer.request.<name> at this URL")
-    inv.add_argument("--timeout", type=float, default=130.0)
+    inv.add_argument("--timeout", type=float, default=130.0, help="seconds to wait for the answer over NATS")
+    inv.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr while the call "
+                     "waits for a worker (shown after 1 s: placed, restoring, starting cold, ready)")
     inv.add_argument("--async", dest="run_async", action="store_true",
                      help="queue the call and print its id at once (see `thaw calls ID`)")
     inv.set_defaults(func=cmd_invoke)
@@ -533,8 +600,8 @@ def _run(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except GatewayError as exc:
-        sys.exit(f"thaw {args.command}: {_explained(exc, args)}")
+    except ThawError as exc:
+        sys.exit(f"thaw {args.command}: {exc}")
     except (FunctionFileError, CliError) as exc:
         sys.exit(f"thaw {args.command}: {exc}")
     except KeyboardInterrupt:

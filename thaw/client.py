@@ -1,82 +1,219 @@
-"""A small HTTP client for the gateway (stdlib only, so the CLI starts fast), and where the
-running `thaw up` recorded itself, so the CLI finds it from any directory."""
+"""`thaw.Client`: the gateway's REST API, synchronously, on the standard library only (the CLI
+uses it and must start fast; no aiohttp here). Requests and answers are built and read in
+thaw/api.py, shared with `thaw.AsyncClient`; this module only moves the bytes.
+
+    from thaw import Client
+    client = Client()            # finds a running `thaw up` from any directory
+    out = client.invoke("echo", json={"hello": 1})
+    print(out.status, out.json())
+
+Also here, for the callers that had them before the SDK: `Gateway` (raw paths) and the
+`thaw up` record functions (now in thaw/discovery.py).
+"""
 
 import http.client
-import json
+import json as _json
 import os
-import re
+import time
 import urllib.error
 import urllib.request
-from email.message import Message
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from thaw import discovery
+from thaw import types as T
+from thaw.api import JSON_TYPE, Answer, Api, Headers, Request, body_of, load_spec
+from thaw.discovery import Target, forget_up, record_path, record_up, recorded_up, records_dir
+from thaw.errors import GatewayError, ThawError, TimedOut, error_message, no_answer, refusal
+
+R = TypeVar("R")
+DEFAULT_TIMEOUT_S = 330.0  # above the gateway's longest wait (a cold start's deadline plus the call)
+_NO_JSON = object()
 
 
-class GatewayError(RuntimeError):
-    """A failure worth one line to a person; `status` is 0 when no HTTP answer came."""
+class Client:
+    """The gateway's REST API. With no arguments, finds the gateway and key as the CLI does:
+    `url`/`key` given, else $THAW_URL / $THAW_API_KEY, else the running `thaw up` recorded in
+    $XDG_STATE_HOME/thaw/up.json (or ./.thaw). Every failure raises a ThawError whose `str()`
+    is one line saying what to do; `status` is 0 when no HTTP answer came.
 
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}" if status else message)
-        self.status = status
+    Thread-safe: each request is its own connection."""
+
+    def __init__(self, url: str | None = None, key: str | None = None, *,
+                 state_dir: str | os.PathLike | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self._setup(discovery.find(url, key, state_dir), timeout_s)
+
+    @classmethod
+    def from_target(cls, target: Target, timeout_s: float = DEFAULT_TIMEOUT_S) -> "Client":
+        client = cls.__new__(cls)
+        client._setup(target, timeout_s)
+        return client
+
+    def _setup(self, target: Target, timeout_s: float) -> None:
+        self.target, self.timeout_s = target, timeout_s
+        self.api = Api(target.url, target.key_source)
+
+    @property
+    def url(self) -> str:
+        return self.target.url
+
+    @property
+    def key(self) -> str:
+        return self.target.key
+
+    def with_timeout(self, timeout_s: float) -> "Client":
+        """The same gateway and key, another timeout per request."""
+        return Client.from_target(self.target, timeout_s)
+
+    def request(self, req: Request[R], timeout_s: float | None = None) -> R:
+        """Send one request built by thaw.api and decode its answer."""
+        return req.decode(send(self.url, self.key, req, self.timeout_s if timeout_s is None else timeout_s))
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass  # nothing held between requests
+
+    # -- functions
+
+    def deploy(self, spec: Any) -> T.Deployment:
+        """Create or replace a function. `spec`: a bus_schemas FunctionSpec, a dict of its fields
+        (as in a function file), or a Function as listed."""
+        return self.request(self.api.deploy(spec))
+
+    def deploy_file(self, path: str | os.PathLike) -> T.Deployment:
+        """Deploy the function file (TOML) at `path`, as `thaw deploy` does."""
+        return self.deploy(load_spec(path))
+
+    def functions(self) -> list[T.Function]:
+        return self.request(self.api.functions())
+
+    def function(self, name: str) -> T.Function:
+        return self.request(self.api.function(name))
+
+    def delete(self, name: str) -> None:
+        self.request(self.api.delete(name))
+
+    # -- calls
+
+    def invoke(self, name: str, data: bytes | str | None = None, *, json: Any = _NO_JSON,
+               content_type: str | None = None, timeout_s: float | None = None) -> T.InvokeResult:
+        """Call `name` and wait for its answer: `data` (bytes, or str as UTF-8) or `json` (any
+        JSON-able value). A worker's answer comes back whatever its status (see `.ok`); a
+        refusal by the gateway (unknown function, queue full, no worker in time) raises."""
+        body, ctype = body_of(data, json, content_type, json is not _NO_JSON)
+        return self.request(self.api.invoke(name, body, ctype), timeout_s)
+
+    def invoke_async(self, name: str, data: bytes | str | None = None, *, json: Any = _NO_JSON,
+                     content_type: str | None = None) -> str:
+        """Queue a call (retried per the function's [async] policy); its id, at once."""
+        body, ctype = body_of(data, json, content_type, json is not _NO_JSON)
+        return self.request(self.api.invoke_async(name, body, ctype))
+
+    def get_call(self, call_id: str) -> T.Call:
+        return self.request(self.api.get_call(call_id))
+
+    def wait_call(self, call_id: str, timeout_s: float = 300.0, poll_s: float = 0.2) -> T.Call:
+        """The call once it succeeded, failed or died; TimedOut if still going after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            call = self.get_call(call_id)
+            if call.done:
+                return call
+            if time.monotonic() >= deadline:
+                raise TimedOut(0, f"call {call_id} is still {call.status} after {timeout_s:g}s; "
+                                  f"ask again later (`thaw calls {call_id}`)")
+            time.sleep(poll_s)
+
+    def list_calls(self, fn: str = "", state: str = "", limit: int | None = None) -> list[T.Call]:
+        """Your recent async calls, newest first; `state`: queued, running, succeeded, failed or dead."""
+        return self.request(self.api.list_calls(fn, state, limit))
+
+    def dlq(self, fn: str = "") -> list[T.DeadCall]:
+        """Your dead async calls (those that used up their attempts)."""
+        return self.request(self.api.dlq(fn))
+
+    def redrive(self, fn: str = "", ids: Iterable[str] = ()) -> T.Redriven:
+        """Queue dead calls again, attempts reset: every one of `fn`, or those in `ids`."""
+        return self.request(self.api.redrive(fn, ids))
+
+    # -- the fleet
+
+    def pods(self) -> T.PodList:
+        return self.request(self.api.pods())
+
+    def nodes(self) -> list[T.Node]:
+        return self.request(self.api.nodes())
+
+    def snapshots(self) -> list[T.Snapshot]:
+        return self.request(self.api.snapshots())
+
+    def logs(self, fn: str, *, pod: str = "", offset: int | None = None, follow: bool = False,
+             poll_s: float = 1.0) -> Iterator[T.LogChunk]:
+        """The log of `fn`'s `pod` (default: its newest) from `offset` (negative: from the end;
+        default: the last 64 KiB), chunk by chunk until its end; with `follow`, then what the
+        worker writes next, asked for every `poll_s`, until the caller stops iterating."""
+        chunk = self.request(self.api.logs(fn, pod, offset))
+        while True:
+            yield chunk
+            if chunk.next_offset >= chunk.size:
+                if not follow:
+                    return
+                time.sleep(poll_s)
+            chunk = self.request(self.api.logs_after(fn, chunk))
+
+    # -- keys and health
+
+    def create_key(self, role: str = "invoker", rate_per_s: float = 0.0) -> T.ApiKey:
+        """A new key for your tenant (admin keys only); shown once."""
+        return self.request(self.api.create_key(role, rate_per_s))
+
+    def healthy(self) -> bool:
+        try:
+            return self.request(self.api.healthz(), timeout_s=min(self.timeout_s, 5.0))
+        except ThawError:
+            return False
+
+
+def send(url: str, key: str, req: Request, timeout_s: float) -> Answer:
+    """One HTTP exchange; a 4xx or 5xx is an Answer, no answer at all a NoAnswer error."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": req.content_type, **req.headers}
+    http_req = urllib.request.Request(url + req.path, data=req.body, method=req.method, headers=headers)
+    sending = _AnswerReader()
+    try:
+        with urllib.request.build_opener(sending).open(http_req, timeout=timeout_s) as resp:
+            return Answer(resp.status, Headers(resp.headers.items()), resp.read())
+    except urllib.error.HTTPError as exc:
+        return Answer(exc.code, Headers(exc.headers.items() if exc.headers else ()), exc.read())
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise no_answer(url, reason, req.sent_bytes, sending.cut_off is not None, timeout_s) from None
 
 
 class Gateway:
-    def __init__(self, url: str, key: str, timeout_s: float = 330.0):
+    """Raw paths on the same transport, for callers from before the SDK (thaw up, benches)."""
+
+    def __init__(self, url: str, key: str, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.url, self.key, self.timeout_s = url.rstrip("/"), key, timeout_s
+        self._api = Api(self.url)
 
     def call(self, method: str, path: str, body: bytes | None = None,
-             content_type: str = "application/json") -> tuple[int, bytes, Message]:
+             content_type: str = JSON_TYPE) -> tuple[int, bytes, Mapping[str, str]]:
         """(status, body, headers); headers look up case-insensitively."""
-        req = urllib.request.Request(self.url + path, data=body, method=method,
-                                     headers={"Authorization": f"Bearer {self.key}", "Content-Type": content_type})
-        sending = _AnswerReader()
-        try:
-            with urllib.request.build_opener(sending).open(req, timeout=self.timeout_s) as resp:
-                return resp.status, resp.read(), resp.headers
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read(), exc.headers
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            raise self._no_answer(getattr(exc, "reason", exc), len(body or b""), sending.cut_off) from None
-
-    def _no_answer(self, reason: object, sent_bytes: int, cut_off: OSError | None) -> GatewayError:
-        """Why no HTTP answer came, told apart: a body cut off, a gateway too slow, or none there."""
-        if cut_off is not None:
-            return GatewayError(0, f"the gateway at {self.url} closed the connection while taking the "
-                                   f"{sent_bytes}-byte request body, without an answer ({reason}); a body that "
-                                   "large is likely over its limit (max_body_bytes): send less")
-        if isinstance(reason, TimeoutError):
-            return GatewayError(0, f"the gateway at {self.url} did not answer within {self.timeout_s:g}s")
-        return GatewayError(0, f"cannot reach the gateway at {self.url} ({reason}); is `thaw up` running? "
-                               "(or pass --url)")
+        a = send(self.url, self.key, self._api.raw(method, path, body, content_type), self.timeout_s)
+        return a.status, a.body, a.headers
 
     def json(self, method: str, path: str, obj=None) -> dict:
-        sent = None if obj is None else json.dumps(obj).encode()
+        sent = None if obj is None else _json.dumps(obj).encode()
         status, body, _ = self.call(method, path, sent)
         if status >= 400:
             raise refusal(status, body, self.url, len(sent or b""))
         try:
-            return json.loads(body or b"{}")
+            return _json.loads(body or b"{}")
         except ValueError:
             raise GatewayError(status, f"{self.url} answered {path} with something other than JSON "
                                        f"({body[:80]!r}); is --url the gateway's?") from None
-
-
-def refusal(status: int, body: bytes, url: str, sent_bytes: int) -> GatewayError:
-    """The gateway's refusal as one line, with what to do about it."""
-    message = error_message(body)
-    if status == 413:
-        limit = re.search(r"over (\d+) bytes", message)
-        said = f"its limit is {int(limit.group(1))} bytes" if limit else "it did not say its limit"
-        return GatewayError(413, f"the gateway at {url} refused the request body ({sent_bytes} bytes) as too "
-                                 f"large: {said}; send less, or raise the gateway's max_body_bytes")
-    return GatewayError(status, message)
-
-
-def error_message(body: bytes) -> str:
-    """The gateway's `error.message`, else the start of whatever came (a proxy's HTML page, say)."""
-    try:
-        return str(json.loads(body)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return body[:200].decode(errors="replace").strip() or "(no body)"
 
 
 class _AnswerReader(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
@@ -98,7 +235,7 @@ class _AnswerReader(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
     def _connection(self, base: type[http.client.HTTPConnection]):
         handler = self
 
-        class KeepsReading(base):
+        class KeepsReading(base):  # type: ignore[valid-type,misc]  # whichever class urllib opens with
             def send(self, data):
                 if handler.cut_off is not None:
                     return  # the rest of a body the server no longer reads
@@ -112,51 +249,5 @@ class _AnswerReader(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
         return KeepsReading
 
 
-# -- where the running `thaw up` is
-
-def records_dir() -> Path:
-    """$XDG_STATE_HOME/thaw, else ~/.local/state/thaw (the XDG default; a relative
-    $XDG_STATE_HOME is invalid by the spec and ignored)."""
-    base = os.environ.get("XDG_STATE_HOME", "")
-    return (Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state") / "thaw"
-
-
-def record_path() -> Path:
-    return records_dir() / "up.json"
-
-
-def record_up(url: str, state_dir: Path, nats_url: str, redis_url: str) -> Path:
-    """Note where this `thaw up` serves and keeps its key (the path, never the key itself), for
-    the CLI run from any directory. Owner-only, like the state dir it points into."""
-    folder = records_dir()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder, 0o700)
-    record = {"url": url, "state_dir": str(state_dir.resolve()),
-              "credentials": str(state_dir.resolve() / "credentials"), "nats": nats_url, "redis": redis_url,
-              "pid": os.getpid()}
-    temp = folder / f".up.json.{os.getpid()}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode does not apply to a file left by a crash
-        json.dump(record, f)
-    os.replace(temp, record_path())  # a reader never sees half a record
-    return record_path()
-
-
-def recorded_up() -> dict | None:
-    """What the last `thaw up` still running (or killed without its stop) recorded, or None."""
-    try:
-        record = json.loads(record_path().read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("url") and record.get("state_dir") else None
-
-
-def forget_up(state_dir: Path) -> None:
-    """Drop the record at a clean stop, unless another `thaw up` has recorded itself since."""
-    record = recorded_up()
-    if record and Path(record["state_dir"]) == state_dir.resolve():
-        try:
-            record_path().unlink(missing_ok=True)
-        except OSError:
-            pass  # called on the way to stopping the platform, which matters more
+__all__ = ["Client", "Gateway", "GatewayError", "ThawError", "Target", "send", "refusal", "error_message",
+           "records_dir", "record_path", "record_up", "recorded_up", "forget_up"]

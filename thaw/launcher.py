@@ -118,7 +118,9 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
         sup.add("nats-server", _restarts_of(nats, lambda: servers.start_nats(
             state_dir / "nats", port=nats.port, log_path=logs / "nats-server.log", config_args=bus_users)),
             logs / "nats-server.log", server=True)
-        asyncio.run(bus_auth.provision_streams(nats.url, bus_credentials(state_dir, permissions.OPERATOR)))
+        operator = bus_credentials(state_dir, permissions.OPERATOR)
+        assert operator is not None, "write_platform_config made the operator's credentials"
+        asyncio.run(bus_auth.provision_streams(nats.url, operator))
         say(f"nats-server ready at {nats.url} (streams provisioned; credentials in {secrets_dir})")
         say("starting valkey-server (Redis protocol; a user per role, no default user) ...")
         users = acl.valkey_args(acl.write_acl_file(state_dir / "valkey-users.acl", acl.ensure_credentials(secrets_dir)))

@@ -36,8 +36,8 @@ class Component:
     name: str
     start: Callable[[], subprocess.Popen]
     log_path: Path
+    proc: subprocess.Popen  # the running one; a restart replaces it
     server: bool = False  # stopped after every service, since the services need it to stop
-    proc: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = 0.0
     started_ms: int = 0
@@ -54,9 +54,9 @@ class Supervisor:
 
     def add(self, name: str, start: Callable[[], subprocess.Popen], log_path: Path, server: bool = False) -> None:
         """Start a component now; an exception from `start` propagates (start-up fails)."""
-        c = Component(name, start, log_path, server)
+        c = Component(name, start, log_path, start(), server)
         self.components[name] = c
-        self._launch(c)
+        self._started(c)
 
     def proc(self, name: str) -> subprocess.Popen:
         return self.components[name].proc
@@ -92,20 +92,24 @@ class Supervisor:
         self._say(f"{c.name} restarted (pid {c.proc.pid}, restart {c.restarts})")
 
     def _launch(self, c: Component, restarts: int = 0) -> None:
-        c.proc, c.restarts = c.start(), restarts
+        c.proc = c.start()
+        self._started(c, restarts)
+
+    def _started(self, c: Component, restarts: int = 0) -> None:
+        c.restarts = restarts
         c.started_at, c.started_ms, c.restart_at = time.monotonic(), int(time.time() * 1000), None
         self._write_status()
 
     def _write_status(self) -> None:
         status = {"components": {c.name: {"pid": c.proc.pid, "restarts": c.restarts, "started_ms": c.started_ms}
-                                 for c in self.components.values() if c.proc is not None}}
+                                 for c in self.components.values()}}
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.status_path.with_name(f".{self.status_path.name}.tmp")
         tmp.write_text(json.dumps(status, indent=1))
         os.replace(tmp, self.status_path)
 
     def _ours(self) -> set[int]:
-        return {c.proc.pid for c in self.components.values() if c.proc is not None}
+        return {c.proc.pid for c in self.components.values()}
 
     def stop(self) -> float:
         """Stop everything started, within STOP_BOUND_S; returns the seconds it took."""
@@ -125,7 +129,7 @@ class Supervisor:
         return time.monotonic() - started
 
     def _stop_group(self, group: list[Component], grace_s: float) -> None:
-        running = [c for c in group if c.proc is not None and c.proc.poll() is None]
+        running = [c for c in group if c.proc.poll() is None]
         for c in running:
             _signal_group(c.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
