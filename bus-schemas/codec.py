@@ -13,7 +13,7 @@ import msgspec
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
-_decoders: dict[Any, msgspec.json.Decoder] = {}
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
 class DecodeError(ValueError):
@@ -31,7 +31,7 @@ def encode(msg: Any) -> bytes:
 
 def decode(data: bytes | str, type_: type[T]) -> T:
     """Decode JSON into `type_`, raising DecodeError naming the field and the reason."""
-    decoder = _decoders.get(type_)
+    decoder: msgspec.json.Decoder[T] | None = _decoders.get(type_)
     if decoder is None:
         decoder = _decoders[type_] = msgspec.json.Decoder(type_)
     try:

@@ -23,7 +23,7 @@ from nats.js.api import ConsumerConfig
 
 from bus_schemas import headers as H
 from bus_schemas import streams
-from bus_schemas.calls import FINAL, AsyncCall, CallRecord, DeadCall
+from bus_schemas.calls import FINAL, AsyncCall, CallRecord, CallStatus, DeadCall
 from bus_schemas.functions import AsyncPolicy
 from thaw_core.clock import now_ms
 
@@ -62,7 +62,7 @@ class AsyncCalls:
         self.max_in_flight = max_in_flight
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
-        self._sub = None
+        self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> "AsyncCalls":
         config = ConsumerConfig(ack_wait=SPEC.ack_wait_s, max_deliver=SPEC.max_deliver,
@@ -92,7 +92,7 @@ class AsyncCalls:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                msgs = await self._sub.fetch(free, timeout=1.0)
+                msgs = await self._sub.fetch(free, timeout=1.0)  # type: ignore[union-attr]  # set by start()
             except asyncio.TimeoutError:
                 continue
             except asyncio.CancelledError:
@@ -225,12 +225,12 @@ class AsyncCalls:
                         http_status=outcome.status, reason=outcome.error, died_ms=now_ms())
         await self.store.bury(call, body, dead)
 
-    async def _finish(self, call: AsyncCall, attempt: int, status: str, outcome: Attempt, started_ms: int = 0) -> None:
+    async def _finish(self, call: AsyncCall, attempt: int, status: CallStatus, outcome: Attempt, started_ms: int = 0) -> None:
         result = outcome.body if status == "succeeded" or outcome.from_worker else b""
         await self.store.put(_record(call, status, attempt, outcome, started_ms=started_ms, finished=True), result)
 
 
-def _record(call: AsyncCall, status: str, attempt: int, outcome: Attempt | None = None, started_ms: int = 0,
+def _record(call: AsyncCall, status: CallStatus, attempt: int, outcome: Attempt | None = None, started_ms: int = 0,
             finished: bool = False) -> CallRecord:
     now = now_ms()
     return CallRecord(call_id=call.call_id, fn=call.fn, tenant=call.tenant, status=status, attempts=attempt,

@@ -2,6 +2,7 @@
 no I/O, so the rules read (and are tested) on their own."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 from bus_schemas.functions import AsyncPolicy
 
@@ -10,7 +11,7 @@ RETRYABLE_GATEWAY = frozenset({429, 502, 503, 504})  # overloaded, no worker, wo
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    status: str  # "succeeded" | "failed" | "retry" | "dead"
+    status: Literal["succeeded", "failed", "retry", "dead"]
     delay_s: float = 0.0  # for "retry": when to try again
 
 

@@ -21,10 +21,10 @@ class KeyCache:
         self._keys = keys
         # Keyed by the Authorization header as sent, so a warm call's check is one dict lookup.
         # Unknown keys are cached briefly only, so a new key works at once.
-        self._cache: TtlCache[str, Caller | None] = TtlCache(self._caller_of_header, lambda c: ttl_s if c else 1.0)
+        self._cache: TtlCache[str | None, Caller | None] = TtlCache(self._caller_of_header, lambda c: ttl_s if c else 1.0)
         self._rates = KeyRates()
 
-    async def _caller_of_header(self, authorization: str) -> Caller | None:
+    async def _caller_of_header(self, authorization: str | None) -> Caller | None:
         return await self._keys.caller(bearer(authorization))
 
     def peek(self, authorization: str | None) -> str | None:

@@ -14,8 +14,10 @@ since the rest of that body cannot be told apart from a next request.
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Protocol
 
 import httptools
 
@@ -215,10 +217,18 @@ def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
     return status_line + "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1")
 
 
+class App(Protocol):
+    """What a connection runs its requests on (`gateway.http_api.HttpApi`): see the module docstring."""
+
+    def answer_now(self, request: Request, done: Callable[[Request], None]) -> bool: ...
+
+    async def answer(self, request: Request) -> None: ...
+
+
 class HttpConnection(asyncio.Protocol):
     """Parses requests off one connection and runs the app on them in order."""
 
-    def __init__(self, app, connections: set):
+    def __init__(self, app: App, connections: "set[HttpConnection]") -> None:
         self._app, self._connections = app, connections
         self._parser = httptools.HttpRequestParser(self)
         self._loop = asyncio.get_running_loop()

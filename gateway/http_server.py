@@ -12,14 +12,14 @@ measurement; rerun it before changing this choice.
 import asyncio
 import logging
 
-from gateway.http_connection import Deadlines, HttpConnection
+from gateway.http_connection import App, Deadlines, HttpConnection
 
 log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 4096  # beyond it a new connection is answered 503 and closed
 
 
 class HttpServer:
-    def __init__(self, app, host: str, port: int, backlog: int = 1024, max_connections: int = MAX_CONNECTIONS,
+    def __init__(self, app: App, host: str, port: int, backlog: int = 1024, max_connections: int = MAX_CONNECTIONS,
                  deadlines: Deadlines = Deadlines(), sweep_every_s: float = 2.0):
         self._app, self._host, self._port, self._backlog = app, host, port, backlog
         self._max_connections, self._deadlines, self._sweep_every_s = max_connections, deadlines, sweep_every_s
@@ -53,7 +53,7 @@ class HttpServer:
         while self._connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self._connections):
-            conn.transport.abort()
+            conn.transport.abort()  # type: ignore[union-attr]  # in the set only once connected
         self._server = None
 
     async def _enforce_deadlines(self) -> None:

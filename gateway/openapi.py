@@ -5,7 +5,7 @@ import msgspec
 from bus_schemas.errors import ErrorBody
 from bus_schemas.functions import FunctionSpec
 
-_BEARER = [{"apiKey": []}]
+_BEARER: list[dict[str, list[str]]] = [{"apiKey": []}]
 
 
 def _errors(*codes: int) -> dict:

@@ -9,10 +9,11 @@ G gateways a key's ceiling is G x N, which is what an operator sizing a rate sho
 
 class KeyRates:
     def __init__(self, max_keys: int = 100_000):
-        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, loop time of the last refill]
+        # key (the Authorization header as sent) -> [tokens, loop time of the last refill]
+        self._buckets: dict[str | None, list[float]] = {}
         self._max_keys = max_keys
 
-    def wait_s(self, key: str, rate_per_s: float, now_s: float) -> float:
+    def wait_s(self, key: str | None, rate_per_s: float, now_s: float) -> float:
         """Take one call from `key`'s bucket: 0.0 when it may go now, else the seconds until it
         could. A rate of 0 means unlimited."""
         if rate_per_s <= 0:

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
+echo "[test] type check (mypy)"
+scripts/typecheck.sh
 if [ "$(id -u)" = 0 ]; then
   echo "[test] making sure CRIU 4.x, podman and Chromium are installed (first run builds CRIU: about a minute)"
   infra/install-criu.sh

@@ -84,13 +84,15 @@ def pack(image_dir: Path, dest: Path) -> Packed:
 def _write_tar_zst(image_dir: Path, files: list[Path], sink: _HashingWriter) -> None:
     cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
     try:
-        with (cctx.stream_writer(sink, closefd=False) as zw, _Detached(zw) as proxy,
-              tarfile.open(fileobj=proxy, mode="w|") as tar):
+        # Typeshed asks for whole file objects; zstd and tarfile's stream modes only write.
+        with (cctx.stream_writer(sink, closefd=False) as zw,  # type: ignore[arg-type]
+              _Detached(zw) as proxy,
+              tarfile.open(fileobj=proxy, mode="w|") as tar):  # type: ignore[call-overload]
             for p in files:
                 tar.add(p, arcname=str(p.relative_to(image_dir)), recursive=False)
     finally:
         # Also on an error, whose traceback keeps this frame: its worker threads end here.
-        zw = cctx = None  # noqa: F841
+        zw = cctx = None  # type: ignore[assignment]  # noqa: F841
 
 
 def sha256_of(path: Path) -> str:
@@ -121,7 +123,8 @@ def unpack(archive: Path, dest_dir: Path, expected_sha256: str) -> None:
 def _extract_tar_zst(archive: Path, dest_dir: Path) -> None:
     try:
         with (open(archive, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader,
-              _Detached(reader) as proxy, tarfile.open(fileobj=proxy, mode="r|") as tar):
+              _Detached(reader) as proxy,
+              tarfile.open(fileobj=proxy, mode="r|") as tar):  # type: ignore[call-overload]  # stream mode: reads only
             tar.extractall(dest_dir, filter="data")
     finally:
-        reader = None  # noqa: F841
+        reader = None  # type: ignore[assignment]  # noqa: F841

@@ -39,7 +39,8 @@ class _ToolLog:
     log_tail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.what}: {self.why} (exit {self.exit_code}, log {self.log_path})\n{self.log_tail}"
+        # A mixin: its subclasses also derive from SnapshotError, which has `what` and `why`.
+        return f"{self.what}: {self.why} (exit {self.exit_code}, log {self.log_path})\n{self.log_tail}"  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -28,7 +28,7 @@ class Server:
     name: str
     url: str
     port: int
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     data_dir: Path
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -71,7 +71,7 @@ def valkey_server_binary() -> str:
     return found
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float, name: str) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float, name: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -111,7 +111,7 @@ def start_redis(data_dir: Path, port: int | None = None, log_path: Path | None =
     return Server("redis", f"redis://127.0.0.1:{port}/0", port, process, data_dir)
 
 
-def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen:
+def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
     # A new session: Ctrl-C in `thaw up` reaches the launcher, which stops servers in order.

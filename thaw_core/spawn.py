@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 DEVNULL = subprocess.DEVNULL
 STDOUT = subprocess.STDOUT
@@ -41,11 +41,11 @@ class Completed:
 class Child:
     """A started program. `pid` is its host pid; `poll()` and `wait()` reap it exactly once."""
 
-    def __init__(self, popen: subprocess.Popen, new_session: bool):
+    def __init__(self, popen: subprocess.Popen[bytes], new_session: bool) -> None:
         self.popen = popen
         self.pid = popen.pid
         self._new_session = new_session
-        self._exited: asyncio.Future | None = None
+        self._exited: asyncio.Future[None] | None = None
         try:
             self._pidfd: int | None = os.pidfd_open(popen.pid)
         except (AttributeError, OSError):  # no pidfd on this kernel: wait() polls instead
@@ -70,14 +70,13 @@ class Child:
                 await asyncio.sleep(POLL_S)
             return self.popen.returncode
         if self._exited is None:
-            self._exited = self._watch_exit()
+            self._exited = self._watch_exit(self._pidfd)
         await asyncio.shield(self._exited)
         return self.popen.wait()
 
-    def _watch_exit(self) -> asyncio.Future:
+    def _watch_exit(self, fd: int) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
-        exited = loop.create_future()
-        fd = self._pidfd
+        exited: asyncio.Future[None] = loop.create_future()
 
         def on_exit() -> None:
             self.popen.poll()  # reaped here, whether or not a caller still waits
@@ -117,9 +116,9 @@ class Child:
             os.close(self._pidfd)
 
 
-def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdin: int | IO | None = DEVNULL,
-          stdout: int | IO | None = DEVNULL, stderr: int | IO | None = DEVNULL, new_session: bool = False,
-          cwd: str | os.PathLike | None = None) -> Child:
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdin: int | IO[Any] | None = DEVNULL,
+          stdout: int | IO[Any] | None = DEVNULL, stderr: int | IO[Any] | None = DEVNULL,
+          new_session: bool = False, cwd: str | os.PathLike[str] | None = None) -> Child:
     """Start `argv` (no shell). `new_session`: the child leads a new session and process group
     (`setsid` done in C), and `kill()` signals that group. Raises OSError when it cannot start
     (e.g. FileNotFoundError for a missing program)."""

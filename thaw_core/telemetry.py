@@ -12,6 +12,7 @@ ones, which cost next to nothing on the warm path, and no trace context is sent.
 import logging
 import os
 from contextlib import AbstractContextManager
+from contextvars import Token
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -54,7 +55,7 @@ def inject(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def extract(headers: dict[str, str] | None):
+def extract(headers: dict[str, str] | None) -> context.Context:
     """The OpenTelemetry context carried by incoming headers (empty context if none)."""
     return propagate.extract(headers or {})
 
@@ -69,10 +70,10 @@ def setup_logging(service: str, level: str | None = None) -> logging.Logger:
     return logging.getLogger(service)
 
 
-def attach(headers: dict[str, str] | None):
+def attach(headers: dict[str, str] | None) -> Token[context.Context]:
     """Make the incoming trace context current; returns a token for `detach`."""
     return context.attach(extract(headers))
 
 
-def detach(token) -> None:
+def detach(token: Token[context.Context]) -> None:
     context.detach(token)

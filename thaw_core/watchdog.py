@@ -17,6 +17,7 @@ import faulthandler
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ ENV_STUCK_S = "THAW_LOOP_STUCK_S"  # 0 turns the watchdog off (e.g. under a debu
 ENV_LIVENESS_FILE = "THAW_LIVENESS_FILE"
 
 
-def stuck_after_s(environ: dict[str, str] | os._Environ = os.environ) -> float:
+def stuck_after_s(environ: Mapping[str, str] = os.environ) -> float:
     """The threshold this process runs with, read once at start-up."""
     raw = environ.get(ENV_STUCK_S, "")
     try:
@@ -37,7 +38,7 @@ def stuck_after_s(environ: dict[str, str] | os._Environ = os.environ) -> float:
     return value
 
 
-def liveness_file(environ: dict[str, str] | os._Environ = os.environ) -> Path | None:
+def liveness_file(environ: Mapping[str, str] = os.environ) -> Path | None:
     raw = environ.get(ENV_LIVENESS_FILE, "")
     return Path(raw) if raw else None
 

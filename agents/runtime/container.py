@@ -52,10 +52,10 @@ def create_config(launch: WorkerLaunch, settings: ContainerSettings) -> dict:
     }
 
 
-def _limits(launch: WorkerLaunch) -> dict:
+def _limits(launch: WorkerLaunch) -> dict[str, object]:
     """The function's memory, CPU and pids limits, the same as a process worker's cgroup, and
     no privileges to gain: the container's cgroup is podman's to make."""
-    limits = {"SecurityOpt": ["no-new-privileges"], "CapDrop": ["ALL"]}
+    limits: dict[str, object] = {"SecurityOpt": ["no-new-privileges"], "CapDrop": ["ALL"]}
     if launch.limits is not None:
         limits.update({"Memory": launch.limits.memory_mib << 20, "MemorySwap": launch.limits.memory_mib << 20,
                        "NanoCpus": launch.limits.cpu_milli * 1_000_000, "PidsLimit": launch.limits.pids})

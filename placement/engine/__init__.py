@@ -1,4 +1,4 @@
-"""Thaw's placement engine: pure decisions over a capacity snapshot (DESIGN.md section 5).
+"""Thaw's placement engine: pure decisions over a capacity view (DESIGN.md section 5).
 
 Import from here: `CapacityIndex`, `decide`, `POLICIES`, and the model types.
 """

@@ -1,4 +1,4 @@
-"""The placement decision: a request and a capacity snapshot in, `Placed` or `Unplaceable` out.
+"""The placement decision: a request and a capacity view in, `Placed` or `Unplaceable` out.
 
 Pure: it reads the index and does no I/O; it does not reserve (the caller commits, then calls
 `index.reserve`), though it may fill the index's memo tables.  Kubernetes-style: filters
@@ -23,7 +23,7 @@ def decide(index: CapacityIndex, request: PodRequest, policy_name: str = "thaw",
     """Where `request` should go under policy `policy_name` (ValueError if unknown).
 
     `rng`, when given, breaks ties between equally good nodes at random; otherwise the node
-    listed first wins, so the same snapshot and request always give the same decision.
+    listed first wins, so the same view and request always give the same decision.
     """
     choose = policy(policy_name)
     placed = choose(index, request, rng)
@@ -37,7 +37,8 @@ def _unplaceable(index: CapacityIndex, request: PodRequest, policy_name: str) ->
     key = ("unplaceable", request)
     cached = index.memo.get(key)
     if cached is not None and cached[0] == index.version:
-        return cached[1]
+        reused: Unplaceable = cached[1]
+        return reused
     counted = rejections(index, ALIASES.get(policy_name, policy_name), request)
     decision = Unplaceable(unplaceable_reasons(index, request, counted))
     index.memo[key] = (index.version, decision)

@@ -61,8 +61,8 @@ def gpu_choices(group: Group, request: PodRequest) -> tuple[tuple[int, ...], ...
 
 def _gpu_choices(group: Group, request: PodRequest) -> tuple[tuple[int, ...], ...]:
     layout, mfree, vfree = group.layout, group.milli_free, group.vram_free
+    out: list[tuple[int, ...]] = []
     if not request.is_whole_gpu:
-        out = []
         for i, model in enumerate(layout.models):
             if _allowed(model, request):
                 milli, vram = share_charge(request, layout.vram_mib[i])
@@ -74,7 +74,6 @@ def _gpu_choices(group: Group, request: PodRequest) -> tuple[tuple[int, ...], ..
         return ()
     free = [mfree[i] == GPU_MILLI and vfree[i] == layout.vram_mib[i]
             and _allowed(layout.models[i], request) for i in range(n)]
-    out = []
     for start in range(n - count + 1):
         run = range(start, start + count)
         if all(free[i] for i in run) and len({layout.vram_mib[i] for i in run}) == 1:
@@ -125,7 +124,8 @@ def group_verdict(group: Group, request: PodRequest) -> tuple[str, str] | None:
     key = ("verdict", request)
     memo = group.memo
     if key in memo:
-        return memo[key]
+        cached: tuple[str, str] | None = memo[key]
+        return cached
     verdict = memo[key] = fresh_verdict(group, request)
     return verdict
 

@@ -48,6 +48,10 @@ class _LayoutTerms:
     mem_per_milli: float = 0.0  # ... and memory MiB per GPU milli
 
 
+# (fragmentation if CPU and memory fit every shape, ((cpu, mem, extra if not), ...))
+_GpuPart = tuple[float, tuple[tuple[int, int, float], ...]]
+
+
 @dataclass(slots=True)
 class FragTable:
     """Memoised fragmentation for one profile.  `use_memory`: also test memory fit;
@@ -56,9 +60,9 @@ class FragTable:
     profile: WorkloadProfile
     use_memory: bool = False
     stranding: bool = False
-    _terms: dict = field(default_factory=dict)
-    _memo: dict = field(default_factory=dict)
-    _gpu_memo: dict = field(default_factory=dict)
+    _terms: dict[Layout, _LayoutTerms] = field(default_factory=dict)
+    _memo: dict[tuple[Layout, tuple[int, ...], int, int], float] = field(default_factory=dict)
+    _gpu_memo: dict[tuple[Layout, tuple[int, ...]], _GpuPart] = field(default_factory=dict)
 
     def terms(self, layout: Layout) -> _LayoutTerms:
         found = self._terms.get(layout)
@@ -103,7 +107,7 @@ class FragTable:
                 short = max(short, 1.0 - mem_free / need)
         return short if short > 0 else 0.0
 
-    def _gpu_part(self, layout: Layout, milli_free: tuple[int, ...]):
+    def _gpu_part(self, layout: Layout, milli_free: tuple[int, ...]) -> _GpuPart:
         """(fragmentation if CPU and memory fit every shape, [(cpu, mem, extra if not)])."""
         canonical = tuple(sorted(milli_free))
         key = (layout, canonical)
@@ -115,7 +119,7 @@ class FragTable:
         return found
 
 
-def _gpu_part(terms: _LayoutTerms, free: tuple[int, ...]):
+def _gpu_part(terms: _LayoutTerms, free: tuple[int, ...]) -> _GpuPart:
     total = sum(free)
     if total == 0:
         return 0.0, ()

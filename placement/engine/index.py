@@ -19,8 +19,10 @@ import bisect
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from placement.engine.model import GPU_MILLI, GpuView, NodeView, Placed, PodRequest
+from placement.engine.workload import WorkloadProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,10 @@ class Layout:
     @property
     def model_set(self) -> frozenset[str]:
         return frozenset(self.models)
+
+
+# A group's identity: (layout, free milli per GPU, free vRAM MiB per GPU, free CPU milli, free memory MiB).
+GroupKey = tuple[Layout, tuple[int, ...], tuple[int, ...], int, int]
 
 
 class Node:
@@ -77,7 +83,7 @@ class Group:
     __slots__ = ("key", "layout", "milli_free", "vram_free", "keys", "members", "memo",
                  "gpu_milli_free", "max_milli_free", "free_run", "seq", "alive")
 
-    def __init__(self, key: tuple, layout: Layout, milli_free: tuple[int, ...],
+    def __init__(self, key: GroupKey, layout: Layout, milli_free: tuple[int, ...],
                  vram_free: tuple[int, ...]) -> None:
         self.key = key
         self.layout = layout
@@ -85,7 +91,7 @@ class Group:
         self.vram_free = vram_free
         self.keys: list[tuple[int, int, int]] = []
         self.members: list[Node] = []
-        self.memo: dict = {}
+        self.memo: dict[Any, Any] = {}
         self.gpu_milli_free = sum(milli_free)
         self.max_milli_free = max(milli_free, default=0)
         self.free_run = _longest_free_run(layout, milli_free, vram_free)
@@ -131,19 +137,19 @@ class CapacityIndex:
     CPU and memory on the node, `placed.gpu_milli` and `placed.vram_mib` on each GPU in
     `placed.gpus`) and raises `ValueError` without changing anything if that would
     over-commit; `release` gives exactly that back, so reserve then release restores the
-    snapshot bit for bit.
+    view bit for bit.
     """
 
-    def __init__(self, nodes: Iterable[NodeView], workload: object | None = None) -> None:
+    def __init__(self, nodes: Iterable[NodeView], workload: WorkloadProfile | None = None) -> None:
         """`workload`: the expected `WorkloadProfile` for fragmentation-aware policies; when
         None they learn it from the requests reserved here (`seen`)."""
         self._nodes: dict[str, Node] = {}
         self._order: list[Node] = []
-        self._groups: dict[tuple, Group] = {}
+        self._groups: dict[GroupKey, Group] = {}
         self._layouts: dict[Layout, Layout] = {}
         self.workload = workload
         self.seen: Counter[PodRequest] = Counter()
-        self.memo: dict = {}
+        self.memo: dict[Any, Any] = {}
         self.created: list[Group] = []
         self.created_offset = 0
         self.touched: list[Group] = []

@@ -1,7 +1,7 @@
-"""The vocabulary of placement: a capacity snapshot, a request, a decision.
+"""The vocabulary of placement: a capacity view, a request, a decision.
 
 Everything is an integer: CPU in milli-cores, memory and vRAM in MiB, GPU compute in
-milli-GPU (1000 = one whole GPU).  The types are frozen so a snapshot can be shared
+milli-GPU (1000 = one whole GPU).  The types are frozen so a view can be shared
 between a decision and the caller that later commits it; the mutable bookkeeping lives
 in `index.CapacityIndex`, which hands out fresh views.
 """

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from placement.engine.filters import fresh_verdict
 from placement.engine.index import CapacityIndex, Group
 from placement.engine.model import PodRequest
+from placement.engine.search import ScoreKey
 
-GroupScore = Callable[[Group], "tuple[tuple, tuple[int, ...]] | None"]
+GroupScore = Callable[[Group], "tuple[ScoreKey, tuple[int, ...]] | None"]
 """(key, GPUs) for the best placement on a group that passed every filter, or None."""
 
 _MAX_RANKINGS = 4096
@@ -56,9 +58,9 @@ class Ranking:
     (so that the reasons for an unplaceable request need not re-examine the fleet)."""
 
     synced: int = 0
-    heap: list = field(default_factory=list)
-    rejected: dict = field(default_factory=dict)  # group -> [verdict, members counted]
-    counts: Counter = field(default_factory=Counter)  # verdict -> nodes
+    heap: list[tuple[ScoreKey, int, int, Group, tuple[int, ...]]] = field(default_factory=list)
+    rejected: dict[Group, list[Any]] = field(default_factory=dict)  # group -> [verdict, members counted]
+    counts: Counter[Any] = field(default_factory=Counter)  # verdict -> nodes
     touched_synced: int = 0
 
 
@@ -68,7 +70,7 @@ def rejections(index: CapacityIndex, policy: str, request: PodRequest
     None if there is no ranking.  Right after `best_group` answered None these are all the
     nodes, so this is the reason an unplaceable request gets.  Kept incrementally: only
     groups whose membership changed since the last call are looked at."""
-    ranking = index.memo.get(("rankings", policy), {}).get(request)
+    ranking: Ranking | None = index.memo.get(("rankings", policy), {}).get(request)
     if ranking is None:
         return None
     rejected, counts = ranking.rejected, ranking.counts
@@ -117,7 +119,7 @@ def best_group(index: CapacityIndex, policy: str, request: PodRequest,
     return None
 
 
-def _push(ranking: Ranking, groups, score: GroupScore, request: PodRequest) -> None:
+def _push(ranking: Ranking, groups: Iterable[Group], score: GroupScore, request: PodRequest) -> None:
     heap, rejected = ranking.heap, ranking.rejected
     for group in groups:
         verdict = fresh_verdict(group, request)

@@ -29,7 +29,7 @@ def gpu_milli_after(group: Group, gpus: tuple[int, ...], request: PodRequest) ->
 
 
 def best_fit(group: Group, node: Node, gpus: tuple[int, ...], request: PodRequest,
-             max_cpu_milli: int, max_gpu_milli: int) -> tuple:
+             max_cpu_milli: int, max_gpu_milli: int) -> tuple[int, int]:
     """Least leftover wins: half CPU, half GPU, each over the fleet's largest node.
 
     Node key: minus the simulator's integer BestFit score.  GPU key: the chosen GPU's free
@@ -45,7 +45,7 @@ def _tightness(group: Group, gpus: tuple[int, ...]) -> int:
     return sum(group.milli_free[i] for i in gpus)
 
 
-def gpu_packing(group: Group, node: Node, gpus: tuple[int, ...], request: PodRequest) -> tuple:
+def gpu_packing(group: Group, node: Node, gpus: tuple[int, ...], request: PodRequest) -> tuple[int, int]:
     """GPU packing: share a used GPU first, then use free GPUs of a used node, then a free node.
 
     Tiers, from best: (1) the GPUs chosen are already in use - the fuller the better;
@@ -77,7 +77,7 @@ def frag_delta(table: FragTable, group: Group, node: Node, gpus: tuple[int, ...]
 
 
 def fgd(table: FragTable, group: Group, node: Node, gpus: tuple[int, ...],
-        request: PodRequest) -> tuple:
+        request: PodRequest) -> tuple[int, int]:
     """FGD as the paper's simulator scores it: sigmoid of the fragmentation drop, 0..100, int."""
     delta = frag_delta(table, group, node, gpus, request)
     x = -delta / GPU_MILLI

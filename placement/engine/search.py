@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from placement.engine.filters import gpu_choices, gpu_model_reason, share_charge
 from placement.engine.index import CapacityIndex, Group, Node
 from placement.engine.model import GPU_MILLI, Placed, PodRequest
 
-ScoreFn = Callable[[Group, Node, tuple[int, ...]], tuple]
+# A score key: a tuple of comparables (numbers, mostly), compared as a whole; lower is better.
+ScoreKey = tuple[Any, ...]
+ScoreFn = Callable[[Group, Node, tuple[int, ...]], ScoreKey]
 
 
 def feasible_groups(index: CapacityIndex, request: PodRequest
@@ -71,13 +74,15 @@ def best_placement(index: CapacityIndex, request: PodRequest, score: ScoreFn,
 
 
 def _best_choice(group: Group, node: Node, choices: tuple[tuple[int, ...], ...],
-                 score: ScoreFn) -> tuple[tuple, tuple[int, ...]]:
+                 score: ScoreFn) -> tuple[ScoreKey, tuple[int, ...]]:
     """The lowest-scoring GPU choice on `node` (the first one on ties)."""
-    best_key, best_gpus = None, choices[0]
+    best_key: ScoreKey | None = None
+    best_gpus = choices[0]
     for gpus in choices:
         key = score(group, node, gpus)
         if best_key is None or key < best_key:
             best_key, best_gpus = key, gpus
+    assert best_key is not None  # `choices` is never empty
     return best_key, best_gpus
 
 

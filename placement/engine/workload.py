@@ -13,6 +13,9 @@ from dataclasses import dataclass, replace
 
 from placement.engine.model import PodRequest
 
+# (CPU milli, GPU count, milli per GPU, models): a request's shape, as the FGD paper counts them.
+_Shape = tuple[int, int, int, frozenset[str]]
+
 
 @dataclass(frozen=True, slots=True)
 class TypicalPod:
@@ -41,8 +44,8 @@ class WorkloadProfile:
         drops the long tail beyond `coverage`; its memory is the most common memory request
         among the requests of that shape.
         """
-        counts: Counter[tuple] = Counter()
-        memory: dict[tuple, Counter[int]] = {}
+        counts: Counter[_Shape] = Counter()
+        memory: dict[_Shape, Counter[int]] = {}
         for r in requests:
             milli = 1000 if r.is_whole_gpu else r.gpu_milli
             shape = (r.cpu_milli, r.gpu_count, milli, r.gpu_models)
@@ -90,7 +93,7 @@ class WorkloadProfile:
         return cpu / gpu, mem / gpu
 
 
-def _order_key(shape: tuple) -> tuple:
+def _order_key(shape: _Shape) -> tuple[int, int, int, list[str]]:
     """Deterministic order among equally popular shapes: larger requests first."""
     cpu, count, milli, models = shape
     return (-cpu, -milli, -count, sorted(models))

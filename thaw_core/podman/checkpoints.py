@@ -22,6 +22,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import aiohttp
 
@@ -83,7 +84,7 @@ class PodmanCheckpoints:
         return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self._socket)),
                                      timeout=self._timeout)
 
-    async def _post(self, what: str, container: str, path: str, params: dict, data=None,
+    async def _post(self, what: str, container: str, path: str, params: dict[str, str], data: BinaryIO | None = None,
                     ok: tuple[int, ...] = (200, 204)) -> str:
         headers = {"Content-Type": "application/x-tar"} if data is not None else None
         async with self._session() as s:
@@ -184,16 +185,17 @@ class PodmanCheckpoints:
                               host_port=next((p for p in ports if p), 0)))
         return out
 
-    async def inspect(self, container: str) -> dict:
+    async def inspect(self, container: str) -> dict[str, Any]:
         """Podman's inspect document of `container`; PodmanCheckpointError (404) when gone."""
         async with self._session() as s:
             async with s.get(f"{API}/containers/{container}/json") as r:
                 if r.status != 200:
                     raise PodmanCheckpointError("inspect", container, r.status, _message(await r.text()))
-                return await r.json(content_type=None)
+                doc: dict[str, Any] = await r.json(content_type=None)
+                return doc
 
 
-def container_port(inspected: dict) -> int:
+def container_port(inspected: dict[str, Any]) -> int:
     """The in-container TCP port a worker container publishes (its first port binding), 0 if none."""
     bindings = (inspected.get("HostConfig") or {}).get("PortBindings") or {}
     for key in bindings:

@@ -28,6 +28,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,7 @@ class PodNetwork:
         return int(ipaddress.IPv4Address(address)) - int(self.subnet.network_address)
 
 
-def derived_subnets(node: str, tries: int = 64):
+def derived_subnets(node: str, tries: int = 64) -> Iterator[ipaddress.IPv4Network]:
     """The /22s a node's pod subnet may take, in its own order (from the node id, so the agent
     and the snapshotter of a node list them alike), all in 10.112.0.0-10.239.255.255."""
     for i in range(tries):

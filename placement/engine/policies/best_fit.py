@@ -11,7 +11,7 @@ import random
 from functools import partial
 
 from placement.engine import scores
-from placement.engine.index import CapacityIndex
+from placement.engine.index import CapacityIndex, Group, Node
 from placement.engine.model import Placed, PodRequest
 from placement.engine.search import best_placement
 
@@ -24,5 +24,6 @@ def choose(index: CapacityIndex, request: PodRequest,
     return best_placement(index, request, score, rng)
 
 
-def _score(group, node, gpus, *, request, max_cpu, max_gpu):
+def _score(group: Group, node: Node, gpus: tuple[int, ...], *, request: PodRequest, max_cpu: int,
+           max_gpu: int) -> tuple[int, int]:
     return scores.best_fit(group, node, gpus, request, max_cpu, max_gpu)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from placement.engine import scores
-from placement.engine.index import CapacityIndex
+from placement.engine.index import CapacityIndex, Group, Node
 from placement.engine.model import Placed, PodRequest
 from placement.engine.policies.profile import frag_table
 from placement.engine.search import best_placement
@@ -22,6 +22,6 @@ def choose(index: CapacityIndex, request: PodRequest,
     """FGD placement (see module docstring)."""
     table = frag_table(index, request, use_memory=False)
 
-    def score(group, node, gpus):
+    def score(group: Group, node: Node, gpus: tuple[int, ...]) -> tuple[int, int]:
         return scores.fgd(table, group, node, gpus, request)
     return best_placement(index, request, score, rng)

@@ -20,6 +20,7 @@ def choose(index: CapacityIndex, request: PodRequest,
         if node.cpu_free < request.cpu_milli or node.mem_free < request.memory_mib:
             continue
         group = node.group
+        assert group is not None  # every node in the index is in a group
         if gpu_model_reason(group.layout, request) is None:
             choices = gpu_choices(group, request)
             if choices:

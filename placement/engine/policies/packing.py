@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 from placement.engine import scores
-from placement.engine.index import CapacityIndex
+from placement.engine.index import CapacityIndex, Group, Node
 from placement.engine.model import Placed, PodRequest
 from placement.engine.search import best_placement
 
@@ -17,6 +17,6 @@ from placement.engine.search import best_placement
 def choose(index: CapacityIndex, request: PodRequest,
            rng: random.Random | None = None) -> Placed | None:
     """Packing placement; ties broken by `rng` or node order."""
-    def score(group, node, gpus):
+    def score(group: Group, node: Node, gpus: tuple[int, ...]) -> tuple[int, int]:
         return scores.gpu_packing(group, node, gpus, request)
     return best_placement(index, request, score, rng)

@@ -22,7 +22,7 @@ def frag_table(index: CapacityIndex, request: PodRequest, use_memory: bool,
     `supply`: and each shape times the fleet's GPUs over those that could hold it
     (`scarcity.supply_factors`)."""
     if index.workload is not None:
-        key = ("frag", id(index.workload), use_memory, stranding, per_gpu, supply)
+        key: tuple[object, ...] = ("frag", id(index.workload), use_memory, stranding, per_gpu, supply)
         cached = index.memo.get(key)
         if cached is None or cached[0] is not index.workload:
             profile = _weighted(index, index.workload, per_gpu, supply)

@@ -88,7 +88,7 @@ from placement.engine.model import Placed, PodRequest
 from placement.engine.policies.profile import frag_table
 from placement.engine.ranking import best_group
 from placement.engine.scarcity import NodeClass, rare_node_states
-from placement.engine.search import placement
+from placement.engine.search import ScoreKey, placement
 
 BINS = 50
 """Levels for fragmentation growth of whole-GPU and CPU-only requests (FGD uses 100; 50
@@ -130,7 +130,7 @@ def choose(index: CapacityIndex, request: PodRequest,
     else:
         level = _level if request.is_whole_gpu else _share_level
 
-    def score(group: Group) -> tuple[tuple, tuple[int, ...]]:
+    def score(group: Group) -> tuple[ScoreKey, tuple[int, ...]] | None:
         node = group.members[0]
         opens = int(bool(rare) and opens_rare_node(group, node, rare))
         left = ((group.gpu_milli_free - request.gpu_milli_total) / max_gpu
