@@ -1,7 +1,7 @@
 """The GPU ledger in real Redis: reserve and release are atomic, idempotent and never over-commit."""
 
 import asyncio
-from dataclasses import replace
+from msgspec.structs import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

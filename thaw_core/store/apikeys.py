@@ -9,8 +9,8 @@ Roles: `admin` deploys and deletes its tenant's functions and makes keys for its
 import hashlib
 import re
 import secrets
-from typing import NamedTuple
 
+import msgspec
 import redis.asyncio as redis
 
 from bus_schemas import redis_keys as K
@@ -22,7 +22,9 @@ ADMIN, INVOKER = "admin", "invoker"
 ROLES = (ADMIN, INVOKER)
 
 
-class Caller(NamedTuple):
+class Caller(msgspec.Struct, frozen=True):
+    """An API key's record: `apikey:<sha256>` holds "tenant:role:rate"."""
+
     tenant: str
     role: str
     rate_per_s: float = 0.0  # 0: unlimited

@@ -14,6 +14,7 @@ publishes their pod.state events (thaw_core.pod_states).
 
 from dataclasses import dataclass
 
+import msgspec
 import redis.asyncio as redis
 
 from bus_schemas import redis_keys as K
@@ -120,8 +121,9 @@ return {{1, st, redis.call('HINCRBY', pk, 'seq', 1), fn_node[1] or '', fn_node[2
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
+class Slot(msgspec.Struct, frozen=True):
+    """One leased request slot of a pod: `member` in its `pod_leases` sorted set."""
+
     pod: str
     endpoint: str
     member: str

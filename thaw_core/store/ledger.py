@@ -7,8 +7,7 @@ more pods or vRAM than its quota (when it has one). Release is idempotent: the r
 exists exactly while the pod holds resources.
 """
 
-from dataclasses import dataclass
-
+import msgspec
 import redis.asyncio as redis
 from redis.typing import EncodableT
 
@@ -114,8 +113,7 @@ return {{released, seq, fn_node[1] or '', fn_node[2] or ''}}
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(msgspec.Struct, frozen=True, kw_only=True):
     """What one pod asks the ledger for. Shares are per GPU; `gpus` are indices on `node`."""
 
     pod: str
