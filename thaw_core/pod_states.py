@@ -49,7 +49,8 @@ class PodStates:
         if moved is None or not moved.applied or moved.seq <= 0:
             return
         msg = PodStateChanged(pod=moved.pod, fn=moved.fn, node=moved.node, state=moved.to, at_ms=moved.at_ms,
-                              reason=reason, endpoint=endpoint, start_failed=start_failed, seq=moved.seq)
+                              reason=reason, endpoint=endpoint or moved.endpoint, start_failed=start_failed,
+                              seq=moved.seq)
         await bus.publish(self._js, subjects.pod_state(moved.pod), msg, msg_id=f"{moved.pod}:{moved.seq}")
 
 

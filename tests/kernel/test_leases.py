@@ -27,7 +27,8 @@ async def test_a_pods_first_slot_makes_it_busy_once_and_says_so(r):
     leases = Leases(r)
     first = await leases.acquire("f", 1, "gw-a", 5000, 1000)
     [busy] = first.became_busy
-    assert (busy.pod, busy.to, busy.found, busy.seq, busy.fn) == ("p1", PodState.BUSY, "idle", 1, "f")
+    assert (busy.pod, busy.to, busy.found, busy.seq, busy.fn, busy.endpoint) == \
+        ("p1", PodState.BUSY, "idle", 1, "f", "http://x/p1"), "a serving pod's events say where it serves"
     second = await leases.acquire("f", 1, "gw-b", 5000, 1000)
     assert len(second.slots) == 1 and second.became_busy == [], "already busy: no transition"
 
@@ -62,7 +63,7 @@ async def test_releasing_the_last_slot_makes_the_pod_idle_and_stamps_last_use(r)
     assert await leases.release("p1", [a.member], 10) is None
     assert await r.hget(K.pod("p1"), "state") == "busy"
     idle = await leases.release("p1", [b.member], 20)
-    assert (idle.to, idle.seq, idle.at_ms) == (PodState.IDLE, 2, 20)
+    assert (idle.to, idle.seq, idle.at_ms, idle.endpoint) == (PodState.IDLE, 2, 20, "http://x/p1")
     assert await r.hmget(K.pod("p1"), "state", "last_used_ms") == ["idle", "20"]
 
 

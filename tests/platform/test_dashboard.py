@@ -74,8 +74,10 @@ async def test_an_admin_watches_a_cold_start_appear_on_the_dashboard(platform, b
         assert (status, body) == (200, b"hello")
         await expect(pod).to_have_attribute("data-state", "idle", timeout=WAIT_MS)
         await expect(pod).to_contain_text(name)
-        # every step of its start, with how long each took, though the start takes less than a poll
-        await expect(pod.locator("td.history")).to_have_text(re.compile(r"starting\s[\d.]+\sm?s\s→\sidle$"))
+        # every step of its start, with how long each took, though the start takes less than a poll,
+        # then busy: the waiting call leased its first slot
+        await expect(pod.locator("td.history")).to_have_text(
+            re.compile(r"starting\s[\d.]+\sm?s\s→\sidle\s[\d.]+\sm?s\s→\sbusy"))
         await expect(page.locator("circle[data-start=cold]")).to_have_count(1, timeout=WAIT_MS)
         await expect(page.locator("circle[data-start=cold] title")).to_contain_text("cold call of echo")
         await expect(page.get_by_role("meter", name=re.compile(r"GPU \d vRAM reserved")).and_(

@@ -34,7 +34,7 @@ end
 """
 
 # KEYS: pod hash, pod leases, for each candidate pod. Returns {slots, flips}: slots flat
-# (pod, endpoint, member), flips flat (pod, seq, fn, node) for pods this made busy.
+# (pod, endpoint, member), flips flat (pod, seq, fn, node, endpoint) for pods this made busy.
 _ACQUIRE = f"""
 local want, expiry, now, holder = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local leasable = {state_set(sources(PodState.BUSY) | {PodState.BUSY})}
@@ -61,7 +61,7 @@ for i = 1, #KEYS, 2 do
         redis.call('HSET', pk, 'state', {state(PodState.BUSY)}, 'state_at_ms', now)
         local fn_node = redis.call('HMGET', pk, 'fn', 'node')
         table.insert(flips, p); table.insert(flips, redis.call('HINCRBY', pk, 'seq', 1))
-        table.insert(flips, fn_node[1] or ''); table.insert(flips, fn_node[2] or '')
+        table.insert(flips, fn_node[1] or ''); table.insert(flips, fn_node[2] or ''); table.insert(flips, ep or '')
       end
     end
   end
@@ -81,27 +81,27 @@ if ARGV[3] == '1' and redis.call('EXISTS', pk) == 1 then redis.call('HSET', pk, 
 return lost
 """
 
-# Returns {seq, fn, node}: seq > 0 when the pod went idle.
+# Returns {seq, fn, node, endpoint}: seq > 0 when the pod went idle.
 _RELEASE = _IDLE_WHEN_EMPTY + """
 local lk, pk = KEYS[1], KEYS[2]
 for i = 2, #ARGV do redis.call('ZREM', lk, ARGV[i]) end
 redis.call('ZREMRANGEBYSCORE', lk, '-inf', ARGV[1])
-if redis.call('EXISTS', pk) == 0 then return {0, '', ''} end
+if redis.call('EXISTS', pk) == 0 then return {0, '', '', ''} end
 redis.call('HSET', pk, 'last_used_ms', ARGV[1])
 local seq = idle_when_empty(lk, pk, ARGV[1])
-local fn_node = redis.call('HMGET', pk, 'fn', 'node')
-return {seq, fn_node[1] or '', fn_node[2] or ''}
+local fn_node = redis.call('HMGET', pk, 'fn', 'node', 'endpoint')
+return {seq, fn_node[1] or '', fn_node[2] or '', fn_node[3] or ''}
 """
 
 # Housekeeping: purge expired slots; a busy pod with none left is idle again.
-# Returns {live slots, seq (> 0 when it went idle), fn, node}.
+# Returns {live slots, seq (> 0 when it went idle), fn, node, endpoint}.
 _SWEEP = _IDLE_WHEN_EMPTY + """
 local lk, pk = KEYS[1], KEYS[2]
 redis.call('ZREMRANGEBYSCORE', lk, '-inf', ARGV[1])
-if redis.call('EXISTS', pk) == 0 then return {0, 0, '', ''} end
+if redis.call('EXISTS', pk) == 0 then return {0, 0, '', '', ''} end
 local seq = idle_when_empty(lk, pk, ARGV[1])
-local fn_node = redis.call('HMGET', pk, 'fn', 'node')
-return {redis.call('ZCARD', lk), seq, fn_node[1] or '', fn_node[2] or ''}
+local fn_node = redis.call('HMGET', pk, 'fn', 'node', 'endpoint')
+return {redis.call('ZCARD', lk), seq, fn_node[1] or '', fn_node[2] or '', fn_node[3] or ''}
 """
 
 # Scale-down: only an unleased serving pod, unused since `cutoff`, may start draining.
@@ -154,8 +154,9 @@ class Leases:
         slots, flips = await self._acquire(keys=keys, args=[want, now_ms + ttl_ms, now_ms, holder, *pods])
         return Leased([Slot(*slots[i:i + 3]) for i in range(0, len(slots), 3)],
                       [Moved(pod=flips[i], to=PodState.BUSY, applied=True, found=PodState.IDLE.value,
-                             seq=int(flips[i + 1]), fn=flips[i + 2], node=flips[i + 3], at_ms=now_ms)
-                       for i in range(0, len(flips), 4)])
+                             seq=int(flips[i + 1]), fn=flips[i + 2], node=flips[i + 3], endpoint=flips[i + 4],
+                             at_ms=now_ms)
+                       for i in range(0, len(flips), 5)])
 
     async def renew(self, pod: str, members: list[str], ttl_ms: int, now_ms: int, used: bool) -> list[str]:
         """Extend the given slots; returns the members that had already expired (now lost)."""
@@ -164,13 +165,13 @@ class Leases:
 
     async def release(self, pod: str, members: list[str], now_ms: int) -> Moved | None:
         """Give the slots back; the pod's move to idle when they were its last, else None."""
-        seq, fn, node = await self._release(keys=[K.pod_leases(pod), K.pod(pod)], args=[now_ms, *members])
-        return _went_idle(pod, int(seq), fn, node, now_ms)
+        seq, fn, node, endpoint = await self._release(keys=[K.pod_leases(pod), K.pod(pod)], args=[now_ms, *members])
+        return _went_idle(pod, int(seq), fn, node, endpoint, now_ms)
 
     async def sweep(self, pod: str, now_ms: int) -> Moved | None:
         """Purge expired slots of `pod`; its move to idle when none is left, else None."""
-        _, seq, fn, node = await self._sweep(keys=[K.pod_leases(pod), K.pod(pod)], args=[now_ms])
-        return _went_idle(pod, int(seq), fn, node, now_ms)
+        _, seq, fn, node, endpoint = await self._sweep(keys=[K.pod_leases(pod), K.pod(pod)], args=[now_ms])
+        return _went_idle(pod, int(seq), fn, node, endpoint, now_ms)
 
     async def begin_drain(self, pod: str, unused_since_ms: int, now_ms: int, reason: str) -> Moved:
         applied, found, seq, fn, node = await self._drain(keys=[K.pod_leases(pod), K.pod(pod)],
@@ -179,8 +180,9 @@ class Leases:
                      node=node, at_ms=now_ms)
 
 
-def _went_idle(pod: str, seq: int, fn: str, node: str, now_ms: int) -> Moved | None:
+def _went_idle(pod: str, seq: int, fn: str, node: str, endpoint: str, now_ms: int) -> Moved | None:
     if seq <= 0:
         return None
     return Moved(pod=pod, to=PodState.IDLE, applied=True, found=PodState.BUSY.value, seq=seq, fn=fn, node=node,
+                 endpoint=endpoint,
                  at_ms=now_ms)

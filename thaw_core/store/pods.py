@@ -80,6 +80,7 @@ class Moved:
     fn: str = ""
     node: str = ""
     at_ms: int = 0
+    endpoint: str = ""  # a serving pod's, on the busy/idle moves the leases make
 
 
 class Pods:
