@@ -154,12 +154,17 @@ def gateway_stream() -> Permissions:
     )
 
 
+# Each placement worker's own durable of node capacity (`streams.placement_capacity(name)`): any
+# name, as one bus user serves every worker; only placement consumes NODES.
+ANY_PLACEMENT_CAPACITY = ConsumerSpec(streams.NODES.name, "*", streams.PLACEMENT_CAPACITY.filter_subject)
+
+
 def placement() -> Permissions:
     """Consumes lease requests and node capacity, hears heartbeats; the only role that places
     and stops pods."""
     return Permissions(
         publish_allow=(every(subjects.PLACE_ASSIGNED), every(subjects.PLACE_STOP), every(subjects.POD_STATE),
-                       *_consumer(streams.PLACEMENT_LEASES), *_consumer(streams.PLACEMENT_CAPACITY),
+                       *_consumer(streams.PLACEMENT_LEASES), *_consumer(ANY_PLACEMENT_CAPACITY),
                        *_service_api()),
         subscribe_allow=(every(subjects.NODE_HEARTBEAT), _inbox(PLACEMENT)),
     )

@@ -51,6 +51,11 @@ def node(node_name: str) -> str:
 
 NODES = f"{PREFIX}nodes"  # set of node names
 
+# Hash: request shape (a JSON array: fn, cpu_milli, memory_mib, gpu_count, gpu_milli, vram_mib,
+# models) -> {"count", "at_ms"}, its count decayed to at_ms: the workload placement learns online
+# (thaw_core/store/workload.py), shared by every placement worker and kept across restarts.
+WORKLOAD = f"{PREFIX}workload"
+
 
 def gpu(node_name: str, index: int) -> str:
     """Hash: vram_mib (capacity), vram_reserved_mib, milli_reserved, model."""

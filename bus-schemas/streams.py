@@ -24,6 +24,7 @@ class ConsumerSpec:
     ack_wait_s: float = 30
     max_deliver: int = 10
     max_ack_pending: int = 256
+    inactive_threshold_s: float = 0  # 0: kept for good; else the server drops it unbound this long
 
 
 FUNCTIONS = StreamSpec("FUNCTIONS", ("fn.>",), max_msgs_per_subject=16)
@@ -49,7 +50,18 @@ ALL_STREAMS = (FUNCTIONS, LEASES, PLACEMENT, PODS, NODES, SNAPSHOTS, INFER_ASYNC
 
 # Placement workers share one durable consumer, so each lease request is handled once.
 PLACEMENT_LEASES = ConsumerSpec("LEASES", "placement-leases", "lease.requested.>", ack_wait_s=15)
-PLACEMENT_CAPACITY = ConsumerSpec("NODES", "placement-capacity", "node.capacity.>")
+
+
+def placement_capacity(worker: str) -> ConsumerSpec:
+    """Node capacity reaches every placement worker (each keeps its own capacity index), so each
+    has its own durable, named by its `--name`: several workers need different names. A worker
+    gone for an hour (a replaced pod, a renamed worker) leaves no durable behind: a new one
+    starts from each node's last report, and the index is built from the store anyway."""
+    return ConsumerSpec("NODES", f"placement-capacity-{worker}", "node.capacity.>", inactive_threshold_s=3600)
+
+
+PLACEMENT_CAPACITY = placement_capacity("placement")  # the worker of the default name's
+
 # Every gateway pulls async calls from one durable, so each call runs on one gateway at a time. A
 # running call is kept ours by in-progress acks every ack_wait/4; a gateway that dies lets its
 # calls go to another (or to itself, restarted) after ack_wait. Attempts are counted per function

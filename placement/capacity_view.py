@@ -13,7 +13,26 @@ def node_view(n: NodeUsage) -> NodeView:
                     memory_used_mib=n.memory_reserved, gpus=gpus)
 
 
+def live_views(nodes: list[NodeUsage], now_ms: int, node_timeout_s: float) -> list[NodeView]:
+    """Views of the nodes that heartbeated within node_timeout_s."""
+    cutoff = now_ms - int(node_timeout_s * 1000)
+    return [node_view(n) for n in nodes if n.heartbeat_ms >= cutoff]
+
+
 def live_index(nodes: list[NodeUsage], now_ms: int, node_timeout_s: float) -> CapacityIndex:
     """An index of the nodes that heartbeated within node_timeout_s."""
-    cutoff = now_ms - int(node_timeout_s * 1000)
-    return CapacityIndex(node_view(n) for n in nodes if n.heartbeat_ms >= cutoff)
+    return CapacityIndex(live_views(nodes, now_ms, node_timeout_s))
+
+
+Capacity = tuple[int, int, tuple[tuple[str, int], ...]]
+"""A node's CPU milli, memory MiB and (model, vRAM MiB) per GPU."""
+
+
+def fleet(views: list[NodeView]) -> dict[str, Capacity]:
+    """Node -> its capacity (CPU, memory, GPU models and sizes), use left out: two views of the
+    same fleet are equal however much is reserved, so an index can follow them with updates."""
+    return {v.name: capacity(v) for v in views}
+
+
+def capacity(v: NodeView) -> Capacity:
+    return v.cpu_milli, v.memory_mib, tuple((g.model, g.vram_mib) for g in v.gpus)

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 
+from faststream.nats import NatsBroker
 from nats.js.api import DeliverPolicy
 
 from bus_schemas import streams
@@ -10,6 +11,7 @@ from bus_schemas.leases import LeaseRequested
 from bus_schemas.nodes import NodeCapacity
 from bus_schemas import permissions
 from thaw_core import bus_auth, subscriber
+from thaw_core.bus_auth import Credentials
 from thaw_core.store import acl
 from thaw_core.store.client import connect_redis_as
 from thaw_core.subscriber import subscribe
@@ -22,6 +24,15 @@ from placement.worker import PlacementWorker
 log = logging.getLogger(__name__)
 
 
+def attach(broker: NatsBroker, worker: PlacementWorker, name: str, creds: Credentials | None = None) -> None:
+    """The worker's two consumers. Lease requests: one durable shared by every worker, so each
+    request is placed once. Node capacity: a durable of this worker's own (named by `name`), so
+    every worker's index hears every node; a new one starts from each node's last report."""
+    subscribe(broker, streams.placement_capacity(name), NodeCapacity, worker.on_capacity, creds=creds,
+              deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
+    subscribe(broker, streams.PLACEMENT_LEASES, LeaseRequested, worker.on_lease_requested, creds=creds)
+
+
 async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> None:
     r = connect_redis_as(settings.redis_url, acl.PLACEMENT, settings.redis_creds)
     creds = bus_auth.for_service(settings.nats_creds, permissions.PLACEMENT)
@@ -29,9 +40,8 @@ async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> Non
     js = nc.jetstream()
     await bus_auth.streams_ready(js, creds)
     worker = PlacementWorker(settings, js, r)
-    subscribe(broker, streams.PLACEMENT_CAPACITY, NodeCapacity, worker.on_capacity, creds=creds,
-              deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
-    subscribe(broker, streams.PLACEMENT_LEASES, LeaseRequested, worker.on_lease_requested, creds=creds)
+    await worker.start()
+    attach(broker, worker, settings.name, creds)
     await broker.start()
 
     async def on_heartbeat(msg):
@@ -54,4 +64,5 @@ async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> Non
         await asyncio.gather(backlog, return_exceptions=True)
         await run_steps(("unsubscribe from heartbeats", sub.unsubscribe),
                         ("stop consumers", lambda: subscriber.stop_consumers(broker)),
+                        ("save the learned workload", worker.sync_workload),
                         ("close NATS", lambda: subscriber.close(broker, nc)), ("close Redis", r.aclose))

@@ -17,3 +17,7 @@ class PlacementSettings:
     unreported_grace_s: float = 5.0  # a live node that stops listing a pod loses it after this
     pending_timeout_s: float = 30.0  # a pod no agent picked up is reclaimed after this
     commit_attempts: int = 5
+    # The learned workload (placement/learned_workload.py): a request this old weighs half, and
+    # each worker syncs its counts with the store at most this often (not per decision).
+    workload_half_life_s: float = 3600.0
+    workload_sync_every_s: float = 5.0

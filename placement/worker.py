@@ -7,6 +7,9 @@ min_pods, and pods that no agent reports any more. A new pod names a snapshot to
 when its function has a usable one for the chosen node (thaw_core.store.snapshots: same spec
 digest, reachable, a live snapshotter there); the node is chosen first, by resources alone. Several workers may run at once: the ledger
 script refuses any commit that would over-commit, and every housekeeping step is a CAS.
+Each worker decides over one long-lived capacity index (placement/live_index.py), against the
+workload learned from the pods the platform asked for (placement/learned_workload.py, shared by
+the workers through the store), as the trace replay measures the policy.
 A function whose pods keep failing to start gets its next pod later each time
 (thaw_core/store/start_failures.py: 1 s, 2 s, 4 s ... 60 s).
 """
@@ -31,14 +34,16 @@ from thaw_core.store.pods import Moved, Pods
 from thaw_core.store.quotas import QUOTA_OUTCOMES, Quotas
 from thaw_core.store.snapshots import SnapshotCatalog
 from thaw_core.store.start_failures import StartFailureLog, wait_left_s
+from thaw_core.store.workload import WorkloadCounts
 from thaw_core.subscriber import Retry
 
 from placement import scaling
 from placement.engine.decide import decide
-from placement.engine.model import Placed
+from placement.engine.model import Placed, PodRequest
+from placement.learned_workload import LearnedWorkload
+from placement.live_index import LiveIndex
 from placement.requests import pod_request
 from placement.settings import PlacementSettings
-from placement.capacity_view import live_index
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,31 @@ class PlacementWorker:
         self.heartbeat_ms: dict[str, int] = {}
         self.seen_ms: dict[str, int] = {}
         self.started_ms = now_ms()
+        self.live = LiveIndex(self.nodes, settings.node_timeout_s)
+        self.workload = LearnedWorkload(settings.workload_half_life_s)
+        self.workload_counts = WorkloadCounts(r)
+        self.workload_synced_ms: int | None = None  # None: the stored workload not read yet
+        self._unplaceable_counted: set[str] = set()
+
+    async def start(self) -> None:
+        """Read the workload the workers learned so far and build the index, before the first
+        message (place_one would do both on first use too)."""
+        await self.live.refresh()
+        await self.sync_workload()
+
+    async def sync_workload(self) -> None:
+        """Add what this worker saw since the last sync to the shared counts, take every
+        worker's back, and measure against them from now on."""
+        now = now_ms()
+        unsent = self.workload.take_unsynced(now)
+        try:
+            table = await self.workload_counts.add(unsent, now, self.s.workload_half_life_s)
+        except BaseException:
+            self.workload.put_back(unsent)
+            raise
+        self.workload.replace(table)
+        self.live.set_workload(self.workload.profile(now, self.live.usual_gpu_vram_mib()))
+        self.workload_synced_ms = now
 
     async def on_lease_requested(self, msg: LeaseRequested, subject: str) -> None:
         spec = await self.functions.get(msg.fn)
@@ -69,6 +99,8 @@ class PlacementWorker:
         await self.nodes.upsert_capacity(cap)
         await self.nodes.heartbeat(cap.node, now_ms())
         self.heartbeat_ms[cap.node] = now_ms()
+        if not self.live.holds(cap):  # a new node, or new capacity: the fleet changed
+            await self.live.refresh()
 
     async def on_heartbeat(self, data: bytes) -> None:
         try:
@@ -87,10 +119,19 @@ class PlacementWorker:
         if await self._backing_off(spec):
             return False
         request = pod_request(spec)
+        index, refreshed = await self.live.current(), False
+        if self.workload_synced_ms is None:
+            await self.sync_workload()
         for _ in range(self.s.commit_attempts):
-            index = live_index(await self.nodes.all(), now_ms(), self.s.node_timeout_s)
+            generation = self.live.generation
             decision = decide(index, request, spec.placement_policy)
+            if not isinstance(decision, Placed) and not refreshed:
+                # capacity freed since the last refresh (a pod stopped) may fit it
+                index, refreshed = await self.live.refresh(), True
+                generation = self.live.generation
+                decision = decide(index, request, spec.placement_policy)
             if not isinstance(decision, Placed):
+                self._observe_unplaceable(spec.name, request)
                 await self._record_unplaceable(spec.name, decision.reasons)
                 return False
             pod = f"{spec.name}-{secrets.token_hex(4)}"
@@ -98,6 +139,9 @@ class PlacementWorker:
             reservation, at_ms = self._reservation(pod, spec, decision, snapshot), now_ms()
             outcome = await self.ledger.reserve(reservation, at_ms)
             if outcome in ("ok", "exists"):
+                if outcome == "ok":
+                    self.live.reserved(decision, request, generation)
+                    self._observe(spec.name, request, at_ms)
                 await self._assign(first_state(reservation, at_ms), spec, decision, snapshot)
                 return True
             if outcome == "max_pods":
@@ -107,7 +151,21 @@ class PlacementWorker:
                 await self._record_unplaceable(spec.name, {"tenant quota": f"{QUOTA_OUTCOMES[outcome]} ({quota})"})
                 return False
             log.info("commit for %s conflicted (%s); deciding again on a fresh capacity view", spec.name, outcome)
+            index, refreshed = await self.live.refresh(), True
         raise Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
+
+    def _observe(self, fn: str, request: PodRequest, at_ms: int) -> None:
+        """A pod of `fn` placed: one more request of its shape in the learned workload."""
+        self._unplaceable_counted.discard(fn)
+        self.workload.observe(fn, request, at_ms)
+
+    def _observe_unplaceable(self, fn: str, request: PodRequest) -> None:
+        """A pod that fits nowhere is asked for too, and the profile must protect room for its
+        shape; but a function's unplaceable pod is retried every housekeeping round and on
+        every lease request, so it counts once per run of failures, not once per retry."""
+        if fn not in self._unplaceable_counted:
+            self._unplaceable_counted.add(fn)
+            self.workload.observe(fn, request, now_ms())
 
     async def _backing_off(self, spec: FunctionSpec) -> bool:
         """Whether `spec`'s last pods failed to start too recently for another one yet. This is
@@ -166,10 +224,19 @@ class PlacementWorker:
                 await self._drain_deleted(fn_pods)
             else:
                 await self._scale_down(specs[fn], fn_pods, now)
+        await self._keep_current(now)
         for spec in specs.values():
             for _ in range(scaling.pods_to_start(spec, by_fn.get(spec.name, []), 0)):
                 if not await self.place_one(spec):
                     break
+
+    async def _keep_current(self, now: int) -> None:
+        """Each round: the index catches up with every change to the ledger (other workers'
+        commits, agents' releases, this round's reclaims); every few seconds the learned
+        workload is synced with the other workers'."""
+        if self.workload_synced_ms is None or now - self.workload_synced_ms >= self.s.workload_sync_every_s * 1000:
+            await self.sync_workload()
+        await self.live.refresh()
 
     async def _scale_down(self, spec: FunctionSpec, pods: list, now: int) -> None:
         cutoff = now - int(spec.scaling.idle_timeout_s * 1000)

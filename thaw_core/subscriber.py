@@ -86,7 +86,8 @@ def subscribe(broker: NatsBroker, spec: ConsumerSpec, type_: type[T],
     """Attach `handler(message, subject)` to the durable consumer `spec`. Pass the broker's
     `creds`: faststream gives a pull consumer its own reply inbox, which must be the user's."""
     config = ConsumerConfig(ack_wait=spec.ack_wait_s, max_deliver=spec.max_deliver,
-                            max_ack_pending=spec.max_ack_pending, deliver_policy=deliver_policy)
+                            max_ack_pending=spec.max_ack_pending, deliver_policy=deliver_policy,
+                            inactive_threshold=spec.inactive_threshold_s or None)
 
     async def on_message(body: bytes, message: NatsMessage) -> None:
         subject = message.raw_message.subject

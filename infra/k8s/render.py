@@ -192,8 +192,11 @@ def placement(v: Doc) -> Doc:
     p = v["placement"]
     container = {"name": "placement", "image": image(v), "imagePullPolicy": v["image"]["pullPolicy"],
                  "command": ["python", "-m", "placement"],
+                 # each worker its own name: it names the worker's own capacity consumer, so every
+                 # replica's index hears every node (placement/README.md)
                  "args": [*service_args(v, "nats-placement.json", "placement.json"),
-                          "--node-timeout", str(p["nodeTimeoutS"])],
+                          "--node-timeout", str(p["nodeTimeoutS"]), "--name", "$(POD_NAME)"],
+                 "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                  "resources": p["resources"], "securityContext": restricted_container(),
                  "volumeMounts": [credentials_mount(), tmp_mount()]}
     return workload(v, "Deployment", "placement", {"replicas": p["replicas"]}, pod_spec(

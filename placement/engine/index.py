@@ -259,6 +259,42 @@ class CapacityIndex:
         if self.seen[request] > 0:
             self.seen[request] -= 1
 
+    def update(self, view: NodeView) -> bool:
+        """Make node `view.name`'s use that of `view` (a fresh report of what is charged on it,
+        e.g. from a ledger someone else also writes); True if anything changed.
+
+        Only use changes here: ValueError (nothing changed) for a node this index does not hold
+        or whose capacity (GPU models and sizes, CPU, memory) differs from `view`'s.  The
+        fleet's capacities are fixed for an index's life because memo tables depend on them
+        (scarcity, the fleet's totals); a changed fleet needs a new index.
+        """
+        node = self._nodes.get(view.name)
+        if node is None:
+            raise ValueError(f"no node {view.name!r} in this index")
+        layout = Layout(tuple(g.model for g in view.gpus), tuple(g.vram_mib for g in view.gpus))
+        if (layout, view.cpu_milli, view.memory_mib) != (node.layout, node.cpu_milli, node.memory_mib):
+            raise ValueError(f"{view.name}: capacity differs from this index's; build a new index")
+        milli = tuple(g.milli_free for g in view.gpus)
+        vram = tuple(g.vram_free_mib for g in view.gpus)
+        if (node.cpu_free, node.mem_free, node.milli_free, node.vram_free) == (
+                view.cpu_free_milli, view.memory_free_mib, milli, vram):
+            return False
+        self._leave(node)
+        node.cpu_free, node.mem_free = view.cpu_free_milli, view.memory_free_mib
+        node.milli_free, node.vram_free = milli, vram
+        self._join(node)
+        self.version += 1
+        return True
+
+    def set_workload(self, workload: WorkloadProfile | None) -> None:
+        """Measure fragmentation against `workload` from now on (None: learn it from `seen`).
+        Every memo table of the index goes with the old profile: the rankings were scored
+        with it."""
+        if workload == self.workload:
+            return
+        self.workload = workload
+        self.memo.clear()
+
     def _check_gpus(self, node: Node, placed: Placed) -> None:
         if len(set(placed.gpus)) != len(placed.gpus):
             raise ValueError(f"{node.name}: GPU indices repeat in {placed.gpus}")

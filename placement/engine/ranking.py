@@ -33,8 +33,9 @@ _MAX_RANKINGS = 4096
 _LOG_LIMIT = 100_000
 
 
-def _trim_logs(index: CapacityIndex) -> None:
-    """Drop log entries every ranking has read; rankings that lag by more than the limit
+def trim_logs(index: CapacityIndex) -> None:
+    """Drop log entries every ranking has read (call it on an index kept for long: only
+    decisions that rank trim them, and updates log too); rankings that lag by more than the limit
     (request shapes not seen for a long while) are dropped and rebuilt when next needed."""
     head_created = index.created_offset + len(index.created)
     head_touched = index.touched_offset + len(index.touched)
@@ -103,7 +104,7 @@ def best_group(index: CapacityIndex, policy: str, request: PodRequest,
         _push(ranking, (g for g in index.created[start:] if g.alive), score, request)
     ranking.synced = index.created_offset + len(index.created)
     if len(index.created) + len(index.touched) > _LOG_LIMIT:
-        _trim_logs(index)
+        trim_logs(index)
     heap = ranking.heap
     if len(heap) > 4 * len(index) + 64:
         heap[:] = [entry for entry in heap if entry[3].alive]

@@ -8,7 +8,7 @@ the trace, as the FGD paper does; in the running platform from recent requests.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from placement.engine.model import PodRequest
@@ -44,26 +44,37 @@ class WorkloadProfile:
         drops the long tail beyond `coverage`; its memory is the most common memory request
         among the requests of that shape.
         """
-        counts: Counter[_Shape] = Counter()
-        memory: dict[_Shape, Counter[int]] = {}
-        for r in requests:
+        return cls.from_counts(Counter(requests), coverage)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[PodRequest, float], coverage: float = 0.95
+                    ) -> WorkloadProfile:
+        """`from_requests` over weighted requests: each request counts `counts[request]` times
+        (fractions allowed: a running platform's counts decay with age).  Requests are taken
+        in `counts`' order, so equal counts give `from_requests`' profile exactly."""
+        shapes: dict[_Shape, float] = {}
+        memory: dict[_Shape, dict[int, float]] = {}
+        for r, n in counts.items():
+            if n <= 0:
+                continue
             milli = 1000 if r.is_whole_gpu else r.gpu_milli
             shape = (r.cpu_milli, r.gpu_count, milli, r.gpu_models)
-            counts[shape] += 1
-            memory.setdefault(shape, Counter())[r.memory_mib] += 1
-        total = sum(counts.values())
+            shapes[shape] = shapes.get(shape, 0) + n
+            mem = memory.setdefault(shape, {})
+            mem[r.memory_mib] = mem.get(r.memory_mib, 0) + n
+        total = sum(shapes.values())
         if not total:
             return cls(())
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], _order_key(kv[0])))
-        kept, covered = [], 0
+        ranked = sorted(shapes.items(), key=lambda kv: (-kv[1], _order_key(kv[0])))
+        kept: list[tuple[_Shape, float]] = []
+        covered: float = 0
         for shape, n in ranked:
             if covered >= coverage * total:
                 break
             kept.append((shape, n))
             covered += n
         return cls(tuple(
-            TypicalPod(c, memory[(c, k, g, models)].most_common(1)[0][0], k, g, models,
-                       n / covered)
+            TypicalPod(c, _most_common(memory[(c, k, g, models)]), k, g, models, n / covered)
             for (c, k, g, models), n in kept))
 
     def weighted_per_gpu(self) -> WorkloadProfile:
@@ -91,6 +102,11 @@ class WorkloadProfile:
         cpu = sum(p.weight * p.cpu_milli for p in self.pods)
         mem = sum(p.weight * p.memory_mib for p in self.pods)
         return cpu / gpu, mem / gpu
+
+
+def _most_common(weights: dict[int, float]) -> int:
+    """The key of the largest weight; the first such on ties (as `Counter.most_common`)."""
+    return max(weights.items(), key=lambda kv: kv[1])[0]
 
 
 def _order_key(shape: _Shape) -> tuple[int, int, int, list[str]]:

@@ -160,6 +160,16 @@ def test_every_credentials_flag_names_a_file_of_the_secret_mounted_there(variant
             assert files <= holds[secrets_at[parent]], f"{container['name']}: {files} not all in {secrets_at[parent]}"
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_placement_replica_names_itself_so_each_gets_its_own_capacity_consumer(variant):
+    """A worker's capacity consumer is named after its --name (bus_schemas.streams): replicas
+    sharing one name would share one consumer, and each would hear only some nodes."""
+    [worker] = [c for _, _, c in containers(rendered(variant)) if c["name"] == "placement"]
+    args = worker["args"]
+    assert args[args.index("--name") + 1] == "$(POD_NAME)"
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in worker["env"]
+
+
 def run_entry_point(module_name: str, args: list[str], monkeypatch) -> list:
     """Run `python -m module_name ARGS` up to the point where it would start serving: its real
     parser and settings, with start-up I/O replaced. Returns what it would have run."""

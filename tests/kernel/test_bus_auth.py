@@ -184,6 +184,8 @@ CONSUMERS = [
     # (consumer, its user, who publishes to it, a subject it receives)
     (streams.PLACEMENT_LEASES, P.PLACEMENT, P.GATEWAY, subjects.lease_requested("echo")),
     (streams.PLACEMENT_CAPACITY, P.PLACEMENT, "agent-b", subjects.node_capacity("b")),
+    # a second placement worker's own durable: every worker hears every node
+    (streams.placement_capacity("placement-2"), P.PLACEMENT, "agent-b", subjects.node_capacity("b")),
     (streams.agent_placements("a"), "agent-a", P.PLACEMENT, subjects.place_assigned("a")),
     (streams.snapshotter_requests("a"), "snapshotter-a", "agent-a", subjects.snapshot_requested("echo")),
     (streams.GATEWAY_ASYNC, P.GATEWAY, P.CLIENT, subjects.infer_async("echo")),

@@ -38,6 +38,7 @@ from thaw_core.store.functions import Functions
 from thaw_core.store.leases import Leases
 from thaw_core.store.ledger import Ledger, Reservation
 from thaw_core.store.nodes import Nodes
+from thaw_core.store.workload import Shape, ShapeCount, WorkloadCounts
 from thaw_core.store.pods import Pods
 from thaw_core.store.quotas import Quotas
 from thaw_core.store.snapshots import SnapshotCatalog, SnapshotIndex, announce_snapshotter, withdraw_snapshotter
@@ -183,6 +184,10 @@ async def test_placement_records_nodes_reserves_scales_down_and_reclaims(as_role
     assert (await Ledger(r).release(second, PodState.FAILED, "node lost", 7000)).applied
     assert (await Ledger(r).release(w.pod, PodState.STOPPED, "idle", 7000)).applied
     assert await ledger_of(r, w.node) == (0, 0, 0)
+    shape = Shape(fn=w.fn, cpu_milli=500, memory_mib=400, gpu_count=1, vram_mib=400)
+    learned = WorkloadCounts(r)
+    assert [c.shape for c in await learned.add([ShapeCount(shape=shape, count=1.0, at_ms=7000)], 7000, 3600)] == [shape]
+    assert [c.shape for c in await learned.load()] == [shape]
 
 
 async def test_the_agent_starts_records_and_stops_its_pod(as_role):
@@ -301,6 +306,8 @@ REFUSALS = [
     Refused(GATEWAY, "forget a crash loop", ("HSET", K.start_failures("victim-fn"), "failures", 0), KEY),
     Refused(SNAPSHOTTER, "read a crash loop", ("HGETALL", K.start_failures("victim-fn")), KEY),
     Refused(SNAPSHOTTER, "run a script", Lua("return 1"), COMMAND),
+    Refused(GATEWAY, "skew what placement learned of the workload", ("HSET", K.WORKLOAD, "x", "y"), KEY),
+    Refused(AGENT, "skew what placement learned of the workload", ("HSET", K.WORKLOAD, "x", "y"), KEY),
     Refused(AGENT, "name every key", ("SCAN", 0), COMMAND),
     Refused(PLACEMENT, "name every key", ("SCAN", 0), COMMAND),
     Refused(AGENT, "publish on Redis pub/sub", ("PUBLISH", "thaw", "x"), COMMAND),

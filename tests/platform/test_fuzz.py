@@ -1341,7 +1341,7 @@ async def test_10000_fuzzed_bus_messages_get_error_replies_and_crash_no_service(
 async def consumers_settle(js, node: str, timeout_s: float = 45) -> dict[str, str]:
     """Wait until every service's durable consumer has acknowledged (or terminated) all it was
     given; what is still unsettled after timeout_s."""
-    consumers = [("LEASES", "placement-leases"), ("NODES", "placement-capacity"), ("PLACEMENT", f"agent-{node}")]
+    consumers = [("LEASES", "placement-leases"), ("NODES", "placement-capacity-placement"), ("PLACEMENT", f"agent-{node}")]
 
     async def unsettled() -> dict[str, str]:
         infos = {durable: await js.consumer_info(stream, durable) for stream, durable in consumers}

@@ -157,6 +157,8 @@ GRANTS: dict[str, Grant] = {
     # SnapshotIndex (the snapshotter's): add and remove (MULTI), record_failure
     "snapshots.index": Grant(writes=(SNAPSHOT_INDEX, SNAPSHOT, SNAPSHOT_FAILURE),
                              commands=(*TRANSACTION, "hset", "zadd", "zrem", "del")),
+    # WorkloadCounts.load / add (script): the request shapes placement learns, shared by its workers
+    "workload.learn": Grant(writes=(K.WORKLOAD,), commands=(*SCRIPTS, "hgetall", "hset", "hdel")),
     # announce_snapshotter / withdraw_snapshotter
     "snapshots.presence": Grant(writes=(SNAPSHOTTER_PRESENCE,), commands=("set", "del")),
 }
@@ -166,7 +168,7 @@ ROLE_GRANTS: dict[str, tuple[str, ...]] = {
               "nodes.read", "snapshots.read", "snapshots.list", "starts.read"),
     PLACEMENT: ("functions.read", "functions.annotate", "pods.read", "pods.transition", "leases",
                 "ledger.reserve", "ledger.release", "nodes.read", "nodes.record", "quotas.read",
-                "snapshots.read", "starts.read"),
+                "snapshots.read", "starts.read", "workload.learn"),
     # The agent releases its pods' reservations when they stop (agents/lifecycle.py), hence
     # "ledger.release": see the module docstring for what that leaves open.
     # "starts.record": only the agent sees a start fail or succeed; its own key prefix, so this

@@ -1,0 +1,92 @@
+"""One long-lived capacity index per placement worker, kept current from the store.
+
+The engine's `CapacityIndex` is incremental: its per-request-shape rankings (Thaw's) are
+caught up from the groups that changed, so a decision costs O(changes + log n) rather than
+O(fleet) - but only if the index lives across decisions. This class owns it and does its I/O:
+
+- built once from the live nodes in the store (and again only when the fleet changes: a node
+  joins, goes silent, or reports other capacity, because the engine's fleet-level memo tables
+  depend on capacities);
+- this worker's own commits are applied to it at once (`reserved`);
+- everything else that moves the ledger (other placement workers' commits, agents' releases,
+  this worker's reclaims) reaches it by `refresh`: one read of the store, applied node by node
+  as updates. The worker refreshes every housekeeping round, when a commit conflicts (the
+  ledger refused: the view was stale) and before it calls a request unplaceable.
+
+The store stays the truth and the ledger the arbiter: a stale index can only cost a conflict
+(then a refresh and a new decision) or a refresh before an "unplaceable".
+"""
+
+from collections import Counter
+
+from bus_schemas.nodes import NodeCapacity
+from thaw_core.clock import now_ms
+from thaw_core.store.nodes import Nodes
+
+from placement.capacity_view import Capacity, fleet, live_views
+from placement.engine.index import CapacityIndex
+from placement.engine.model import Placed, PodRequest
+from placement.engine.ranking import trim_logs
+from placement.engine.workload import WorkloadProfile
+
+
+class LiveIndex:
+    def __init__(self, nodes: Nodes, node_timeout_s: float):
+        self._nodes = nodes
+        self._node_timeout_s = node_timeout_s
+        self._index: CapacityIndex | None = None
+        self._fleet: dict[str, Capacity] = {}
+        self._workload: WorkloadProfile | None = None
+        self.builds = 0  # indexes built: the first, then one per change of the fleet
+        self.refreshes = 0  # reads of every node from the store
+        self.generation = 0  # bumped by each refresh (see `reserved`)
+
+    async def current(self) -> CapacityIndex:
+        """The index, built from the store on first use."""
+        if self._index is None:
+            return await self.refresh()
+        return self._index
+
+    async def refresh(self) -> CapacityIndex:
+        """Bring the index to the store's state: updates for a fleet it holds, a new index for a
+        changed one."""
+        views = live_views(await self._nodes.all(), now_ms(), self._node_timeout_s)
+        self.refreshes += 1
+        self.generation += 1
+        seen = fleet(views)
+        if self._index is None or seen != self._fleet:
+            self._index, self._fleet = CapacityIndex(views, workload=self._workload), seen
+            self.builds += 1
+            return self._index
+        for view in views:
+            self._index.update(view)
+        trim_logs(self._index)  # updates log group changes; only ranking decisions trim them
+        return self._index
+
+    def reserved(self, placed: Placed, request: PodRequest, decided_at_generation: int) -> None:
+        """Apply a commit the ledger accepted for a decision made at that generation. If the
+        index was refreshed meanwhile, that read may already hold the commit: leave it to the
+        next refresh rather than charge it twice."""
+        if self._index is None or decided_at_generation != self.generation:
+            return
+        try:
+            self._index.reserve(placed, request)
+        except ValueError:
+            self._fleet = {}  # the index disagrees with the ledger: rebuild at the next refresh
+
+    def usual_gpu_vram_mib(self) -> int:
+        """The vRAM of the fleet's most common GPU size (0 with no GPU)."""
+        sizes = Counter(vram for _, _, gpus in self._fleet.values() for _, vram in gpus)
+        return sizes.most_common(1)[0][0] if sizes else 0
+
+    def holds(self, cap: NodeCapacity) -> bool:
+        """Whether the index has `cap`'s node with that capacity (else it needs a refresh)."""
+        gpus = tuple((g.model, g.vram_mib) for g in sorted(cap.gpus, key=lambda g: g.index))
+        return self._fleet.get(cap.node) == (cap.cpu_milli, cap.memory_mib, gpus)
+
+    def set_workload(self, workload: WorkloadProfile | None) -> None:
+        """Measure against `workload` from now on (the index drops its rankings if it changed)."""
+        self._workload = workload
+        if self._index is not None:
+            self._index.set_workload(workload)
+
