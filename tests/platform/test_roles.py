@@ -4,7 +4,7 @@ key invokes and reads, and is told it needs an admin key for anything else."""
 import aiohttp
 
 from bus_schemas import redis_keys as K
-from thaw_core.store.apikeys import ApiKeys, key_digest
+from thaw_core.store.apikeys import ApiKeys, Caller, key_digest
 
 from tests.platform.conftest import deploy, echo_spec, invoke
 
@@ -44,7 +44,7 @@ async def test_a_key_request_is_checked_like_any_client_input(platform, http):
 async def test_a_key_stored_before_roles_existed_is_an_admin_key(r):
     key = "thaw_legacy-key-made-by-an-older-version"
     await r.set(K.api_key(key_digest(key)), "acme")
-    assert tuple(await ApiKeys(r).caller(key)) == ("acme", "admin", 0.0), "unlimited, as it always was"
+    assert await ApiKeys(r).caller(key) == Caller("acme", "admin", 0.0), "unlimited, as it always was"
 
 
 async def test_a_key_past_its_rate_gets_429_with_retry_after(platform, http):
