@@ -29,6 +29,7 @@ from thaw_core.store import events
 from thaw_core.store.snapshots import SnapshotIndex
 
 from conftest import free_port
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.criu
 
@@ -189,7 +190,9 @@ async def test_a_daemon_killed_mid_restore_takes_its_worker_down_says_why_and_th
     for daemon in paused:
         os.kill(daemon, signal.SIGKILL)
     assert await gone(lambda: not pid_alive(pid)), "a worker whose pages cannot come back is stopped"
-    reason = await events.stop_reason(r, pod)
+    # the worker can die of a missing page before the snapshotter, woken by its daemon's exit,
+    # has written why: read it until it is there
+    reason = await eventually(lambda: events.stop_reason(r, pod), 10, what=f"why {pod}'s worker was stopped")
     assert "lazy-pages daemon was killed by signal 9 before all pages were in" in reason
     work = restorer.s.work_dir
     assert await gone(lambda: not daemons(work) and not list(work.glob("lazy-*"))), "nothing is left"
