@@ -55,7 +55,7 @@ def connect_via_sentinel(url: str, creds: Creds | None = None) -> redis.Redis:
     if not hosts or not name or "@" in hosts or "/" in name:
         raise ValueError(f"{url!r}: expected redis+sentinel://host:port[,host:port...]/<master name>")
     sentinels = [(host, int(port)) for host, _, port in (h.rpartition(":") for h in hosts.split(","))]
-    manager = Sentinel(sentinels, sentinel_kwargs={  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    manager = Sentinel(sentinels, sentinel_kwargs={  # type: ignore[no-untyped-call, unused-ignore]  # untyped in redis-py 8.1
         "socket_timeout": 1, "socket_connect_timeout": 1, "decode_responses": True})
     primary: redis.Redis = manager.master_for(
         name, connection_class=PrimaryFollowingConnection, decode_responses=True, socket_timeout=5,
