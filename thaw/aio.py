@@ -15,10 +15,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from thaw import discovery
 from thaw import types as T
-from thaw.api import Answer, Api, Headers, Request, body_of, load_spec
-from thaw.client import DEFAULT_TIMEOUT_S
+from thaw.api import Answer, Headers, Request, body_of, load_spec
+from thaw.client_base import ClientBase
 from thaw.discovery import Target
 from thaw.errors import ThawError, TimedOut, no_answer
 
@@ -27,33 +26,14 @@ _NO_JSON = object()
 _CUT_OFF = {errno.EPIPE, errno.ECONNRESET}
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """`thaw.Client`'s API with `await`. Found and configured the same way; holds one aiohttp
     session (keep-alive), made at the first request: close it with `await client.close()` or
     `async with AsyncClient() as client:`."""
 
-    def __init__(self, url: str | None = None, key: str | None = None, *,
-                 state_dir: str | os.PathLike | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
-        self._setup(discovery.find(url, key, state_dir), timeout_s)
-
-    @classmethod
-    def from_target(cls, target: Target, timeout_s: float = DEFAULT_TIMEOUT_S) -> "AsyncClient":
-        client = cls.__new__(cls)
-        client._setup(target, timeout_s)
-        return client
-
     def _setup(self, target: Target, timeout_s: float) -> None:
-        self.target, self.timeout_s = target, timeout_s
-        self.api = Api(target.url, target.key_source)
+        super()._setup(target, timeout_s)
         self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def url(self) -> str:
-        return self.target.url
-
-    @property
-    def key(self) -> str:
-        return self.target.key
 
     async def __aenter__(self) -> "AsyncClient":
         return self

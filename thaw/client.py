@@ -20,46 +20,23 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from thaw import discovery
 from thaw import types as T
 from thaw.api import JSON_TYPE, Answer, Api, Headers, Request, body_of, load_spec
+from thaw.client_base import DEFAULT_TIMEOUT_S, ClientBase
 from thaw.discovery import Target, forget_up, record_path, record_up, recorded_up, records_dir
 from thaw.errors import GatewayError, ThawError, TimedOut, error_message, no_answer, refusal
 
 R = TypeVar("R")
-DEFAULT_TIMEOUT_S = 330.0  # above the gateway's longest wait (a cold start's deadline plus the call)
 _NO_JSON = object()
 
 
-class Client:
+class Client(ClientBase):
     """The gateway's REST API. With no arguments, finds the gateway and key as the CLI does:
     `url`/`key` given, else $THAW_URL / $THAW_API_KEY, else the running `thaw up` recorded in
     $XDG_STATE_HOME/thaw/up.json (or ./.thaw). Every failure raises a ThawError whose `str()`
     is one line saying what to do; `status` is 0 when no HTTP answer came.
 
     Thread-safe: each request is its own connection."""
-
-    def __init__(self, url: str | None = None, key: str | None = None, *,
-                 state_dir: str | os.PathLike | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
-        self._setup(discovery.find(url, key, state_dir), timeout_s)
-
-    @classmethod
-    def from_target(cls, target: Target, timeout_s: float = DEFAULT_TIMEOUT_S) -> "Client":
-        client = cls.__new__(cls)
-        client._setup(target, timeout_s)
-        return client
-
-    def _setup(self, target: Target, timeout_s: float) -> None:
-        self.target, self.timeout_s = target, timeout_s
-        self.api = Api(target.url, target.key_source)
-
-    @property
-    def url(self) -> str:
-        return self.target.url
-
-    @property
-    def key(self) -> str:
-        return self.target.key
 
     def with_timeout(self, timeout_s: float) -> "Client":
         """The same gateway and key, another timeout per request."""
