@@ -14,6 +14,7 @@ class StreamSpec:
     max_msgs: int = -1  # -1: no limit
     max_bytes: int = -1
     discard: str = "old"  # at a limit: "old" drops the oldest, "new" refuses the publish
+    replicas: int = 1  # copies kept on a NATS cluster (3 survives one server lost); 1 on one server
 
 
 @dataclass(frozen=True, slots=True)

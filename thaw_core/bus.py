@@ -5,6 +5,7 @@ current trace context.
 """
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -42,13 +43,22 @@ async def _headers_or_none(self: Client, headers: bytes | None) -> dict[str, str
 Client._process_headers = _headers_or_none  # type: ignore[method-assign]  # the patch is the point
 
 
-async def connect(url: str, name: str, creds: "Credentials | None" = None) -> Client:
+def server_urls(url: str | list[str]) -> list[str]:
+    """The servers to try, from one URL, a comma-separated list ("nats://a:4222,nats://b:4222",
+    as an operator writes a cluster's in a flag or variable) or a list. nats-py would take the
+    comma-separated string as one (bad) URL."""
+    urls = url.split(",") if isinstance(url, str) else list(url)
+    return [u.strip() for u in urls if u.strip()]
+
+
+async def connect(url: str | list[str], name: str, creds: "Credentials | None" = None) -> Client:
     """A client that reconnects forever: a restarted nats-server is a normal event. With
     `creds` it logs in as that user, takes that user's reply-inbox prefix (the only inboxes its
     permissions let it read), and verifies a `tls://` server with the credentials' CA file.
     A service's own connection comes from `thaw_core.subscriber.connect` instead (one
     connection for its consumers and the rest)."""
-    return await nats.connect(url, **connection_options(name), **(creds.connect_options() if creds else {}))
+    return await nats.connect(server_urls(url), **connection_options(name),
+                              **(creds.connect_options() if creds else {}))
 
 
 def connection_options(name: str) -> dict[str, Any]:
@@ -82,13 +92,16 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         max_msgs=spec.max_msgs,
         max_bytes=spec.max_bytes,
         discard=DiscardPolicy.NEW if spec.discard == "new" else DiscardPolicy.OLD,
+        num_replicas=spec.replicas,
     )
 
 
-async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = ALL_STREAMS) -> None:
-    """Create or update every stream. Safe to run from every component at start-up, in parallel."""
+async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = ALL_STREAMS,
+                         replicas: int | None = None) -> None:
+    """Create or update every stream. Safe to run from every component at start-up, in parallel.
+    `replicas` overrides every spec's (3 on a 3-server cluster: thaw_core.nats_cluster)."""
     for spec in specs:
-        config = stream_config(spec)
+        config = stream_config(spec if replicas is None else dataclasses.replace(spec, replicas=replicas))
         try:
             await js.add_stream(config)
         except BadRequestError:
@@ -110,8 +123,10 @@ async def publish_bytes(js: JetStreamContext, subject: str, payload: bytes, msg_
         try:
             await js.publish(subject, payload, headers=headers, timeout=2)
             return
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
-                nats.errors.ConnectionReconnectingError) as exc:
+        # nats-py reports a 503 (no stream leader yet: a restarting server, or a cluster electing a
+        # new leader after one died) as NoStreamResponseError, not NoRespondersError.
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError,
+                nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
             if attempt == attempts - 1:
                 raise
             log.debug("publish to %s failed (%s), retrying", subject, exc)

@@ -211,13 +211,15 @@ def reload_config(server: subprocess.Popen[bytes]) -> None:
     server.send_signal(signal.SIGHUP)
 
 
-async def provision_streams(url: str, operator: Credentials, specs: tuple[StreamSpec, ...] = ALL_STREAMS) -> None:
+async def provision_streams(url: str | list[str], operator: Credentials,
+                            specs: tuple[StreamSpec, ...] = ALL_STREAMS, replicas: int | None = None) -> None:
     """Create or update the platform's streams as the operator (the only user who may). A
-    one-shot step: a server that is away or refuses the operator raises at once."""
-    nc = await nats.connect(url, name="provision-streams", allow_reconnect=False, connect_timeout=5,
-                            **operator.connect_options())
+    one-shot step: a server that is away or refuses the operator raises at once. On a cluster,
+    `url` lists its servers and `replicas=3` keeps each stream on three of them."""
+    nc = await nats.connect(bus.server_urls(url), name="provision-streams", allow_reconnect=False,
+                            connect_timeout=5, **operator.connect_options())
     try:
-        await bus.ensure_streams(nc.jetstream(), specs)
+        await bus.ensure_streams(nc.jetstream(), specs, replicas)
     finally:
         await nc.close()
 
