@@ -81,6 +81,16 @@ async def test_a_worker_runs_as_its_functions_own_user_and_reaches_nothing_of_th
     assert urlparse(a_endpoint).hostname != urlparse(b_endpoint).hostname != "127.0.0.1"
 
 
+async def test_a_workers_network_is_up_before_its_first_instruction(platform, http, r):
+    spec = pry_spec("pry-net")
+    spec["command"] = ["sh", "-c", 'echo "routes at start: $(grep -c ^eth0 /proc/net/route)"; exec "$0" "$1"',
+                       "{python}", PRY]
+    await deploy(http, platform.url, spec)
+    _, pod = await _ask(http, platform, "pry-net", {})
+    log = Path(await r.hget(K.pod(pod), "log")).read_text()
+    assert "routes at start: 1" in log, log
+
+
 async def test_a_redeployed_function_keeps_its_user(platform, http, r):
     await deploy(http, platform.url, pry_spec("pry-keep"))
     first = await r.hget(K.function("pry-keep"), "uid")

@@ -7,6 +7,7 @@
       checkpoint mounts it can recreate)
       exec unshare --user --keep-caps --mount --pid --net --fork setsid sh -c INNER
         wait for the uid/gid maps (`write_id_maps`, from the agent, root of the parent namespace)
+        and for the pod's network (`network.attach`, from the agent: eth0 routed)
         own /proc and /dev/shm; stdio opened here (CRIU resolves an fd through its mount)
         exec setpriv --reuid 1000 ... --no-new-privs WORKER   # host uid: the function's own
 
@@ -19,6 +20,8 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+
+from thaw_core.sandbox.network import INSIDE as POD_LINK
 
 INSIDE_UID = 1000
 TMP_SIZE = "256m"
@@ -107,8 +110,18 @@ def outer_script(cgroup_join: str, exposed: tuple[Exposure, ...], strip: list[st
     return "\n".join(lines) + "\n"
 
 
+NETWORK_WAIT_TRIES = 4000  # of 5 ms and a fork each: about half a minute
+
+# The worker runs only once its network is up: one that connects somewhere as it starts must
+# find its address there, and one that exits at once must fail for its own reason, not the
+# agent's (it cannot attach a network to a namespace that is gone).
 INNER = f"""set -e
 while [ -z "$(cat /proc/self/uid_map)" ]; do sleep 0.005; done
+n=0
+until grep -q '^{POD_LINK}' /proc/net/route; do
+  n=$((n+1)); [ $n -lt {NETWORK_WAIT_TRIES} ] || {{ echo "thaw: the pod's network never came up" >&2; exit 1; }}
+  sleep 0.005
+done
 mount -t proc -o nosuid,nodev,noexec proc /proc
 if [ -d /dev/shm ]; then mount -t tmpfs -o mode=1777,size={TMP_SIZE},nosuid,nodev thaw-shm /dev/shm; fi
 log=$2; shift 2

@@ -212,7 +212,8 @@ async def attach(net: PodNetwork, pid: int) -> str:
         # node kept for it, so the first packets go to this pod's MAC, not to the old one.
         await _ip(f"link set {host} master {net.bridge}", f"link set dev {host} type bridge_slave isolated on",
                   f"link set {host} up", f"neigh flush to {ip} dev {net.bridge}")
-        await _ip(f"addr add {ip}/{net.subnet.prefixlen} dev {INSIDE}", f"link set {INSIDE} up", "link set lo up",
+        # eth0 up comes last: its route is the sandbox's signal that the network is ready.
+        await _ip("link set lo up", f"addr add {ip}/{net.subnet.prefixlen} dev {INSIDE}", f"link set {INSIDE} up",
                   netns_pid=pid)
         return str(ip)
     raise NetworkError(f"no free address on {net.subnet}: every slot of the node's pod subnet is taken")
