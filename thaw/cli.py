@@ -305,6 +305,8 @@ async def _connect_nats(url: str, options: dict, state_dir: Path):
     import nats
     from nats.errors import AuthorizationError, Error as NatsError
 
+    from thaw_core.bus import server_urls
+
     failures: list[BaseException] = []
 
     async def remember(exc: BaseException) -> None:
@@ -312,7 +314,7 @@ async def _connect_nats(url: str, options: dict, state_dir: Path):
 
     try:
         return await asyncio.wait_for(
-            nats.connect(url, allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+            nats.connect(server_urls(url), allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.2,
                          connect_timeout=NATS_CONNECT_S, error_cb=remember, **options),
             timeout=3 * NATS_CONNECT_S)
     except (OSError, asyncio.TimeoutError, NatsError) as exc:
@@ -498,7 +500,7 @@ def cmd_up(args) -> None:
     args.state_dir = args.state_dir or str(DEFAULT_STATE)
     try:
         run_up(args)
-    except PortInUse as exc:
+    except (PortInUse, ValueError) as exc:
         raise CliError(str(exc)) from None
 
 
@@ -518,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--deploy", nargs="*", default=[], help="function files to deploy once up")
     up.add_argument("--demo", action="store_true", help="deploy the examples and show a few invocations")
     up.add_argument("--exit-after-demo", action="store_true", help="stop once the demo has run")
+    up.add_argument("--cluster", type=int, default=0, metavar="N",
+                    help="a fleet of N >= 3 nodes on this machine: NATS cluster (R3 streams), Valkey with a "
+                    "replica and Sentinels, an agent and snapshotter per node (see thaw/cluster.py)")
     up.set_defaults(func=cmd_up)
     dep = sub.add_parser("deploy", help="deploy function files (TOML)")
     dep.add_argument("files", nargs="+")

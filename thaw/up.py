@@ -24,7 +24,7 @@ def run_up(args) -> None:
     # which inherits SIGINT ignored; SIGTERM stops it the same way.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    platform = up(state_dir, args.config, args.port)
+    platform = start_platform(args, state_dir)
     try:
         key = ensure_api_key(state_dir, platform.redis.url)
         say(f"API key (also in {state_dir / 'credentials'}): {key}")
@@ -53,6 +53,15 @@ def run_up(args) -> None:
         forget_up(state_dir)  # no one should be sent to a gateway that is gone
         platform.stop()
         say("stopped")  # what a person (and test_thaw_up) waits for
+
+
+def start_platform(args, state_dir: Path) -> Platform:
+    if not getattr(args, "cluster", 0):
+        return up(state_dir, args.config, args.port)
+    if args.config is not None:
+        raise ValueError("--config describes one node; --cluster writes each node's own (see thaw/cluster.py)")
+    from thaw.cluster import up_cluster
+    return up_cluster(state_dir, args.cluster, args.port)
 
 
 def record_where(platform: Platform, state_dir: Path) -> None:

@@ -152,15 +152,27 @@ def server_config_text(users: Iterable[BusUser], creds: Mapping[str, Credentials
     """A nats-server config: `listen` (host:port), JetStream storing under `store_dir`, TLS
     where given, and every user of `users` with its password from `creds` and its permissions.
     Nothing else may connect: there is no anonymous user."""
-    entries = [{"user": u.name, "password": creds[u.name].password, "permissions": permissions_block(u.permissions)}
-               for u in users]
     lines = ["# Written by thaw_core.bus_auth from the credentials directory; rewritten, not edited.",
              f"listen: {json.dumps(listen)}",
              f"jetstream {{ store_dir: {json.dumps(str(store_dir))} }}"]
     if tls is not None:
         lines.append(f"tls {{ cert_file: {json.dumps(str(tls.cert_file))}, key_file: {json.dumps(str(tls.key_file))} }}")
-    lines.append(f"authorization {{ users: {json.dumps(entries, indent=2)} }}")
+    lines.append(authorization_text(users, creds))
     return "\n".join(lines) + "\n"
+
+
+def authorization_text(users: Iterable[BusUser], creds: Mapping[str, Credentials]) -> str:
+    """nats-server's `authorization` block: every user of `users`, its password and permissions."""
+    entries = [{"user": u.name, "password": creds[u.name].password, "permissions": permissions_block(u.permissions)}
+               for u in users]
+    return f"authorization {{ users: {json.dumps(entries, indent=2)} }}"
+
+
+def platform_authorization(secrets_dir: Path, nodes: Iterable[str]) -> str:
+    """The `authorization` block for every user of a platform with `nodes`, their credentials
+    made under `secrets_dir` where missing: what each server of a NATS cluster carries."""
+    users = P.platform_users(tuple(nodes))
+    return authorization_text(users, ensure_credentials(secrets_dir, [u.name for u in users]))
 
 
 def permissions_block(p: Permissions) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thaw_core.ports import free_port
+from thaw_core.private_files import replace_private
 from thaw_core.servers import Server, _spawn, nats_server_binary, wait_for_port
 
 CLUSTER_NAME = "thaw"
@@ -39,11 +40,14 @@ class Member:
         return self.data_dir / "nats-server.conf"
 
 
-def member_config(member: Member, peers: list[Member]) -> str:
-    """nats-server's config for `member`: JetStream under its store, routes to every peer."""
+def member_config(member: Member, peers: list[Member], authorization: str = "") -> str:
+    """nats-server's config for `member`: JetStream under its store, routes to every peer, and
+    the clients' `authorization` block where given (thaw_core.bus_auth; every member carries
+    the same one). Routes are loopback-only and need no login of their own."""
     routes = [f"nats-route://127.0.0.1:{p.cluster_port}" for p in peers if p.name != member.name]
     return "\n".join([
         "# Written by thaw_core.nats_cluster.",
+        *([authorization] if authorization else []),
         f"server_name: {json.dumps(member.name)}",
         f"listen: \"127.0.0.1:{member.port}\"",
         f"http: \"127.0.0.1:{member.monitor_port}\"",
@@ -82,7 +86,7 @@ class NatsCluster:
     def restart(self, i: int, timeout_s: float = 30) -> None:
         """Start server i again with its name, ports and store; it catches up from its peers."""
         self.kill(i)
-        self.servers[i] = _start_member(self.members[i])
+        self.servers[i] = start_member(self.members[i])
         wait_for_meta_leader([self.members[i]], timeout_s)
 
     def stop(self) -> None:
@@ -92,17 +96,18 @@ class NatsCluster:
             self.servers[i] = None
 
 
-def start_cluster(base_dir: Path, size: int = 3, timeout_s: float = 30) -> NatsCluster:
+def start_cluster(base_dir: Path, size: int = 3, timeout_s: float = 30, authorization: str = "") -> NatsCluster:
     """`size` servers under base_dir/nats-<i>, routed to each other; returns once all of them
-    see a JetStream meta leader. Stops whatever it started if that never happens."""
+    see a JetStream meta leader. Stops whatever it started if that never happens. With
+    `authorization` (a users block), only those users may connect; the configs are then 0600."""
     members = [Member(f"thaw-{i}", free_port(), free_port(), free_port(), base_dir / f"nats-{i}")
                for i in range(size)]
     cluster = NatsCluster(members)
     try:
         for member in members:
-            member.data_dir.mkdir(parents=True, exist_ok=True)
-            member.config_path.write_text(member_config(member, members))
-            cluster.servers.append(_start_member(member))
+            member.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            replace_private(member.config_path, member_config(member, members, authorization))
+            cluster.servers.append(start_member(member))
         wait_for_meta_leader(members, timeout_s)
     except BaseException:
         cluster.stop()
@@ -110,7 +115,7 @@ def start_cluster(base_dir: Path, size: int = 3, timeout_s: float = 30) -> NatsC
     return cluster
 
 
-def _start_member(member: Member) -> Server:
+def start_member(member: Member) -> Server:
     process = _spawn([nats_server_binary(), "-c", str(member.config_path)], member.data_dir / "nats-server.log")
     wait_for_port(member.port, process, 15, f"nats-server {member.name}")
     return Server(member.name, member.url, member.port, process, member.data_dir)

@@ -72,7 +72,7 @@ async def close(broker: NatsBroker, nc: Client) -> None:
 
 def make_broker(url: str, name: str, creds: Credentials | None = None) -> NatsBroker:
     """With `creds`, logged in as that bus user (thaw_core.bus_auth). Not connected yet."""
-    return NatsBroker(url, **bus.connection_options(name), **(creds.broker_options() if creds else {}),
+    return NatsBroker(bus.server_urls(url), **bus.connection_options(name), **(creds.broker_options() if creds else {}),
                       logger=logging.getLogger(f"faststream.{name}"), log_level=logging.DEBUG)
 
 

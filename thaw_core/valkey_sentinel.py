@@ -88,6 +88,7 @@ def acl_text(creds: dict[str, Creds], replica: Creds, sentinel: Creds) -> str:
 def start_sentinel_setup(base: Path, roles_creds: dict[str, Creds], secrets_dir: Path) -> SentinelSetup:
     """Start it all under `base`; `roles_creds` are the platform roles' (ensure_credentials),
     `secrets_dir` where the internal users' credentials are kept (made when missing)."""
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
     internal = ensure_credentials(secrets_dir, (REPLICA_USER, SENTINEL_USER))
     aclfile = replace_private(base / "users.acl", acl_text(roles_creds, internal[REPLICA_USER],
                                                             internal[SENTINEL_USER]))
@@ -130,6 +131,18 @@ def _ready(setup: SentinelSetup, sentinel: Creds) -> bool:
             if state["num-slaves"] < 1 or state["num-other-sentinels"] < 2:
                 return False
     return True
+
+
+def start_again(server: Server) -> Server:
+    """Start a data node or Sentinel of the setup again, from the config file it rewrote (its
+    port, and its role as Sentinel last set it); a restarted old primary comes back as a replica
+    once the Sentinels see it."""
+    sentinel_conf = server.data_dir / "sentinel.conf"
+    argv = [valkey_server_binary(), str(sentinel_conf), "--sentinel"] if sentinel_conf.exists() else \
+        [valkey_server_binary(), str(server.data_dir / "valkey.conf")]
+    process = _spawn(argv, server.data_dir / ("sentinel.log" if sentinel_conf.exists() else "valkey.log"))
+    wait_for_port(server.port, process, 15, server.name)
+    return Server(server.name, server.url, server.port, process, server.data_dir)
 
 
 def _data_node(data_dir: Path, name: str, aclfile: Path, replica: Creds, primary_port: int | None) -> Server:
