@@ -308,6 +308,10 @@ class ProcessRuntime:
             if env.get("THAW_NODE") != self._node or env.get(TOKEN_ENV) != self._token or "THAW_POD" not in env \
                     or not _is_worker_root(proc):
                 continue
+            if self.sandbox and cgroups.version() and not cgroups.in_node(int(proc.name), self._node):
+                # Restored on another node of this host from a snapshot taken here: it carries
+                # this node's environment, but it is that node's worker (its cgroup says so).
+                continue
             start = start_time(int(proc.name))
             if start is not None:
                 address = network.address_of(int(proc.name)) if self.sandbox else ""

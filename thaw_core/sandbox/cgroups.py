@@ -121,6 +121,25 @@ def members(dirs: tuple[Path, ...]) -> frozenset[int]:
     return frozenset()
 
 
+def node_members(node: str, root: Path = ROOT) -> frozenset[int]:
+    """The pids in any pod cgroup of `node`: its workers, restored ones included."""
+    base = root / "thaw" / node if version(root) == 2 else root / V1_CONTROLLERS[0] / "thaw" / node
+    try:
+        pods = [d for d in base.iterdir() if d.is_dir()]
+    except OSError:
+        return frozenset()
+    return frozenset().union(*(members((d,)) for d in pods))
+
+
+def in_node(pid: int, node: str) -> bool:
+    """Whether process `pid` is in one of `node`'s pod cgroups."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    return any(f"/thaw/{node}/" in line for line in lines)
+
+
 def remove(dirs: tuple[Path, ...]) -> bool:
     """Remove the pod's cgroup; False while it still has members (the caller retries)."""
     done = True
