@@ -30,6 +30,7 @@ from thaw.launcher import (Platform, _add_service, bus_credentials, check_port_f
 from thaw.supervisor import Supervisor
 from thaw_core import bus_auth, nats_cluster, servers, valkey_sentinel
 from thaw_core.sandbox import cgroups
+from thaw_core.sandbox.network import remove_node_network
 from thaw_core.store import acl
 
 PLACEMENT_WORKERS = 2
@@ -63,6 +64,12 @@ class Fleet(Platform):
     bus: nats_cluster.NatsCluster | None = None
     store: valkey_sentinel.SentinelSetup | None = None
     nodes: list[Node] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        super().stop()
+        for name in self.lost:  # its agent, killed, could not take its pod network down
+            remove_node_network(name)
 
     def kill_node(self, name: str) -> list[int]:
         """kill -9 node `name` whole, as when its host dies: agent, snapshotter and every worker
@@ -78,6 +85,7 @@ class Fleet(Platform):
         for pid in node_worker_pids(name):
             _kill_group(pid)
             killed.append(pid)
+        self.lost.append(name)
         return killed
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from thaw_core import servers
 from thaw_core.ports import free_port
-from thaw_core.sandbox.network import PodNetwork, overlapping_route
+from thaw_core.sandbox.network import PodNetwork, overlapping_route, remove_node_network
 
 NODE_CONFIG = """
 [node]
@@ -114,7 +114,7 @@ class Harness:
                 proc.kill()
         self.nats.kill()
         self.kill_stray_workers()
-        remove_pod_network(self.node)
+        remove_node_network(self.node)
 
     def worker_pids(self) -> list[int]:
         """Every live process the agent started for this node (found by its THAW_NODE)."""
@@ -154,12 +154,3 @@ def free_node_id(prefix: str = "node") -> str:
             return node
 
 
-def remove_pod_network(node: str) -> None:
-    """Delete what is left of the node's pod network once its processes are gone: pairs a killed
-    snapshotter left parked, veths of workers that outlived a killed agent, the bridge. The
-    agent removes its bridge when it stops cleanly; a test that kills it would leave it."""
-    net = PodNetwork.for_node(node)
-    links = Path("/sys/class/net")
-    ports = [p.name for p in (links / net.bridge / "brif").glob("*")]
-    for name in [p.name for p in links.glob(f"tp{net.tag}*")] + ports + [net.bridge]:
-        subprocess.run(["ip", "link", "del", name], capture_output=True)

@@ -272,3 +272,14 @@ def available() -> bool:
     """Whether this process may build pod networks: root with the ip and nsenter tools."""
     return os.geteuid() == 0 and all(any(Path(d, tool).exists() for d in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"))
                                      for tool in ("ip", "nsenter"))
+
+
+def remove_node_network(node: str) -> None:
+    """Delete what is left of a dead node's pod network once its processes are gone: pairs its
+    snapshotter left parked, veths of workers that outlived its agent, the bridge. An agent
+    removes its bridge when it stops cleanly; one killed (a node lost) leaves it behind."""
+    net = PodNetwork.for_node(node)
+    links = Path("/sys/class/net")
+    ports = [p.name for p in (links / net.bridge / "brif").glob("*")]
+    for name in [p.name for p in links.glob(f"tp{net.tag}*")] + ports + [net.bridge]:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
