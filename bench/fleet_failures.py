@@ -348,6 +348,12 @@ async def run_events(fleet: FleetProcess, events: list[str]) -> list[Outcome]:
         await r.aclose()
 
 
+async def node_listed(fleet: FleetProcess, name: str):
+    """Node `name` as the fleet's gateway lists it, None if it does not."""
+    async with AsyncClient(fleet.info["gateway"], fleet.info["key"]) as client:
+        return next((n for n in await client.nodes() if n.name == name), None)
+
+
 async def serving(client: AsyncClient) -> bool:
     return any(p.fn == "echo" and p.state in SERVING for p in (await client.pods()).pods)
 

@@ -493,6 +493,7 @@ def cmd_quota(args) -> None:
 
 
 def cmd_up(args) -> None:
+    from thaw.join import JoinError
     from thaw.launcher import PortInUse
     from thaw.up import run_up
 
@@ -500,7 +501,7 @@ def cmd_up(args) -> None:
     args.state_dir = args.state_dir or str(DEFAULT_STATE)
     try:
         run_up(args)
-    except (PortInUse, ValueError) as exc:
+    except (PortInUse, JoinError, ValueError) as exc:
         raise CliError(str(exc)) from None
 
 
@@ -520,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--deploy", nargs="*", default=[], help="function files to deploy once up")
     up.add_argument("--demo", action="store_true", help="deploy the examples and show a few invocations")
     up.add_argument("--exit-after-demo", action="store_true", help="stop once the demo has run")
+    up.add_argument("--join", type=Path, metavar="PLATFORM_DIR",
+                    help="start one more node (agent, snapshotter) for the platform `thaw up` runs from "
+                    "PLATFORM_DIR on this machine; this node's state goes in --state-dir (see thaw/join.py)")
     up.add_argument("--cluster", type=int, default=0, metavar="N",
                     help="a fleet of N >= 3 nodes on this machine: NATS cluster (R3 streams), Valkey with a "
                     "replica and Sentinels, an agent and snapshotter per node (see thaw/cluster.py)")

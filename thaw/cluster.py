@@ -27,6 +27,7 @@ from pathlib import Path
 from agents.identity import default_node_name
 from bus_schemas import permissions
 from thaw.launcher import (Platform, _add_service, bus_credentials, check_port_free, say, wait_http_ok)
+from thaw.platform_record import write_record
 from thaw.supervisor import Supervisor
 from thaw_core import bus_auth, nats_cluster, servers, valkey_sentinel
 from thaw_core.sandbox import cgroups
@@ -114,6 +115,9 @@ def up_cluster(state_dir: Path, size: int, http_port: int) -> Fleet:
                               cluster.servers[0].process, state_dir / "nats")  # type: ignore[union-attr]
         redis = servers.Server("valkey", store.url, store.primary.port, store.primary.process, state_dir / "valkey")
         fleet = Fleet(state_dir, nats, redis, f"http://127.0.0.1:{http_port}", sup, cluster, store, nodes)
+        members = [{"name": m.name, "port": m.port, "cluster_port": m.cluster_port, "monitor_port": m.monitor_port,
+                    "data_dir": str(m.data_dir)} for m in cluster.members]
+        write_record(state_dir, nats.url, store.url, [n.name for n in nodes], {"kind": "cluster", "members": members})
         common = ["--nats", nats.url, "--redis", store.url]
         for i in range(PLACEMENT_WORKERS):
             _add_service(sup, f"placement-{i}", ["-m", "placement", *common, *_credentials(secrets_dir, acl.PLACEMENT),

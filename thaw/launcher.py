@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bus_schemas import permissions
+from thaw.platform_record import write_record
 from thaw.supervisor import Supervisor
 from thaw_core import bus_auth, servers
 from thaw_core.store import acl
@@ -131,6 +132,8 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
             logs / "redis-server.log", server=True)
         say(f"valkey-server ready at {redis.url}")
         platform = Platform(state_dir, nats, redis, f"http://127.0.0.1:{http_port}", sup)
+        write_record(state_dir, nats.url, redis.url, [node],
+                     {"kind": "single", "listen": f"127.0.0.1:{nats_port}", "store_dir": str(state_dir / "nats")})
         common = ["--nats", nats.url, "--redis", redis.url]
 
         def credentials(role: str) -> list[str]:

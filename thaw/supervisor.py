@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,22 @@ SERVERS_GRACE_S = 5.0
 ORPHANS_S = 5.0
 STOP_BOUND_S = SERVICES_GRACE_S + SERVERS_GRACE_S + ORPHANS_S
 FIRST_BACKOFF_S, MAX_BACKOFF_S, HEALTHY_AFTER_S = 1.0, 30.0, 60.0
+_stopping, _hurry_asked = threading.Event(), threading.Event()
+
+
+def on_stop_signal(signum, frame) -> None:
+    """SIGINT/SIGTERM handler for a process that runs a Supervisor: the first signal raises
+    KeyboardInterrupt (the caller stops everything); a later one asks that stop to hurry and
+    never interrupts it, however soon it comes (a stop cut short leaves everything running)."""
+    if _stopping.is_set():
+        _hurry_asked.set()
+        return
+    _stopping.set()
+    raise KeyboardInterrupt
+
+
+def hurry_asked() -> bool:
+    return _hurry_asked.is_set()
 
 
 @dataclass
@@ -133,13 +150,17 @@ class Supervisor:
         for c in running:
             _signal_group(c.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while any(c.proc.poll() is None for c in running) and time.monotonic() < deadline and not self._hurry:
+        while any(c.proc.poll() is None for c in running) and time.monotonic() < deadline and not self.hurrying:
             time.sleep(0.05)
         for c in running:
             if c.proc.poll() is None:
                 self._say(f"{c.name} did not stop within {grace_s:g}s; killing it")
             _kill_group(c.proc.pid)  # its group too: nothing it started there outlives it
             c.proc.wait()
+
+    @property
+    def hurrying(self) -> bool:
+        return self._hurry or hurry_asked()
 
     def _on_second_signal(self, signum, frame) -> None:
         if not self._hurry:

@@ -12,7 +12,7 @@ import msgspec
 from thaw.client import Gateway, forget_up, record_up
 from thaw.functions_file import load_function_file
 from thaw.launcher import Platform, ensure_api_key, say, up
-from thaw.supervisor import STOP_BOUND_S
+from thaw.supervisor import STOP_BOUND_S, on_stop_signal
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -22,8 +22,10 @@ def run_up(args) -> None:
     os.umask(0o077)  # the state dir holds credentials, logs and snapshots: its owner's alone
     # Ctrl-C and `kill -INT` must stop the platform even when started as a background job,
     # which inherits SIGINT ignored; SIGTERM stops it the same way.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, on_stop_signal)
+    signal.signal(signal.SIGTERM, on_stop_signal)
+    if getattr(args, "join", None):
+        return run_joined_node(args, state_dir)
     platform = start_platform(args, state_dir)
     try:
         key = ensure_api_key(state_dir, platform.redis.url)
@@ -53,6 +55,25 @@ def run_up(args) -> None:
         forget_up(state_dir)  # no one should be sent to a gateway that is gone
         platform.stop()
         say("stopped")  # what a person (and test_thaw_up) waits for
+
+
+def run_joined_node(args, state_dir: Path) -> None:
+    from thaw.join import JoinError, join
+
+    if state_dir == args.join.resolve():
+        raise JoinError(f"--state-dir {state_dir} is the platform's own: give the joining node a directory of its own")
+    if args.cluster:
+        raise JoinError("--join starts one node; --cluster starts a whole platform: give one of them")
+    node = join(args.join, state_dir, args.config)
+    try:
+        say(f"node {node.name} runs; Ctrl-C stops it (its pods are placed elsewhere)")
+        while True:
+            node.supervisor.check()
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        say(f"stopping node {node.name} ...")
+    finally:
+        node.stop()
 
 
 def start_platform(args, state_dir: Path) -> Platform:

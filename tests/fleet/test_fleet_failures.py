@@ -5,8 +5,16 @@ runs the same events and prints the README's table).
 One fleet for the three events, in order: each starts from the state the one before left."""
 
 import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from agents.identity import default_node_name
 
 from bench import fleet_failures as ff
 from thaw.cluster import NODE_TIMEOUT_S
@@ -18,12 +26,17 @@ SETTLE_S = 3.0  # after recovery, every call must succeed from this long on
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory):
+def fleet(tmp_path_factory):
     fleet = ff.FleetProcess(tmp_path_factory.mktemp("fleet"), free_port())
     try:
-        yield {o.event: o for o in asyncio.run(ff.run_events(fleet, ["node", "nats", "redis"]))}
+        yield fleet
     finally:
         fleet.stop()
+
+
+@pytest.fixture(scope="module")
+def outcomes(fleet):
+    return {o.event: o for o in asyncio.run(ff.run_events(fleet, ["node", "nats", "redis"]))}
 
 
 def event(outcomes, prefix: str) -> ff.Outcome:
@@ -54,3 +67,21 @@ def test_the_valkey_primary_killed_is_replaced_by_its_replica_and_the_ledger_sta
     o = event(outcomes, "kill -9 the Valkey primary")
     assert_served_throughout(o)  # leaked lists every ledger difference
     assert o.recovered_s < PROMOTED_WITHIN_S, o.detail
+
+
+def test_a_node_joins_the_fleet_and_leaves_it_after_all_that(fleet, outcomes, tmp_path):
+    """--join on a NATS cluster: every server's config gets the node's users, each reloads."""
+    node_dir = tmp_path / "joined"
+    joined = subprocess.Popen([str(Path(sys.executable).parent / "thaw"), "--state-dir", str(node_dir), "up",
+                               "--join", str(fleet.state_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        lines = [line for line in itertools.takewhile(lambda line: "joined:" not in line, joined.stdout)]
+        assert joined.poll() is None, "".join(lines)
+        node = default_node_name(node_dir / "agent")
+        listed = asyncio.run(ff.node_listed(fleet, node))
+        assert listed is not None and listed.status == "ok", listed
+    finally:
+        os.killpg(joined.pid, signal.SIGINT)
+        out, _ = joined.communicate(timeout=40)
+    assert f"node {node} stopped" in out, out

@@ -7,11 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from agents.identity import default_node_name
+from thaw import supervisor
 from thaw.supervisor import STOP_BOUND_S
 from thaw_core.ports import free_port
 
@@ -160,6 +164,18 @@ def test_thaw_up_serves_and_ctrl_c_stops_everything(tmp_path):
         assert up.leftovers() == [], "no process of this platform outlives thaw up, workers included"
     finally:
         up.clean_up()
+
+
+def test_a_second_stop_signal_hurries_the_stop_and_never_interrupts_it(monkeypatch):
+    """A second Ctrl-C that came while the first was starting the stop used to raise there too,
+    cutting the stop short with every component left running."""
+    monkeypatch.setattr(supervisor, "_stopping", threading.Event())
+    monkeypatch.setattr(supervisor, "_hurry_asked", threading.Event())
+    with pytest.raises(KeyboardInterrupt):
+        supervisor.on_stop_signal(signal.SIGINT, None)
+    assert not supervisor.hurry_asked()
+    supervisor.on_stop_signal(signal.SIGTERM, None)  # returns: no exception
+    assert supervisor.hurry_asked()
 
 
 def test_two_thaw_ups_on_one_host_never_touch_each_others_workers(tmp_path):
