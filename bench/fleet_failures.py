@@ -71,6 +71,7 @@ class Outcome:
     recovered_s: float | None  # until the platform was whole again (pods replaced, primary promoted)
     detail: str
     leaked: list[str] = field(default_factory=list)
+    restored_elsewhere: list[bool] = field(default_factory=list)  # node event: each replacement pod
 
     def count(self, outcome: str) -> int:
         return sum(c.outcome == outcome for c in self.calls)
@@ -183,7 +184,8 @@ async def node_lost(fleet: FleetProcess, client: AsyncClient, r) -> Outcome:
               f"{sum(p.node == node for p in pods)} there); echo had {len(snapshots)} snapshot(s); now "
               + ", ".join(f"{p.pod} on {p.node} ({p.state}, {'restored' if p.snapshot else 'cold'})" for p in now))
     return Outcome("kill -9 a node (agent, snapshotter, workers)", load.calls, killed_at,
-                   None if replaced_at is None else replaced_at - killed_at, detail, leaked)
+                   None if replaced_at is None else replaced_at - killed_at, detail, leaked,
+                   [bool(p.snapshot) for p in now if p.pod not in {q.pod for q in pods}])
 
 
 async def pods_replaced(client: AsyncClient, lost: str) -> bool:
@@ -337,6 +339,8 @@ async def run_events(fleet: FleetProcess, events: list[str]) -> list[Outcome]:
         async with AsyncClient(fleet.info["gateway"], fleet.info["key"]) as client:
             await client.deploy(SPEC)
             await wait_for(lambda: serving(client), 90)
+            # the lost node's pods should come back from the shared tier, not cold
+            await wait_for(lambda: has_snapshot(client), 60)
             outcomes = []
             for event in events:
                 print(f"[fleet] {event}: load on, kill, recovery ...", flush=True)
@@ -352,6 +356,10 @@ async def node_listed(fleet: FleetProcess, name: str):
     """Node `name` as the fleet's gateway lists it, None if it does not."""
     async with AsyncClient(fleet.info["gateway"], fleet.info["key"]) as client:
         return next((n for n in await client.nodes() if n.name == name), None)
+
+
+async def has_snapshot(client: AsyncClient) -> bool:
+    return any(s.fn == "echo" for s in await client.snapshots())
 
 
 async def serving(client: AsyncClient) -> bool:

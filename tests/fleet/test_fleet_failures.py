@@ -56,6 +56,7 @@ def test_a_node_killed_whole_has_its_pods_replaced_elsewhere_its_reservations_re
     o = event(outcomes, "kill -9 a node")
     assert_served_throughout(o)
     assert o.recovered_s < NODE_REPLACED_WITHIN_S, o.detail
+    assert o.restored_elsewhere and all(o.restored_elsewhere), f"restored from the shared tier: {o.detail}"
 
 
 def test_a_nats_server_killed_loses_no_accepted_async_call(outcomes):
