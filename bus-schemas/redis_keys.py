@@ -51,6 +51,13 @@ def node(node_name: str) -> str:
 
 NODES = f"{PREFIX}nodes"  # set of node names
 
+
+def node_drain(node_name: str) -> str:
+    """Hash: draining_ms (when an operator began draining the node: `thaw drain`), drain_waiting
+    (placement's: why some of its pods cannot leave yet). No draining_ms: not draining. Apart
+    from the node's hash, so that who may drain a node may not touch its counters."""
+    return f"{PREFIX}drain:{node_name}"
+
 # Hash: request shape (a JSON array: fn, cpu_milli, memory_mib, gpu_count, gpu_milli, vram_mib,
 # models) -> {"count", "at_ms"}, its count decayed to at_ms: the workload placement learns online
 # (thaw_core/store/workload.py), shared by every placement worker and kept across restarts.

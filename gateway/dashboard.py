@@ -51,7 +51,7 @@ class Dashboard:
         for row in pods["pods"] + pods["failed"]:
             row["states"] = api.metrics.pod_states.get(row["pod"], [])
         doc = {"tenant": tenant, "at_ms": now_ms(), "functions": await api.function_rows(specs, nodes),
-               **pods, "nodes": api.node_rows(nodes),
+               **pods, "nodes": api.node_rows(nodes, await api.pods_per_node()),
                "latencies": recent_calls(api.metrics, mine), "snapshots": await api.snapshot_rows(mine),
                "dead": await self._dead.get(tenant) if api.calls is not None else [],
                "dlq_served": api.calls is not None}

@@ -259,6 +259,8 @@ class Dispatcher:
             return
         if event.state == PodState.IDLE:
             pool.pod_ready()
+        elif event.state == PodState.DRAINING:
+            pool.retire(event.pod)
         elif event.start_failed and was_starting and not starting:
             pool.start_failed(event.pod, event.reason)
 
@@ -284,21 +286,25 @@ class Dispatcher:
         now = now_ms()
         ttl_ms = int(self.s.lease_ttl_s * 1000)
         for pool in list(self.pools.values()):
-            for slot_group in _by_pod(pool.idle_slots_to_release(self.s.lease_hold_s)).items():
+            returning, pool.returning = pool.returning, []
+            for slot_group in _by_pod(returning + pool.idle_slots_to_release(self.s.lease_hold_s)).items():
                 pod, slots = slot_group
                 await self._leases.release(pod, [s.member for s in slots], now)
             used, pool.used_since_renew = pool.used_since_renew, set()
-            for pod, slots in _by_pod(list(pool.held.values())).items():
+            # a retired pod's slots in a call are renewed too: placement stops it once they are back
+            for pod, slots in _by_pod([*pool.held.values(), *pool.retiring.values()]).items():
                 lost = await self._leases.renew(pod, [s.member for s in slots], ttl_ms, now, pod in used)
                 pool.forget(lost)
 
     async def release_all(self) -> None:
         now = now_ms()
         for pool in self.pools.values():
-            for pod, slots in _by_pod(list(pool.held.values())).items():
+            for pod, slots in _by_pod([*pool.held.values(), *pool.retiring.values(), *pool.returning]).items():
                 await self._leases.release(pod, [s.member for s in slots], now)
             pool.held.clear()
             pool.free.clear()
+            pool.retiring.clear()
+            pool.returning.clear()
 
 
 def _by_pod(slots) -> dict[str, list]:

@@ -11,6 +11,9 @@ degraded while its last capacity report says so (e.g. its snapshotter stopped an
 function that snapshots is degraded while any live node is, since its pods there cold-start;
 any function is degraded while it is in a crash loop (DEGRADED_AFTER pods in a row failed to
 start, thaw_core/store/start_failures.py), until a pod of it gets healthy or it is redeployed.
+A node an admin is draining (`POST /v1/nodes/<node>/drain`, `thaw drain`) has status
+"draining" until it is undrained (`DELETE` there): it takes no new pod and placement hands its
+pods over to other nodes (placement/drain.py); `pods` in its row counts those still on it.
 """
 
 import asyncio
@@ -166,6 +169,9 @@ class HttpApi:
             _allow(method, "GET", "DELETE")
             name = parts[2]
             return await (self.get_function(request, name) if method == "GET" else self.delete_function(request, name))
+        if len(parts) == 4 and parts[:2] == ["v1", "nodes"] and parts[3] == "drain":
+            _allow(method, "POST", "DELETE")
+            return await self.drain_node(request, parts[2], draining=method == "POST")
         simple = {"/healthz": self.healthz, "/metrics": self.metrics_text, "/openapi.json": self.openapi,
                   "/v1/pods": self.list_pods, "/v1/nodes": self.list_nodes, "/v1/snapshots": self.list_snapshots,
                   "/dashboard": self.dashboard.page, "/v1/dashboard": self.dashboard.state}
@@ -385,12 +391,30 @@ class HttpApi:
 
     async def list_nodes(self, request) -> Response:
         await self._tenant(request)
-        return json_response({"nodes": self.node_rows(await self.nodes.all())})
+        return json_response({"nodes": self.node_rows(await self.nodes.all(), await self.pods_per_node())})
+
+    async def drain_node(self, request, node: str, draining: bool) -> Response:
+        """Drain `node` (or stop draining it): an admin's, for the whole fleet. Answers the node's
+        name, whether it is draining, and how many pods are still on it."""
+        await self.keys.admin_tenant(request.headers.get("authorization"),
+                                     "draining a node" if draining else "undraining a node")
+        if not await self.nodes.set_draining(node, draining, now_ms()):
+            raise ApiError(404, "unknown_node", f"no node named {node!r}; `thaw ls` (GET /v1/nodes) lists them")
+        pods = (await self.pods_per_node()).get(node, 0)
+        return json_response({"node": node, "draining": draining, "pods": pods})
+
+    async def pods_per_node(self) -> dict[str, int]:
+        """Node -> its live pods, every tenant's (a count only: no function is named)."""
+        out: dict[str, int] = {}
+        for p in await self.pods.live():
+            out[p.node] = out.get(p.node, 0) + 1
+        return out
 
     @staticmethod
-    def node_rows(nodes: list[NodeUsage]) -> list[dict]:
-        """Nodes as listed: totals, per-GPU vRAM reserved, status and degraded reason."""
-        return [_node_row(n) for n in nodes]
+    def node_rows(nodes: list[NodeUsage], pods: dict[str, int] | None = None) -> list[dict]:
+        """Nodes as listed: totals, per-GPU vRAM reserved, status ("ok", "degraded" or
+        "draining"), degraded reason, and (with `pods`, node -> count) the pods on each."""
+        return [_node_row(n, (pods or {}).get(n.name, 0)) for n in nodes]
 
 
 def function_degraded(spec: FunctionSpec, live_degraded: dict[str, str], crash_loop: str = "") -> str:
@@ -409,10 +433,13 @@ def _function_row(spec: FunctionSpec, live_degraded: dict[str, str], crash_loop:
     return {**msgspec.to_builtins(spec), **_status(function_degraded(spec, live_degraded, crash_loop))}
 
 
-def _node_row(n: NodeUsage) -> dict:
+def _node_row(n: NodeUsage, pods: int = 0) -> dict:
     row = asdict(n)
     reason = row.pop("degraded")
-    return {**row, **_status(reason)}
+    status = _status(reason)
+    if n.draining:  # what an operator asked for shows first; a degraded reason stays listed
+        status["status"] = "draining"
+    return {**row, **status, "draining": n.draining, "pods": pods}
 
 
 async def _pass_stream(request, status: int, headers: list, body: StreamedBody) -> None:

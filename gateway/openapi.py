@@ -88,7 +88,16 @@ def openapi_document() -> dict:
                                         "responses": {"200": {"description": "the worker's answer"},
                                                       **_errors(400, 401, 404, 429, 503)}}},
             "/v1/pods": {"get": {"responses": {"200": {"description": "your live pods, and those that failed in the last 15 minutes with why"}}}},
-            "/v1/nodes": {"get": {"responses": {"200": {"description": "nodes with per-GPU vRAM"}}}},
+            "/v1/nodes": {"get": {"responses": {"200": {"description": "nodes with per-GPU vRAM, status (ok, "
+                                                                       "degraded, draining) and pods on each"}}}},
+            "/v1/nodes/{node}/drain": {
+                "post": {"summary": "drain the node (admin): it takes no new pod, and its pods are replaced on "
+                                    "other nodes, then stopped",
+                         "responses": {"200": {"description": "{\"node\", \"draining\": true, \"pods\": left on it}"},
+                                       **_errors(401, 403, 404)}},
+                "delete": {"summary": "stop draining the node (admin)",
+                           "responses": {"200": {"description": "{\"node\", \"draining\": false, \"pods\"}"},
+                                         **_errors(401, 403, 404)}}},
             "/v1/snapshots": {"get": {"responses": {"200": {"description": "snapshots of your functions: "
                                                                            "size, tiers, node, created_ms"}}}},
             "/dashboard": {"get": {"security": [], "summary": "the live web dashboard: one self-contained page that "

@@ -57,6 +57,10 @@ class FnPool:
         self._ask_for_pods, self._ask_every_s, self._why = ask_for_pods, ask_every_s, why_unplaceable
         self.held: dict[str, Slot] = {}  # member -> slot, every slot this gateway leases
         self.free: deque[Slot] = deque()
+        # Slots of pods taken out of service (`retire`): those in a call until it ends, then
+        # `returning`, which the gateway gives back to the store at its next renewal.
+        self.retiring: dict[str, Slot] = {}
+        self.returning: list[Slot] = []
         self.waiters: deque[asyncio.Future] = deque()
         self.used_since_renew: set[str] = set()  # pods whose slots served calls since last renewal
         self.last_used = time.monotonic()
@@ -116,7 +120,9 @@ class FnPool:
         self.last_used = time.monotonic()
         self.used_since_renew.add(slot.pod)
         if slot.member not in self.held:
-            return  # lost at renewal (expired) or dropped: not ours to hand out
+            if self.retiring.pop(slot.member, None) is not None:
+                self.returning.append(slot)
+            return  # lost at renewal (expired), dropped or retired: not ours to hand out
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
@@ -129,6 +135,19 @@ class FnPool:
         for member, s in list(self.held.items()):
             if s.pod == slot.pod:
                 del self.held[member]
+
+    def retire(self, pod: str) -> None:
+        """`pod` is out of service (a drained node's, replaced elsewhere): no call gets its slots
+        any more; those free are to be given back now, those in a call once it ends, so placement
+        can stop the pod without cutting a call off."""
+        free = {s.member for s in self.free if s.pod == pod}
+        for member, s in list(self.held.items()):
+            if s.pod == pod:
+                del self.held[member]
+                if member in free:
+                    self.returning.append(s)
+                else:
+                    self.retiring[member] = s
 
     def pod_ready(self) -> None:
         self._pod_ready.set()
@@ -188,3 +207,4 @@ class FnPool:
     def forget(self, members: list[str]) -> None:
         for m in members:
             self.held.pop(m, None)
+            self.retiring.pop(m, None)

@@ -14,9 +14,10 @@ def node_view(n: NodeUsage) -> NodeView:
 
 
 def live_views(nodes: list[NodeUsage], now_ms: int, node_timeout_s: float) -> list[NodeView]:
-    """Views of the nodes that heartbeated within node_timeout_s."""
+    """Views of the nodes a new pod may go to: those that heartbeated within node_timeout_s and
+    are not draining (`thaw drain`)."""
     cutoff = now_ms - int(node_timeout_s * 1000)
-    return [node_view(n) for n in nodes if n.heartbeat_ms >= cutoff]
+    return [node_view(n) for n in nodes if n.heartbeat_ms >= cutoff and not n.draining]
 
 
 def live_index(nodes: list[NodeUsage], now_ms: int, node_timeout_s: float) -> CapacityIndex:

@@ -40,6 +40,8 @@ class LiveIndex:
         self.builds = 0  # indexes built: the first, then one per change of the fleet
         self.refreshes = 0  # reads of every node from the store
         self.generation = 0  # bumped by each refresh (see `reserved`)
+        self.refreshed_ms = 0  # when the last refresh read the store
+        self.draining: dict[str, int] = {}  # node -> when its drain began, as of the last refresh
 
     async def current(self) -> CapacityIndex:
         """The index, built from the store on first use."""
@@ -50,7 +52,10 @@ class LiveIndex:
     async def refresh(self) -> CapacityIndex:
         """Bring the index to the store's state: updates for a fleet it holds, a new index for a
         changed one."""
-        views = live_views(await self._nodes.all(), now_ms(), self._node_timeout_s)
+        self.refreshed_ms = now_ms()
+        nodes = await self._nodes.all()
+        self.draining = {n.name: n.draining_since_ms for n in nodes if n.draining}
+        views = live_views(nodes, self.refreshed_ms, self._node_timeout_s)
         self.refreshes += 1
         self.generation += 1
         seen = fleet(views)
@@ -80,7 +85,10 @@ class LiveIndex:
         return sizes.most_common(1)[0][0] if sizes else 0
 
     def holds(self, cap: NodeCapacity) -> bool:
-        """Whether the index has `cap`'s node with that capacity (else it needs a refresh)."""
+        """Whether the index has `cap`'s node with that capacity (else it needs a refresh). A
+        draining node is left out of the index on purpose: its reports need no refresh."""
+        if cap.node in self.draining:
+            return True
         gpus = tuple((g.model, g.vram_mib) for g in sorted(cap.gpus, key=lambda g: g.index))
         return self._fleet.get(cap.node) == (cap.cpu_milli, cap.memory_mib, gpus)
 

@@ -14,6 +14,7 @@ A function whose pods keep failing to start gets its next pod later each time
 (thaw_core/store/start_failures.py: 1 s, 2 s, 4 s ... 60 s).
 """
 
+import asyncio
 import logging
 import secrets
 
@@ -37,7 +38,7 @@ from thaw_core.store.start_failures import StartFailureLog, wait_left_s
 from thaw_core.store.workload import WorkloadCounts
 from thaw_core.subscriber import Retry
 
-from placement import scaling
+from placement import drain, scaling
 from placement.engine.decide import decide
 from placement.engine.model import Placed, PodRequest
 from placement.learned_workload import LearnedWorkload
@@ -66,6 +67,15 @@ class PlacementWorker:
         self.workload_counts = WorkloadCounts(r)
         self.workload_synced_ms: int | None = None  # None: the stored workload not read yet
         self._unplaceable_counted: set[str] = set()
+        # One placement at a time in this worker (asyncio.Lock: first come, first served). The
+        # consumer hands over a batch of lease requests at once; deciding them side by side over
+        # the one index made each decide without the others' pending commits, so they picked the
+        # same GPUs, conflicted, read the whole fleet from the store and decided again (measured
+        # by bench/fleet_replay.py: more conflicts than requests, ~15 placements/s).
+        self._placing = asyncio.Lock()
+        self._heartbeats_unstored: dict[str, int] = {}  # node -> its newest heartbeat not in the store yet
+        self._storing_heartbeats: asyncio.Task | None = None
+        self._drain_waiting: dict[str, str] = {}  # node -> why its drain waits, as last written
 
     async def start(self) -> None:
         """Read the workload the workers learned so far and build the index, before the first
@@ -88,12 +98,13 @@ class PlacementWorker:
         self.workload_synced_ms = now
 
     async def on_lease_requested(self, msg: LeaseRequested, subject: str) -> None:
-        spec = await self.functions.get(msg.fn)
-        if spec is None:
-            return  # deleted meanwhile: nothing to place
-        for _ in range(scaling.pods_to_start(spec, await self.pods.live(msg.fn), msg.want_pods)):
-            if not await self.place_one(spec):
-                return
+        async with self._placing:
+            spec = await self.functions.get(msg.fn)
+            if spec is None:
+                return  # deleted meanwhile: nothing to place
+            for _ in range(scaling.pods_to_start(spec, await self.pods.live(msg.fn), msg.want_pods)):
+                if not await self.place_one(spec):
+                    return
 
     async def on_capacity(self, cap: NodeCapacity, subject: str) -> None:
         await self.nodes.upsert_capacity(cap)
@@ -111,11 +122,26 @@ class PlacementWorker:
         self.heartbeat_ms[hb.node] = now
         for pod in hb.pods:
             self.seen_ms[pod] = now
-        await self.nodes.heartbeat(hb.node, now)
+        self._heartbeats_unstored[hb.node] = now
+        if self._storing_heartbeats is None or self._storing_heartbeats.done():
+            self._storing_heartbeats = asyncio.create_task(self._store_heartbeats())
 
-    async def place_one(self, spec: FunctionSpec) -> bool:
+    async def _store_heartbeats(self) -> None:
+        """Write the newest heartbeat of each node to the store, off the heartbeat handler: it is
+        called once per message, one message after another, so a store round trip each capped
+        what it could take (1,213 nodes a second fell behind by seconds, and pods they listed
+        were reclaimed as unreported: bench/fleet_replay.py). A node heard from again meanwhile
+        is written once, with its latest time."""
+        while self._heartbeats_unstored:
+            batch, self._heartbeats_unstored = self._heartbeats_unstored, {}
+            items = list(batch.items())
+            for at in range(0, len(items), 64):
+                await asyncio.gather(*(self.nodes.heartbeat(node, ms) for node, ms in items[at:at + 64]))
+
+    async def place_one(self, spec: FunctionSpec, max_pods: int | None = None) -> bool:
         """Place one new pod of `spec`. False when it cannot (no capacity, max_pods reached, or
-        its function is backing off after failed starts)."""
+        its function is backing off after failed starts). `max_pods`: the limit the ledger checks
+        instead of the spec's (a drained node's replacements, placement/drain.py)."""
         if await self._backing_off(spec):
             return False
         request = pod_request(spec)
@@ -125,7 +151,7 @@ class PlacementWorker:
         for _ in range(self.s.commit_attempts):
             generation = self.live.generation
             decision = decide(index, request, spec.placement_policy)
-            if not isinstance(decision, Placed) and not refreshed:
+            if not isinstance(decision, Placed) and not refreshed and self._view_may_be_behind():
                 # capacity freed since the last refresh (a pod stopped) may fit it
                 index, refreshed = await self.live.refresh(), True
                 generation = self.live.generation
@@ -136,7 +162,7 @@ class PlacementWorker:
                 return False
             pod = f"{spec.name}-{secrets.token_hex(4)}"
             snapshot = await self._snapshot_for(spec, decision.node)
-            reservation, at_ms = self._reservation(pod, spec, decision, snapshot), now_ms()
+            reservation, at_ms = self._reservation(pod, spec, decision, snapshot, max_pods), now_ms()
             outcome = await self.ledger.reserve(reservation, at_ms)
             if outcome in ("ok", "exists"):
                 if outcome == "ok":
@@ -153,6 +179,13 @@ class PlacementWorker:
             log.info("commit for %s conflicted (%s); deciding again on a fresh capacity view", spec.name, outcome)
             index, refreshed = await self.live.refresh(), True
         raise Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
+
+    def _view_may_be_behind(self) -> bool:
+        """Whether to read the store again before calling a pod unplaceable: not when it was read
+        within one housekeeping round. Every round refreshes anyway, so a release is seen as
+        late at worst; and a full fleet turns request after request away, each of which would
+        otherwise read every node (at 1,213 nodes ~0.5 s apiece: bench/fleet_replay.py)."""
+        return now_ms() - self.live.refreshed_ms >= self.s.housekeeping_every_s * 1000
 
     def _observe(self, fn: str, request: PodRequest, at_ms: int) -> None:
         """A pod of `fn` placed: one more request of its shape in the learned workload."""
@@ -185,11 +218,13 @@ class PlacementWorker:
         found = await self.snapshots.usable(spec.name, spec_digest(spec), node, runtime_of(spec))
         return found.id if found else ""
 
-    def _reservation(self, pod: str, spec: FunctionSpec, p: Placed, snapshot: str = "") -> Reservation:
+    def _reservation(self, pod: str, spec: FunctionSpec, p: Placed, snapshot: str = "",
+                     max_pods: int | None = None) -> Reservation:
         r = spec.resources
         return Reservation(pod=pod, fn=spec.name, node=p.node, gpus=p.gpus, vram_mib=p.vram_mib,
                            gpu_milli=p.gpu_milli, cpu_milli=r.cpu_milli, memory_mib=r.memory_mib,
-                           max_pods=spec.scaling.max_pods, concurrency=spec.scaling.concurrency,
+                           max_pods=spec.scaling.max_pods if max_pods is None else max_pods,
+                           concurrency=spec.scaling.concurrency,
                            snapshot=snapshot, tenant=spec.tenant)
 
     async def _assign(self, reserved: Moved, spec: FunctionSpec, p: Placed, snapshot: str = "") -> None:
@@ -224,11 +259,13 @@ class PlacementWorker:
                 await self._drain_deleted(fn_pods)
             else:
                 await self._scale_down(specs[fn], fn_pods, now)
-        await self._keep_current(now)
-        for spec in specs.values():
-            for _ in range(scaling.pods_to_start(spec, by_fn.get(spec.name, []), 0)):
-                if not await self.place_one(spec):
-                    break
+        async with self._placing:
+            await self._keep_current(now)
+            await self._hand_over(by_fn, specs, now)
+            for spec in specs.values():
+                for _ in range(scaling.pods_to_start(spec, by_fn.get(spec.name, []), 0)):
+                    if not await self.place_one(spec):
+                        break
 
     async def _keep_current(self, now: int) -> None:
         """Each round: the index catches up with every change to the ledger (other workers'
@@ -237,6 +274,42 @@ class PlacementWorker:
         if self.workload_synced_ms is None or now - self.workload_synced_ms >= self.s.workload_sync_every_s * 1000:
             await self.sync_workload()
         await self.live.refresh()
+
+    async def _hand_over(self, by_fn: dict[str, list], specs: dict[str, FunctionSpec], now: int) -> None:
+        """Move the pods of draining nodes (as of the refresh just made) to other nodes:
+        placement/drain.py decides, this does it."""
+        draining = self.live.draining
+        pods = [p for fn, fn_pods in by_fn.items() if fn in specs for p in fn_pods]
+        await self._stop_retired(pods, now)
+        if not draining:
+            return
+        plan = drain.handover(pods, draining)
+        for pod in plan.stop:
+            node = next(p.node for p in pods if p.pod == pod)
+            await self.states.move(pod, PodState.DRAINING, now, reason=f"node {node} is draining")
+            await self._stop(pod, node, f"node {node} is draining")
+        unplaced: dict[str, str] = {}
+        for fn, count in plan.start.items():
+            for _ in range(count):
+                if not await self.place_one(specs[fn], max_pods=plan.pod_limit[fn]):
+                    log.warning("drain: no replacement of %s placed this round; its drained pods keep serving", fn)
+                    unplaced[fn] = await self.functions.unplaceable(fn, since_ms=now) or "not placed yet"
+                    break
+        for node, why in drain.drain_waiting(pods, draining, unplaced).items():
+            if self._drain_waiting.get(node) != why:
+                await self.nodes.note_drain_waiting(node, why)
+                self._drain_waiting[node] = why
+        for pod in plan.retire:
+            await self.states.announce(await self.leases.retire(pod, now, drain.RETIRED), reason=drain.RETIRED)
+
+    async def _stop_retired(self, pods: list, now: int) -> None:
+        """Stop the pods a drain retired once their callers are done (if their node was undrained
+        meanwhile too: a retired pod serves no more)."""
+        retired = drain.retired(pods)
+        in_use = {p.pod: await self.leases.in_use(p.pod, now) for p in retired}
+        for pod in drain.retired_pods_to_stop(retired, in_use, now):
+            node = next(p.node for p in retired if p.pod == pod)
+            await self._stop(pod, node, f"node {node} drained: replaced elsewhere")
 
     async def _scale_down(self, spec: FunctionSpec, pods: list, now: int) -> None:
         cutoff = now - int(spec.scaling.idle_timeout_s * 1000)

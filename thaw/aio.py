@@ -129,6 +129,14 @@ class AsyncClient(ClientBase):
     async def nodes(self) -> list[T.Node]:
         return await self.request(self.api.nodes())
 
+    async def drain(self, node: str) -> T.Drain:
+        """Drain `node` (an admin key): it takes no new pod, and its pods are replaced on other
+        nodes, then stopped; poll `nodes()` for its `pods` to reach 0."""
+        return await self.request(self.api.drain(node))
+
+    async def undrain(self, node: str) -> T.Drain:
+        return await self.request(self.api.undrain(node))
+
     async def snapshots(self) -> list[T.Snapshot]:
         return await self.request(self.api.snapshots())
 

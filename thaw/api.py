@@ -139,6 +139,13 @@ class Api:
     def nodes(self) -> Request[list[T.Node]]:
         return self._json("GET", "/v1/nodes", T.NodesList, then=lambda x: x.nodes)
 
+    def drain(self, node: str) -> Request[T.Drain]:
+        """Drain `node` (an admin key): it takes no new pod, its pods move to other nodes."""
+        return self._json("POST", f"/v1/nodes/{_seg(node)}/drain", T.Drain)
+
+    def undrain(self, node: str) -> Request[T.Drain]:
+        return self._json("DELETE", f"/v1/nodes/{_seg(node)}/drain", T.Drain)
+
     def snapshots(self) -> Request[list[T.Snapshot]]:
         return self._json("GET", "/v1/snapshots", T.SnapshotsList, then=lambda x: x.snapshots)
 

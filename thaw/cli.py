@@ -1,4 +1,4 @@
-"""The `thaw` command: up, deploy, invoke, calls, dlq, ls, logs, snapshots, keys, quota.
+"""The `thaw` command: up, deploy, invoke, calls, dlq, ls, drain, logs, snapshots, keys, quota.
 
 Every HTTP call goes through the SDK (`thaw.Client`, thaw/client.py), which also finds the
 gateway and key (thaw/discovery.py); `invoke --nats` speaks NATS itself, and `keys`, `quota`
@@ -28,6 +28,7 @@ from thaw.progress import InvokeProgress
 NATS_CONNECT_S = 3.0  # per attempt; a stale URL must fail in seconds, not nats-py's 60 retries
 SNAPSHOT_WAIT_S = 30.0  # `deploy --wait`: how long to wait for a first snapshot, by default
 POLL_TIMEOUT_S = 5.0  # a progress poll that takes longer is dropped, not waited for
+DRAIN_POLL_S = 1.0  # `thaw drain`: how often the node's pods are counted while it drains
 
 __all__ = ["DEFAULT_STATE", "DEFAULT_URL", "MAKE_KEY", "main", "build_parser"]
 
@@ -377,12 +378,51 @@ def cmd_ls(args) -> None:
         age = (time.time() * 1000 - n.heartbeat_ms) / 1000
         print(f"  {n.name:<12} cpu {n.cpu_reserved}/{n.cpu_milli}m  mem {n.memory_reserved}/{n.memory_mib}MiB"
               f"  gpus from {n.gpu_source}  last heartbeat {age:.1f}s ago  {n.status}")
-        if n.status == "degraded":
+        if n.degraded_reason:
             print(f"    degraded: {n.degraded_reason}")
+        if n.draining:
+            print(f"    draining: takes no new pod; {n.pods} pod(s) left on it (`thaw drain --undo {n.name}` ends it)")
+            if n.drain_waiting:
+                print(f"    waiting: {n.drain_waiting}")
         for g in n.gpus:
             used, total = g.vram_reserved_mib, g.vram_mib
             bar = "#" * round(20 * used / max(total, 1))
             print(f"    gpu{g.index} {g.model:<14} [{bar:<20}] {used}/{total} MiB used, {total - used} free")
+
+
+def cmd_drain(args) -> None:
+    """Drain NODE: it takes no new pod, and placement moves its pods to other nodes, each serving
+    one replaced before it stops. Waits, a line per change, until none is left (unless
+    --no-wait); --undo lets the node take pods again."""
+    client = _client(args)
+    if args.undo:
+        done = client.undrain(args.node)
+        print(f"{done.node} is not draining: it takes new pods again ({done.pods} on it now)")
+        return
+    done = client.drain(args.node)
+    print(f"draining {done.node}: {done.pods} pods left" if done.pods else f"{done.node} drained: it holds no pod")
+    if not args.no_wait:
+        _wait_until_drained(client, done.node, done.pods, args.timeout)
+
+
+def _wait_until_drained(client: Client, node: str, left: int, timeout_s: float) -> None:
+    started, waiting = time.monotonic(), ""
+    while left:
+        if time.monotonic() - started > timeout_s:
+            raise CliError(f"{node} still holds {left} pod(s) after {timeout_s:g}s: a serving pod leaves only once a "
+                           "replacement serves on another node; see `thaw ls` for room and failed pods, or wait "
+                           f"with `thaw drain {node}` again")
+        time.sleep(DRAIN_POLL_S)
+        found = [n for n in client.nodes() if n.name == node]
+        if not found:
+            raise CliError(f"{node} is no longer listed; see `thaw ls`")
+        if found[0].drain_waiting != waiting:
+            waiting = found[0].drain_waiting
+            print(f"  waiting: {waiting}" if waiting else "  no longer waiting")
+        if found[0].pods != left:
+            left = found[0].pods
+            print(f"draining {node}: {left} pods left" if left else
+                  f"{node} drained ({time.monotonic() - started:.1f}s); `thaw drain --undo {node}` lets it take pods again")
 
 
 SNAPSHOT_HEADER = ("FUNCTION", "SNAPSHOT", "RUNTIME", "SIZE", "RAW", "TIERS", "NODE", "AGE")
@@ -561,6 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.set_defaults(func=cmd_dlq)
     ls = sub.add_parser("ls", help="functions, pods and nodes with per-GPU vRAM")
     ls.set_defaults(func=cmd_ls)
+    drain = sub.add_parser("drain", help="drain a node: no new pods there, its pods replaced on other nodes "
+                           "(an admin key)")
+    drain.add_argument("node", help="the node (see `thaw ls`)")
+    drain.add_argument("--undo", action="store_true", help="stop draining it: it takes new pods again")
+    drain.add_argument("--no-wait", action="store_true", help="return at once instead of waiting until it holds "
+                       "no pod")
+    drain.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for it to empty (default 600)")
+    drain.set_defaults(func=cmd_drain)
     logs = sub.add_parser("logs", help="a worker's log (the function's newest pod unless --pod)")
     logs.add_argument("fn", help="the function")
     logs.add_argument("--pod", default="", help="this pod of the function (see `thaw ls`)")

@@ -123,6 +123,14 @@ class Client(ClientBase):
     def nodes(self) -> list[T.Node]:
         return self.request(self.api.nodes())
 
+    def drain(self, node: str) -> T.Drain:
+        """Drain `node` (an admin key): it takes no new pod, and its pods are replaced on other
+        nodes, then stopped; poll `nodes()` for its `pods` to reach 0."""
+        return self.request(self.api.drain(node))
+
+    def undrain(self, node: str) -> T.Drain:
+        return self.request(self.api.undrain(node))
+
     def snapshots(self) -> list[T.Snapshot]:
         return self.request(self.api.snapshots())
 

@@ -129,8 +129,11 @@ class Node(Struct, frozen=True, kw_only=True):
     heartbeat_ms: int = 0
     gpu_source: str = ""
     gpus: tuple[Gpu, ...] = ()
-    status: str = "ok"
+    status: str = "ok"  # "ok", "degraded", or "draining" (`thaw drain`)
     degraded_reason: str = ""
+    draining: bool = False  # takes no new pod; its pods are being handed over to other nodes
+    drain_waiting: str = ""  # while draining: why some of its pods cannot leave yet
+    pods: int = 0  # live pods on it, every tenant's
 
 
 class Snapshot(Struct, frozen=True, kw_only=True):
@@ -233,6 +236,14 @@ class FunctionsList(Struct, frozen=True):
 
 class FunctionOne(Struct, frozen=True):
     function: Function
+
+
+class Drain(Struct, frozen=True, kw_only=True):
+    """POST / DELETE /v1/nodes/<node>/drain: the node, whether it now drains, pods still on it."""
+
+    node: str
+    draining: bool = False
+    pods: int = 0
 
 
 class NodesList(Struct, frozen=True):

@@ -261,6 +261,15 @@ async def test_the_operator_makes_keys_sets_quotas_and_reads_everything(as_role)
     assert (await Pods(r).get(w.pod)).fn == w.fn
 
 
+async def test_the_gateway_drains_a_node_for_an_admin_and_placement_sees_it(as_role):
+    w = await a_world(as_role)
+    assert await Nodes(as_role[GATEWAY]).set_draining(w.node, True, 5000)
+    [node] = [n for n in await Nodes(as_role[PLACEMENT]).all() if n.name == w.node]
+    assert node.draining
+    assert await Ledger(as_role[PLACEMENT]).reserve(a_reservation(f"{w.pod}-3", w.spec, w.node), 6000) == "node_draining"
+    assert await Nodes(as_role[GATEWAY]).set_draining(w.node, False, 7000)
+
+
 # --- and nothing more -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -300,6 +309,9 @@ REFUSALS = [
     Refused(GATEWAY, "free GPU capacity from Lua", Lua(f"return redis.call('HINCRBY', '{K.gpu('n1', 0)}', "
                                                        "'vram_reserved', -100000)"), KEY),
     Refused(GATEWAY, "drop a reservation", ("DEL", K.reservation("p1")), KEY),
+    Refused(GATEWAY, "free a node's CPU it does not hold", ("HINCRBY", K.node("n1"), "cpu_reserved", -100000), KEY),
+    Refused(GATEWAY, "free a node's CPU from Lua", Lua(f"return redis.call('HINCRBY', '{K.node('n1')}', "
+                                                       "'cpu_reserved', -100000)"), KEY),
     Refused(GATEWAY, "raise a tenant's quota", ("HSET", K.tenant_quota("t"), "max_pods", 1000), KEY),
     Refused(AGENT, "read an API key's tenant", ("GET", APIKEY), KEY),
     Refused(PLACEMENT, "forget a crash loop", ("DEL", K.start_failures("victim-fn")), KEY),

@@ -29,6 +29,8 @@ def test_requests_name_their_path_and_query_and_quote_what_they_carry():
     assert api.list_calls(fn="a b", limit=5).path == "/v1/calls?fn=a+b&limit=5"
     assert api.function("../x").path == "/v1/functions/..%2Fx"
     assert api.invoke_async("echo", b"x", "text/plain").path == "/v1/functions/echo/invoke?async=1"
+    assert (api.drain("vm 1").method, api.drain("vm 1").path) == ("POST", "/v1/nodes/vm%201/drain")
+    assert (api.undrain("vm-1").method, api.undrain("vm-1").path) == ("DELETE", "/v1/nodes/vm-1/drain")
     redrive = api.redrive(ids=["c1"])
     assert (redrive.method, json.loads(redrive.body)) == ("POST", {"ids": ["c1"]})
     assert body_of(json={"a": 1}, has_json=True) == (b'{"a":1}', "application/json")

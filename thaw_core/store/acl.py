@@ -70,6 +70,7 @@ POD = _every(K.pod)  # also matches POD_EVENTS and POD_LEASES
 POD_EVENTS = _every(K.pod_events)
 POD_LEASES = _every(K.pod_leases)
 NODE = _every(K.node)
+NODE_DRAIN = _every(K.node_drain)
 GPU = _every(K.gpu, 2)
 RESERVATION = _every(K.reservation)
 SNAPSHOT_INDEX = _every(K.snapshot_index)
@@ -122,15 +123,16 @@ GRANTS: dict[str, Grant] = {
     # events.record (MULTI) and events.read
     "pods.events": Grant(writes=(POD_EVENTS,), commands=(*TRANSACTION, "rpush", "ltrim", "expire", "lrange")),
     # Leases: acquire reads the function's pod set, then its script declares each pod's keys;
-    # renew, release, sweep, begin_drain declare theirs.
+    # renew, release, sweep, begin_drain, retire declare theirs; in_use counts a pod's slots.
     "leases": Grant(reads=(FUNCTION_PODS,), writes=(POD, POD_LEASES),
                     commands=(*SCRIPTS, "smembers", "exists", "hget", "hmget", "hset", "hincrby", "zadd", "zcard",
-                              "zrem", "zremrangebyscore", "zscore")),
+                              "zcount", "zrem", "zremrangebyscore", "zscore")),
     # Ledger.reserve: every key declared, so every key writable, the tenant's quota included,
     # which the script only reads (see Grant)
     "ledger.reserve": Grant(writes=(RESERVATION, POD, FUNCTION_PODS, K.ALL_PODS, NODE, GPU, TENANT_USAGE,
-                                    TENANT_QUOTA),
-                            commands=(*SCRIPTS, "exists", "scard", "hget", "hincrby", "hset", "del", "sadd")),
+                                    TENANT_QUOTA, NODE_DRAIN),
+                            commands=(*SCRIPTS, "exists", "scard", "hget", "hexists", "hincrby", "hset", "del",
+                                      "sadd")),
     # Ledger.release: reads the reservation and the pod's function, then its script declares
     # every key those name (node, GPUs, tenant usage, pod sets, leases)
     "ledger.release": Grant(writes=(RESERVATION, POD, POD_LEASES, FUNCTION_PODS, K.ALL_PODS, NODE, GPU,
@@ -142,9 +144,14 @@ GRANTS: dict[str, Grant] = {
     # StartFailureLog.record / clear (scripts): agents, as their pods fail to start or get healthy
     "starts.record": Grant(writes=(START_FAILURES,), commands=(*SCRIPTS, "hget", "hincrby", "hset", "del")),
     # Nodes.all
-    "nodes.read": Grant(reads=(NODE, GPU, K.NODES), commands=("smembers", "hgetall")),
+    "nodes.read": Grant(reads=(NODE, GPU, K.NODES, NODE_DRAIN), commands=("smembers", "hgetall")),
     # Nodes.upsert_capacity (MULTI) and heartbeat: placement, from node.capacity / heartbeats
     "nodes.record": Grant(writes=(NODE, GPU, K.NODES), commands=(*TRANSACTION, "hset", "sadd")),
+    # Nodes.set_draining: `thaw drain` through the gateway (an admin key); the node's own hash is
+    # only read (does it exist), so the drain mark cannot touch its counters
+    "nodes.drain": Grant(reads=(NODE,), writes=(NODE_DRAIN,), commands=("hexists", "hsetnx", "del")),
+    # Nodes.note_drain_waiting: placement, why a drain waits
+    "nodes.drain_note": Grant(writes=(NODE_DRAIN,), commands=("hset",)),
     # Quotas.get / describe
     "quotas.read": Grant(reads=(TENANT_QUOTA, TENANT_USAGE), commands=("hgetall",)),
     # Quotas.set (MULTI): `thaw quota`
@@ -165,9 +172,9 @@ GRANTS: dict[str, Grant] = {
 
 ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     GATEWAY: ("apikeys.lookup", "apikeys.create", "functions.read", "functions.deploy", "leases", "pods.read",
-              "nodes.read", "snapshots.read", "snapshots.list", "starts.read"),
+              "nodes.read", "nodes.drain", "snapshots.read", "snapshots.list", "starts.read"),
     PLACEMENT: ("functions.read", "functions.annotate", "pods.read", "pods.transition", "leases",
-                "ledger.reserve", "ledger.release", "nodes.read", "nodes.record", "quotas.read",
+                "ledger.reserve", "ledger.release", "nodes.read", "nodes.record", "nodes.drain_note", "quotas.read",
                 "snapshots.read", "starts.read", "workload.learn"),
     # The agent releases its pods' reservations when they stop (agents/lifecycle.py), hence
     # "ledger.release": see the module docstring for what that leaves open.

@@ -104,14 +104,15 @@ local fn_node = redis.call('HMGET', pk, 'fn', 'node', 'endpoint')
 return {redis.call('ZCARD', lk), seq, fn_node[1] or '', fn_node[2] or '', fn_node[3] or ''}
 """
 
-# Scale-down: only an unleased serving pod, unused since `cutoff`, may start draining.
+# Scale-down: only an unleased serving pod, unused since `cutoff`, may start draining. A retire
+# (ARGV[4] = '1': a drained node's pod whose replacement serves) takes it leased or not.
 # Returns {applied, state found, seq, fn, node}.
 _BEGIN_DRAIN = f"""
 local lk, pk = KEYS[1], KEYS[2]
 redis.call('ZREMRANGEBYSCORE', lk, '-inf', ARGV[2])
 local st = redis.call('HGET', pk, 'state')
 if not st then return {{0, '', 0, '', ''}} end
-if redis.call('ZCARD', lk) > 0 then return {{0, st, 0, '', ''}} end
+if ARGV[4] ~= '1' and redis.call('ZCARD', lk) > 0 then return {{0, st, 0, '', ''}} end
 local drainable = {state_set(sources(PodState.DRAINING, frozenset({PodState.IDLE, PodState.BUSY})))}
 if not drainable[st] then return {{0, st, 0, '', ''}} end
 if tonumber(redis.call('HGET', pk, 'last_used_ms') or '0') > tonumber(ARGV[1]) then return {{0, st, 0, '', ''}} end
@@ -174,8 +175,23 @@ class Leases:
         return _went_idle(pod, int(seq), fn, node, endpoint, now_ms)
 
     async def begin_drain(self, pod: str, unused_since_ms: int, now_ms: int, reason: str) -> Moved:
+        return await self._begin_drain(pod, unused_since_ms, now_ms, reason, retire=False)
+
+    async def retire(self, pod: str, now_ms: int, reason: str) -> Moved:
+        """Take a serving pod out of service even while callers hold slots on it (a drained
+        node's pod once its replacement serves): no slot is leased on it any more, gateways give
+        theirs back as their calls end (on its pod.state event), and it is stopped once `in_use`
+        is 0. Applied only from idle or busy."""
+        # however recently used: another host's clock may be ahead of ours
+        return await self._begin_drain(pod, 2**53, now_ms, reason, retire=True)
+
+    async def in_use(self, pod: str, now_ms: int) -> int:
+        """How many of `pod`'s slots are leased and unexpired."""
+        return int(await self._r.zcount(K.pod_leases(pod), now_ms, "+inf"))
+
+    async def _begin_drain(self, pod: str, unused_since_ms: int, now_ms: int, reason: str, retire: bool) -> Moved:
         applied, found, seq, fn, node = await self._drain(keys=[K.pod_leases(pod), K.pod(pod)],
-                                                          args=[unused_since_ms, now_ms, reason])
+                                                          args=[unused_since_ms, now_ms, reason, "1" if retire else "0"])
         return Moved(pod=pod, to=PodState.DRAINING, applied=bool(applied), found=found, seq=int(seq), fn=fn,
                      node=node, at_ms=now_ms)
 

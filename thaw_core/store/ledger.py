@@ -3,8 +3,9 @@
 Invariants the scripts keep (tests check them under load and faults):
 per GPU, reserved vRAM <= capacity and reserved milli <= 1000; per node, reserved CPU and
 memory <= capacity; a function never has more than max_pods live pods; a tenant never holds
-more pods or vRAM than its quota (when it has one). Release is idempotent: the reservation hash
-exists exactly while the pod holds resources.
+more pods or vRAM than its quota (when it has one); a draining node (`thaw drain`) gets no
+new pod. Release is idempotent: the reservation hash exists exactly while the pod holds
+resources.
 """
 
 import msgspec
@@ -22,10 +23,11 @@ from thaw_core.store.replies import text
 _RELEASE_ATTEMPTS = 3
 
 _RESERVE = f"""
-local resv, podk, fnpods, allpods, nodek, usage, quota = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local resv, podk, fnpods, allpods, nodek, usage, quota, drain = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
+  KEYS[6], KEYS[7], KEYS[8]
 if redis.call('EXISTS', resv) == 1 then return 'exists' end
 if redis.call('SCARD', fnpods) >= tonumber(ARGV[8]) then return 'max_pods' end
-local total_vram = tonumber(ARGV[6]) * (#KEYS - 7)
+local total_vram = tonumber(ARGV[6]) * (#KEYS - 8)
 local max_pods = tonumber(redis.call('HGET', quota, 'max_pods') or '-1')
 if max_pods >= 0 and tonumber(redis.call('HGET', usage, 'pods') or '0') + 1 > max_pods then return 'quota_pods' end
 local max_vram = tonumber(redis.call('HGET', quota, 'max_vram_mib') or '-1')
@@ -34,12 +36,13 @@ if max_vram >= 0 and tonumber(redis.call('HGET', usage, 'vram_mib') or '0') + to
 end
 local ncpu = tonumber(redis.call('HGET', nodek, 'cpu_milli') or '-1')
 if ncpu < 0 then return 'no_node' end
+if redis.call('HEXISTS', drain, 'draining_ms') == 1 then return 'node_draining' end
 local cpu, mem = tonumber(ARGV[4]), tonumber(ARGV[5])
 if tonumber(redis.call('HGET', nodek, 'cpu_reserved') or '0') + cpu > ncpu then return 'cpu' end
 local nmem = tonumber(redis.call('HGET', nodek, 'memory_mib') or '0')
 if tonumber(redis.call('HGET', nodek, 'memory_reserved') or '0') + mem > nmem then return 'memory' end
 local vram, milli = tonumber(ARGV[6]), tonumber(ARGV[7])
-for i = 8, #KEYS do
+for i = 9, #KEYS do
   local cap = tonumber(redis.call('HGET', KEYS[i], 'vram_mib') or '-1')
   if cap < 0 then return 'no_gpu' end
   if tonumber(redis.call('HGET', KEYS[i], 'vram_reserved') or '0') + vram > cap then return 'gpu_vram' end
@@ -49,7 +52,7 @@ redis.call('HINCRBY', nodek, 'cpu_reserved', cpu)
 redis.call('HINCRBY', nodek, 'memory_reserved', mem)
 redis.call('HINCRBY', usage, 'pods', 1)
 redis.call('HINCRBY', usage, 'vram_mib', total_vram)
-for i = 8, #KEYS do
+for i = 9, #KEYS do
   redis.call('HINCRBY', KEYS[i], 'vram_reserved', vram)
   redis.call('HINCRBY', KEYS[i], 'milli_reserved', milli)
 end
@@ -144,10 +147,11 @@ class Ledger:
 
     async def reserve(self, res: Reservation, now_ms: int) -> str:
         """'ok' (or 'exists' on a repeat) when committed; else the reason it would over-commit:
-        'max_pods', 'quota_pods', 'quota_vram', 'no_node', 'cpu', 'memory', 'no_gpu', 'gpu_vram',
-        'gpu_milli'."""
+        'max_pods', 'quota_pods', 'quota_vram', 'no_node', 'node_draining', 'cpu', 'memory', 'no_gpu',
+        'gpu_vram', 'gpu_milli'. `res.max_pods` is the limit checked: a drain's replacement pods pass
+        one past the function's max_pods when need be (placement/drain.py)."""
         keys = [K.reservation(res.pod), K.pod(res.pod), K.function_pods(res.fn), K.ALL_PODS, K.node(res.node),
-                K.tenant_usage(res.tenant), K.tenant_quota(res.tenant)]
+                K.tenant_usage(res.tenant), K.tenant_quota(res.tenant), K.node_drain(res.node)]
         keys += [K.gpu(res.node, i) for i in res.gpus]
         args: list[EncodableT] = [res.pod, res.fn, res.node, res.cpu_milli, res.memory_mib, res.vram_mib,
                                   res.gpu_milli, res.max_pods, res.concurrency, now_ms, gpu_list(res.gpus),

@@ -1,4 +1,7 @@
-"""Node capacity and liveness in Redis, and the ledger view placement decides over."""
+"""Node capacity and liveness in Redis, the ledger view placement decides over, and whether an
+operator is draining the node (`thaw drain`): a draining node takes no new pod (the ledger's
+reserve refuses it) and placement hands its pods over to other nodes (placement/drain.py).
+"""
 
 from dataclasses import dataclass
 
@@ -32,6 +35,12 @@ class NodeUsage:
     gpu_source: str
     gpus: tuple[GpuUsage, ...]
     degraded: str = ""  # NodeCapacity.degraded of its last report: "" while healthy, else why
+    draining_since_ms: int = 0  # when an operator began draining it; 0 while it is not draining
+    drain_waiting: str = ""  # while draining: why some of its pods cannot leave yet ("" when none waits)
+
+    @property
+    def draining(self) -> bool:
+        return self.draining_since_ms > 0
 
 
 def degraded_nodes(nodes: list[NodeUsage], now_ms: int, live_within_s: float) -> dict[str, str]:
@@ -44,6 +53,24 @@ def degraded_nodes(nodes: list[NodeUsage], now_ms: int, live_within_s: float) ->
 class Nodes:
     def __init__(self, r: redis.Redis):
         self._r = r
+
+    async def set_draining(self, node: str, draining: bool, now_ms: int) -> bool:
+        """Mark `node` draining (from `now_ms`, or from an earlier drain still on) or not. Safe to
+        repeat. False when no node of that name ever reported its capacity."""
+        # The drain mark has a key of its own (K.node_drain), which the gateway may write; the
+        # node's hash, which it may only read, says whether the node exists. A node's hash is
+        # never deleted, so the two steps need no transaction.
+        if not await self._r.hexists(K.node(node), "cpu_milli"):
+            return False
+        if draining:
+            await self._r.hsetnx(K.node_drain(node), "draining_ms", now_ms)  # a drain on keeps its start
+        else:
+            await self._r.delete(K.node_drain(node))
+        return True
+
+    async def note_drain_waiting(self, node: str, why: str) -> None:
+        """Why `node`'s drain waits ("" once nothing does): placement's, for `thaw drain` to show."""
+        await self._r.hset(K.node_drain(node), "drain_waiting", why)
 
     async def upsert_capacity(self, cap: NodeCapacity) -> None:
         """Record totals; reserved counters are the ledger's and are left as they are."""
@@ -67,18 +94,20 @@ class Nodes:
         async with self._r.pipeline(transaction=False) as pipe:
             for n in names:
                 pipe.hgetall(K.node(n))
-            node_hashes = await pipe.execute()
+                pipe.hgetall(K.node_drain(n))
+            fetched = await pipe.execute()
+        node_hashes, drains = fetched[0::2], fetched[1::2]
         counts = [int(h.get("gpu_count", 0)) for h in node_hashes]
         async with self._r.pipeline(transaction=False) as pipe:
             for n, c in zip(names, counts):
                 for i in range(c):
                     pipe.hgetall(K.gpu(n, i))
             gpu_hashes = iter(await pipe.execute())
-        return [_node_usage(n, h, [next(gpu_hashes) for _ in range(c)])
-                for n, h, c in zip(names, node_hashes, counts)]
+        return [_node_usage(n, h, [next(gpu_hashes) for _ in range(c)], d)
+                for n, h, c, d in zip(names, node_hashes, counts, drains)]
 
 
-def _node_usage(name: str, h: dict[str, str], gpu_hashes: list[dict[str, str]]) -> NodeUsage:
+def _node_usage(name: str, h: dict[str, str], gpu_hashes: list[dict[str, str]], drain: dict[str, str]) -> NodeUsage:
     gpus = tuple(
         GpuUsage(index=i, model=g.get("model", ""), vram_mib=int(g.get("vram_mib", 0)),
                  vram_reserved_mib=int(g.get("vram_reserved", 0)), milli_reserved=int(g.get("milli_reserved", 0)))
@@ -88,7 +117,8 @@ def _node_usage(name: str, h: dict[str, str], gpu_hashes: list[dict[str, str]]) 
         name=name, cpu_milli=int(h.get("cpu_milli", 0)), cpu_reserved=int(h.get("cpu_reserved", 0)),
         memory_mib=int(h.get("memory_mib", 0)), memory_reserved=int(h.get("memory_reserved", 0)),
         heartbeat_ms=int(h.get("heartbeat_ms", 0)), gpu_source=h.get("gpu_source", ""), gpus=gpus,
-        degraded=_degraded(h.get("capacity", "")),
+        degraded=_degraded(h.get("capacity", "")), draining_since_ms=int(drain.get("draining_ms", 0)),
+        drain_waiting=drain.get("drain_waiting", "") if "draining_ms" in drain else "",
     )
 
 
