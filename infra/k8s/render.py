@@ -8,9 +8,8 @@ What it makes (names start with `prefix`, default `thaw`):
 - gateway: Deployment + Service (HTTP), placement: Deployment, both unprivileged;
 - node: a DaemonSet on GPU nodes, one pod with two containers, `agent` and `snapshotter`,
   privileged (the only ones; why is said at `node_daemonset`);
-- nats: one JetStream server (StatefulSet, headless + client Service), laid out like the
-  nats-io/k8s chart's pods; its whole config, users and passwords included, is a Secret;
-- valkey: StatefulSet + Service, its ACL file from a Secret;
+- nats and valkey (servers.py): one JetStream server or a cluster (`nats.replicas`), one Valkey
+  or a primary, a replica and three Sentinels (`valkey.sentinel`);
 - provision-streams: a Job that creates the JetStream streams as the operator (no service may).
 The Secrets themselves are not rendered: `make_secrets.py` makes them with the project's code.
 """
@@ -24,23 +23,17 @@ from typing import Any
 
 import yaml
 
+from common import Doc, labels, meta, name, pod_spec, restricted_container, restricted_pod, secret_names, workload
+from servers import NATS_CLUSTER_PORT, NATS_MONITOR_PORT, NATS_PORT, VALKEY_PORT  # noqa: F401  (make_secrets, tests)
+from servers import nats, nats_url, redis_url, stream_replicas, valkey
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_VALUES = HERE / "values.yaml"
 CREDENTIALS_DIR = "/etc/thaw/credentials"  # where each pod finds its own credentials files
 STATE_DIR = "/var/lib/thaw"  # the node's state dir inside the node pod (a hostPath)
 SHARED_DIR = "/var/lib/thaw-shared"
 NODE_CONFIG = "/etc/thaw/node/node.toml"
-NATS_PORT, NATS_CLUSTER_PORT, NATS_MONITOR_PORT, VALKEY_PORT = 4222, 6222, 8222, 6379
 APP_UID = 10001  # the image's unprivileged user (infra/docker/Dockerfile)
-
-Doc = dict[str, Any]
-
-
-def secret_names(prefix: str) -> dict[str, str]:
-    """The Secrets the pods mount, by what they hold; make_secrets.py creates exactly these."""
-    return {"nats-config": f"{prefix}-nats-config", "valkey-acl": f"{prefix}-valkey-acl",
-            **{role: f"{prefix}-{role}-credentials"
-               for role in ("gateway", "placement", "agent", "snapshotter", "operator")}}
 
 
 def load_values(files: Iterable[Path] = (), sets: Iterable[str] = ()) -> Doc:
@@ -83,32 +76,19 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
+def _literal_if_multiline(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    # a config file or script in a ConfigMap reads as the file itself (`|`), not one quoted line
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_Dumper.add_representer(str, _literal_if_multiline)
+
+
 def to_yaml(docs: list[Doc]) -> str:
     return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
 # -- shared pieces -------------------------------------------------------------------------------
-
-def name(v: Doc, component: str) -> str:
-    return f"{v['prefix']}-{component}"
-
-
-def labels(v: Doc, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "thaw", "app.kubernetes.io/instance": v["prefix"],
-            "app.kubernetes.io/component": component, "app.kubernetes.io/part-of": "thaw"}
-
-
-def meta(v: Doc, component: str, suffix: str = "") -> Doc:
-    return {"name": name(v, component) + suffix, "namespace": v["namespace"], "labels": labels(v, component)}
-
-
-def nats_url(v: Doc) -> str:
-    return f"nats://{name(v, 'nats')}.{v['namespace']}.svc:{NATS_PORT}"
-
-
-def redis_url(v: Doc) -> str:
-    return f"redis://{name(v, 'valkey')}.{v['namespace']}.svc:{VALKEY_PORT}"
-
 
 def image(v: Doc) -> str:
     return f"{v['image']['repository']}:{v['image']['tag']}"
@@ -128,37 +108,12 @@ def service_args(v: Doc, nats_file: str, redis_file: str | None) -> list[str]:
     return args + (["--redis-credentials", f"{CREDENTIALS_DIR}/{redis_file}"] if redis_file else [])
 
 
-def restricted_container() -> Doc:
-    """Pod Security "restricted": no root, no privilege escalation, no capabilities."""
-    return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]}}
-
-
-def restricted_pod(uid: int) -> Doc:
-    return {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid, "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-def pod_spec(v: Doc, containers: list[Doc], volumes: list[Doc], **extra: Any) -> Doc:
-    spec: Doc = {**extra, "containers": containers, "volumes": volumes}
-    if v["imagePullSecrets"]:
-        spec["imagePullSecrets"] = [{"name": n} for n in v["imagePullSecrets"]]
-    return spec
-
-
 def tmp_volume() -> Doc:
     return {"name": "tmp", "emptyDir": {}}
 
 
 def tmp_mount() -> Doc:
     return {"name": "tmp", "mountPath": "/tmp"}
-
-
-def workload(v: Doc, kind: str, component: str, spec: Doc, template_spec: Doc) -> Doc:
-    selector = {"matchLabels": labels(v, component)}
-    template = {"metadata": {"labels": labels(v, component)}, "spec": template_spec}
-    return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta(v, component),
-            "spec": {**spec, "selector": selector, "template": template}}
 
 
 # -- the platform's services ---------------------------------------------------------------------
@@ -281,7 +236,8 @@ def snapshotter_container(v: Doc, common: Doc, state: Doc) -> Doc:
 def provision_job(v: Doc) -> Doc:
     container = {"name": "provision-streams", "image": image(v), "imagePullPolicy": v["image"]["pullPolicy"],
                  "command": ["python", "/opt/thaw/infra/k8s/provision_streams.py"],
-                 "args": ["--nats", nats_url(v), "--nats-credentials", f"{CREDENTIALS_DIR}/nats-operator.json"],
+                 "args": ["--nats", nats_url(v), "--nats-credentials", f"{CREDENTIALS_DIR}/nats-operator.json",
+                          "--replicas", str(stream_replicas(v))],
                  "resources": v["provision"]["resources"], "securityContext": restricted_container(),
                  "volumeMounts": [credentials_mount(), tmp_mount()]}
     spec = pod_spec(v, [container], [credentials_volume(v, "operator"), tmp_volume()],
@@ -291,81 +247,16 @@ def provision_job(v: Doc) -> Doc:
                      "template": {"metadata": {"labels": labels(v, "provision-streams")}, "spec": spec}}}
 
 
-# -- servers -------------------------------------------------------------------------------------
-
-def nats(v: Doc) -> list[Doc]:
-    """One nats-server with JetStream, named and probed as the nats-io/k8s chart does (container
-    `nats`, ports client/cluster/monitor, headless Service for the StatefulSet, /healthz with
-    `js-enabled-only`). Its config is `bus_auth.server_config_text`, kept whole in a Secret
-    because it holds every user's password."""
-    c = v["nats"]
-    ports = [{"name": "nats", "containerPort": NATS_PORT}, {"name": "cluster", "containerPort": NATS_CLUSTER_PORT},
-             {"name": "monitor", "containerPort": NATS_MONITOR_PORT}]
-    health = {"httpGet": {"path": "/healthz?js-enabled-only=true", "port": "monitor"}, "periodSeconds": 10}
-    container = {"name": "nats", "image": c["image"], "command": ["nats-server"],
-                 "args": ["--config", "/etc/nats-config/nats-server.conf"],
-                 "ports": ports, "resources": c["resources"], "securityContext": restricted_container(),
-                 "startupProbe": {"httpGet": {"path": "/healthz", "port": "monitor"}, "periodSeconds": 5,
-                                  "failureThreshold": 60},
-                 "readinessProbe": health, "livenessProbe": {**health, "failureThreshold": 6},
-                 "volumeMounts": [{"name": "config", "mountPath": "/etc/nats-config", "readOnly": True},
-                                  {"name": "data", "mountPath": "/data"}]}
-    spec = pod_spec(v, [container], [{"name": "config", "secret": {
-        "secretName": secret_names(v["prefix"])["nats-config"], "defaultMode": 0o440}}],
-        securityContext=restricted_pod(1000), terminationGracePeriodSeconds=60)
-    sts = workload(v, "StatefulSet", "nats", {"serviceName": name(v, "nats-headless"), "replicas": 1,
-                                              "volumeClaimTemplates": [claim(c)]}, spec)
-    client_ports = [{"name": "nats", "port": NATS_PORT, "targetPort": "nats"}]
-    headless_ports = [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in ports]
-    return [sts,
-            {"apiVersion": "v1", "kind": "Service", "metadata": meta(v, "nats", "-headless"),
-             "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": labels(v, "nats"),
-                      "ports": headless_ports}},
-            {"apiVersion": "v1", "kind": "Service", "metadata": meta(v, "nats"),
-             "spec": {"selector": labels(v, "nats"), "ports": client_ports}}]
-
-
-def valkey(v: Doc) -> list[Doc]:
-    """One Valkey with append-only persistence; users and rights from the ACL file that
-    thaw_core.store.acl writes (the default user is off, so the probe is a TCP connect)."""
-    c = v["valkey"]
-    container = {"name": "valkey", "image": c["image"],
-                 "command": ["valkey-server"],
-                 "args": ["--aclfile", "/etc/valkey/users.acl", "--appendonly", "yes", "--dir", "/data",
-                          "--port", str(VALKEY_PORT)],
-                 "ports": [{"name": "redis", "containerPort": VALKEY_PORT}], "resources": c["resources"],
-                 "securityContext": restricted_container(),
-                 "readinessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 5},
-                 "livenessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 10, "failureThreshold": 6},
-                 "volumeMounts": [{"name": "acl", "mountPath": "/etc/valkey", "readOnly": True},
-                                  {"name": "data", "mountPath": "/data"}]}
-    spec = pod_spec(v, [container], [{"name": "acl", "secret": {
-        "secretName": secret_names(v["prefix"])["valkey-acl"], "defaultMode": 0o440}}],
-        securityContext=restricted_pod(999))
-    sts = workload(v, "StatefulSet", "valkey", {"serviceName": name(v, "valkey"), "replicas": 1,
-                                                "volumeClaimTemplates": [claim(c)]}, spec)
-    return [sts, {"apiVersion": "v1", "kind": "Service", "metadata": meta(v, "valkey"),
-                  "spec": {"selector": labels(v, "valkey"),
-                           "ports": [{"name": "redis", "port": VALKEY_PORT, "targetPort": "redis"}]}}]
-
-
-def claim(c: Doc) -> Doc:
-    spec: Doc = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": c["storage"]}}}
-    if c["storageClassName"]:
-        spec["storageClassName"] = c["storageClassName"]
-    return {"metadata": {"name": "data"}, "spec": spec}
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python infra/k8s/render.py", description=__doc__.splitlines()[0])
     p.add_argument("-f", "--values", type=Path, action="append", default=[], help="values file over the defaults")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="one value, e.g. gateway.replicas=3")
     a = p.parse_args(argv)
     try:
-        values = load_values(a.values, a.set)
+        docs = render(load_values(a.values, a.set))
     except (OSError, ValueError, yaml.YAMLError) as exc:
         p.error(str(exc))
-    sys.stdout.write(to_yaml(render(values)))
+    sys.stdout.write(to_yaml(docs))
 
 
 if __name__ == "__main__":
