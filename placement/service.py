@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 
 from faststream.nats import NatsBroker
 from nats.js.api import DeliverPolicy
@@ -33,6 +34,14 @@ def attach(broker: NatsBroker, worker: PlacementWorker, name: str, creds: Creden
     subscribe(broker, streams.PLACEMENT_LEASES, LeaseRequested, worker.on_lease_requested, creds=creds)
 
 
+def housekeeping_pause_s(settings: PlacementSettings, round_s: float) -> float:
+    """The pause after a housekeeping round: housekeeping_every_s, or as long as the round took
+    if that is longer. A round reads every function and live pod; on a large fleet it takes
+    longer than the pause, and back to back it would leave placement (same loop) half the
+    time or less (bench/fleet_replay.py). So it takes at most half the worker's time."""
+    return max(settings.housekeeping_every_s, round_s)
+
+
 async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> None:
     r = connect_redis_as(settings.redis_url, acl.PLACEMENT, settings.redis_creds)
     creds = bus_auth.for_service(settings.nats_creds, permissions.PLACEMENT)
@@ -51,12 +60,13 @@ async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> Non
     backlog = asyncio.create_task(poll(BacklogScaler(js, worker), settings.backlog_every_s, stop))
     try:
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 await worker.housekeeping()
             except Exception:
                 log.exception("housekeeping failed; retrying")
             try:
-                await asyncio.wait_for(stop.wait(), settings.housekeeping_every_s)
+                await asyncio.wait_for(stop.wait(), housekeeping_pause_s(settings, time.monotonic() - started))
             except TimeoutError:
                 pass
     finally:

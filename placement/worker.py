@@ -134,9 +134,7 @@ class PlacementWorker:
         is written once, with its latest time."""
         while self._heartbeats_unstored:
             batch, self._heartbeats_unstored = self._heartbeats_unstored, {}
-            items = list(batch.items())
-            for at in range(0, len(items), 64):
-                await asyncio.gather(*(self.nodes.heartbeat(node, ms) for node, ms in items[at:at + 64]))
+            await self.nodes.heartbeats(batch)
 
     async def place_one(self, spec: FunctionSpec, max_pods: int | None = None) -> bool:
         """Place one new pod of `spec`. False when it cannot (no capacity, max_pods reached, or

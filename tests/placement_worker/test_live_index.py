@@ -55,6 +55,29 @@ def shapes(index: CapacityIndex) -> list[tuple[int, float]]:
     return sorted((p.gpu_milli, round(p.weight, 3)) for p in index.workload.pods)
 
 
+async def test_a_refresh_reads_in_full_only_the_nodes_whose_ledger_or_capacity_moved(r, js, nats_server, redis_url):
+    worker = PlacementWorker(settings(nats_server, redis_url), js, r)
+    for n in ("n0", "n1", "n2"):
+        await worker.on_capacity(a_node(n), subjects.node_capacity(n))
+    spec = a_function("small", 6000)
+    await Functions(r).put(spec)
+    assert await worker.place_one(spec)
+    await worker.live.refresh()
+    read = worker.live.nodes_read
+    await worker.live.refresh()
+    assert worker.live.nodes_read == read, "nothing moved: no node read again"
+    [pod] = await Pods(r).live("small")
+    assert (await Ledger(r).release(pod.pod, PodState.STOPPED, "test", now_ms())).applied
+    await worker.live.refresh()
+    assert worker.live.nodes_read == read + 1, "the release moved one node"
+    assert decide(await worker.live.current(), pod_request(spec), "thaw") == await fresh_decision(worker, spec)
+    await Nodes(r).upsert_capacity(a_node("n1", gpus=1))  # n1 lost a GPU: a new fleet
+    builds = worker.live.builds
+    await worker.live.refresh()
+    assert worker.live.nodes_read == read + 2 and worker.live.builds == builds + 1
+    assert decide(await worker.live.current(), pod_request(spec), "thaw") == await fresh_decision(worker, spec)
+
+
 async def test_the_index_is_built_once_and_decides_as_a_fresh_one_would(r, js, nats_server, redis_url):
     worker = PlacementWorker(settings(nats_server, redis_url), js, r)
     for n in ("n0", "n1"):

@@ -144,9 +144,9 @@ GRANTS: dict[str, Grant] = {
     # StartFailureLog.record / clear (scripts): agents, as their pods fail to start or get healthy
     "starts.record": Grant(writes=(START_FAILURES,), commands=(*SCRIPTS, "hget", "hincrby", "hset", "del")),
     # Nodes.all
-    "nodes.read": Grant(reads=(NODE, GPU, K.NODES, NODE_DRAIN), commands=("smembers", "hgetall")),
+    "nodes.read": Grant(reads=(NODE, GPU, K.NODES, NODE_DRAIN), commands=("smembers", "hgetall", "hmget", "hget")),
     # Nodes.upsert_capacity (MULTI) and heartbeat: placement, from node.capacity / heartbeats
-    "nodes.record": Grant(writes=(NODE, GPU, K.NODES), commands=(*TRANSACTION, "hset", "sadd")),
+    "nodes.record": Grant(writes=(NODE, GPU, K.NODES), commands=(*TRANSACTION, "hset", "hincrby", "sadd")),
     # Nodes.set_draining: `thaw drain` through the gateway (an admin key); the node's own hash is
     # only read (does it exist), so the drain mark cannot touch its counters
     "nodes.drain": Grant(reads=(NODE,), writes=(NODE_DRAIN,), commands=("hexists", "hsetnx", "del")),

@@ -50,6 +50,7 @@ for i = 9, #KEYS do
 end
 redis.call('HINCRBY', nodek, 'cpu_reserved', cpu)
 redis.call('HINCRBY', nodek, 'memory_reserved', mem)
+redis.call('HINCRBY', nodek, 'version', 1)
 redis.call('HINCRBY', usage, 'pods', 1)
 redis.call('HINCRBY', usage, 'vram_mib', total_vram)
 for i = 9, #KEYS do
@@ -83,6 +84,7 @@ if #r > 0 then
   if t.node ~= ARGV[6] or t.gpus ~= ARGV[7] or (t.tenant or '') ~= ARGV[8] then return {{'stale', 0, '', ''}} end
   redis.call('HINCRBY', nodek, 'cpu_reserved', -tonumber(t.cpu_milli))
   redis.call('HINCRBY', nodek, 'memory_reserved', -tonumber(t.memory_mib))
+  redis.call('HINCRBY', nodek, 'version', 1)
   local held = 0
   for i = 9, #KEYS do
     redis.call('HINCRBY', KEYS[i], 'vram_reserved', -tonumber(t.vram_mib))

@@ -43,6 +43,16 @@ class NodeUsage:
         return self.draining_since_ms > 0
 
 
+@dataclass(frozen=True, slots=True)
+class NodeMark:
+    """Of one node: its version (bumped by every ledger script and capacity report that touches
+    it), its last heartbeat, and when its drain began (0: not draining)."""
+
+    version: int
+    heartbeat_ms: int
+    draining_since_ms: int
+
+
 def degraded_nodes(nodes: list[NodeUsage], now_ms: int, live_within_s: float) -> dict[str, str]:
     """Node -> reason, for the degraded nodes that heartbeated within `live_within_s` (a node
     gone silent is lost, not degraded: placement reclaims its pods)."""
@@ -81,14 +91,40 @@ class Nodes:
             })
             for g in cap.gpus:
                 pipe.hset(K.gpu(cap.node, g.index), mapping={"vram_mib": g.vram_mib, "model": g.model})
+            pipe.hincrby(K.node(cap.node), "version", 1)
             pipe.sadd(K.NODES, cap.node)
             await pipe.execute()
 
     async def heartbeat(self, node: str, at_ms: int) -> None:
         await self._r.hset(K.node(node), "heartbeat_ms", at_ms)
 
+    async def heartbeats(self, at_ms: dict[str, int]) -> None:
+        """Each node's last heartbeat, in one round trip: a fleet sends a heartbeat per node
+        per second, and one HSET each cost placement half its time (bench/fleet_replay.py)."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for node, ms in at_ms.items():
+                pipe.hset(K.node(node), "heartbeat_ms", ms)
+            await pipe.execute()
+
     async def all(self) -> list[NodeUsage]:
-        names = sorted(texts(await self._r.smembers(K.NODES)))
+        return await self.read(await self.names())
+
+    async def names(self) -> list[str]:
+        return sorted(texts(await self._r.smembers(K.NODES)))
+
+    async def marks(self, names: list[str]) -> dict[str, NodeMark]:
+        """What changes of each node without a change of its ledger or capacity: one small read
+        per node, so that a reader may re-read in full only the nodes whose version moved."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for n in names:
+                pipe.hmget(K.node(n), "version", "heartbeat_ms")
+                pipe.hget(K.node_drain(n), "draining_ms")
+            fetched = await pipe.execute()
+        return {n: NodeMark(version=int(v or 0), heartbeat_ms=int(hb or 0), draining_since_ms=int(d or 0))
+                for n, (v, hb), d in zip(names, fetched[0::2], fetched[1::2])}
+
+    async def read(self, names: list[str]) -> list[NodeUsage]:
+        """Nodes `names` in full (those that exist)."""
         if not names:
             return []
         async with self._r.pipeline(transaction=False) as pipe:
