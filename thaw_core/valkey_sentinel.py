@@ -151,11 +151,14 @@ def _data_node(data_dir: Path, name: str, aclfile: Path, replica: Creds, primary
     the primary too, for the day Sentinel turns it into a replica."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    lines = [f"port {port}", "bind 127.0.0.1", f"dir {data_dir}", 'save ""', "appendonly no",
+    lines = [f"port {port}", "bind 127.0.0.1", f"dir {data_dir}", 'save ""', "appendonly yes", "appendfsync everysec",
              "protected-mode no", f"aclfile {aclfile}", "repl-diskless-sync-delay 0", f"masteruser {replica.user}",
              f"masterauth {replica.password}"]
     # repl-diskless-sync-delay 0: the primary sends a replica its copy at once, instead of
     # waiting 5 s for more replicas to share one transfer.
+    # appendonly: a node restarted (thaw up restarts what dies) must come back with its data. A
+    # primary restarted empty before the Sentinels failed it over stays primary, and its
+    # replica then copies the empty data set: everything lost (API keys, functions, ledger).
     if primary_port is not None:
         lines.append(f"replicaof 127.0.0.1 {primary_port}")
     conf = replace_private(data_dir / "valkey.conf", "\n".join(lines) + "\n")
