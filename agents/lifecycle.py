@@ -68,6 +68,7 @@ class Lifecycle:
         self._vram = vram  # None: GPU memory is not watched
         self._start_failures = start_failures  # None: failed starts are not counted (no backoff)
         self.workers: dict[str, Worker] = {}
+        self.restoring: set[str] = set()  # pods whose restore is under way: no worker handle yet
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self, a: PodAssigned) -> None:
@@ -95,8 +96,19 @@ class Lifecycle:
         await self._cold_start(a)
 
     async def _restore_or_cold_start(self, a: PodAssigned) -> None:
-        if not await self._restore(a):
+        self.restoring.add(a.pod)
+        try:
+            restored = await self._restore(a)
+        finally:
+            self.restoring.discard(a.pod)
+        if not restored:
             await self._fall_back(a, "")
+
+    def reported(self) -> tuple[str, ...]:
+        """The pods this node reports in its heartbeats: those with a worker, and those being
+        restored. A restore can take longer than placement's unreported grace (a big image, a
+        busy snapshotter): unlisted, the pod was reclaimed mid-restore."""
+        return tuple(sorted(self.workers.keys() | self.restoring))
 
     async def _restore(self, a: PodAssigned) -> bool:
         """Have the snapshotter restore the worker; True once it runs and is being watched."""

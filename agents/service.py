@@ -151,7 +151,7 @@ class _CapacityReport:
 
 async def _heartbeats(nc, settings: AgentSettings, lifecycle: Lifecycle, report: _CapacityReport) -> None:
     while True:
-        hb = NodeHeartbeat(node=settings.node, at_ms=now_ms(), pods=tuple(sorted(lifecycle.workers)))
+        hb = NodeHeartbeat(node=settings.node, at_ms=now_ms(), pods=lifecycle.reported())
         await bus.publish_core(nc, subjects.node_heartbeat(settings.node), hb)
         if asyncio.get_running_loop().time() - report.published_s > settings.capacity_every_s:
             with contextlib.suppress(Exception):
