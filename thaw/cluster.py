@@ -69,8 +69,10 @@ class Fleet(Platform):
 
     def stop(self) -> None:
         super().stop()
-        for name in self.lost:  # its agent, killed, could not take its pod network down
+        for name in self.lost:  # its agent, killed, could not take its pod network and cgroups down
             remove_node_network(name)
+            if cgroups.version():
+                cgroups.remove_node(name)
 
     def kill_node(self, name: str) -> list[int]:
         """kill -9 node `name` whole, as when its host dies: agent, snapshotter and every worker

@@ -277,6 +277,8 @@ class ProcessRuntime:
                 await network.remove_bridge_if_unused(self.network)
             except network.NetworkError as exc:
                 log.warning("could not remove the pod bridge %s: %s", self.network.bridge, exc)
+            if cgroups.version():
+                cgroups.remove_node(self._node)  # kept while a worker is left to adopt
 
     def main_pid(self, handle: WorkerHandle) -> int | None:
         return parse_ref(handle.ref)[0]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from thaw_core import servers
 from thaw_core.ports import free_port
+from thaw_core.sandbox import cgroups
 from thaw_core.sandbox.network import PodNetwork, overlapping_route, remove_node_network
 
 NODE_CONFIG = """
@@ -115,6 +116,8 @@ class Harness:
         self.nats.kill()
         self.kill_stray_workers()
         remove_node_network(self.node)
+        if cgroups.version():
+            cgroups.remove_node(self.node)
 
     def worker_pids(self) -> list[int]:
         """Every live process the agent started for this node (found by its THAW_NODE)."""

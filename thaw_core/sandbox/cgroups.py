@@ -6,6 +6,7 @@ restoring it, joins it first, so every process of the pod is counted from its fi
 Paths are `thaw/<node>/<pod>` under each hierarchy, so two platforms on one host never share one.
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,25 @@ def node_members(node: str, root: Path = ROOT) -> frozenset[int]:
     except OSError:
         return frozenset()
     return frozenset().union(*(members((d,)) for d in pods))
+
+
+def remove_node(node: str, root: Path = ROOT) -> bool:
+    """Remove `node`'s cgroup directory and the pod cgroups in it that hold no process (a pod
+    with a live worker keeps its own, and so the node's); True when gone. Left behind,
+    thousands of them (a test run makes one per node) slowed the host's memory accounting until
+    restores of a 512 MiB image took 10 s instead of 2."""
+    bases = [root / "thaw" / node] if version(root) == 2 else [root / c / "thaw" / node for c in V1_CONTROLLERS]
+    for base in bases:
+        try:
+            for pod in [d for d in base.iterdir() if d.is_dir()]:
+                with contextlib.suppress(OSError):
+                    pod.rmdir()
+            base.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return True
 
 
 def in_node(pid: int, node: str) -> bool:
