@@ -66,6 +66,15 @@ async def js(nats_server):
     await nc.close()
 
 
+async def server_caught_up(nc) -> None:
+    """Return once the NATS server has processed every command sent on `nc` so far (a SUB or
+    UNSUB included). One flush() does not promise that: nats-py writes its PING straight to the
+    socket, ahead of the commands still in its buffer, so the PONG can come back before them.
+    By the time it does, the buffer has been written, so a second PING goes out after it."""
+    await nc.flush()
+    await nc.flush()
+
+
 async def eventually(check, timeout_s: float = 10.0, every_s: float = 0.05, what: str = "condition"):
     """Poll `check` (sync or async) until it returns truthy; fail with `what` after timeout_s."""
     deadline = asyncio.get_running_loop().time() + timeout_s

@@ -31,6 +31,7 @@ from thaw_core.bus_auth import Credentials, TlsFiles
 from thaw_core.ports import free_port
 from thaw_core.servers import nats_server_binary, wait_for_port
 from thaw_core.subscriber import subscribe
+from tests.conftest import server_caught_up
 
 NODES = ("a", "b")
 
@@ -147,7 +148,7 @@ async def heard(login) -> Heard:
     operator = await login(P.OPERATOR)
     listener = Heard(operator)
     await operator.nc.subscribe(">", cb=listener.on_msg)
-    await operator.nc.flush()
+    await server_caught_up(operator.nc)
     return listener
 
 
@@ -278,9 +279,9 @@ async def test_core_traffic_of_each_role_flows(login):
     for subject in (subjects.snapshot_restore("a"), subjects.snapshot_ping("a")):
         await snapshotter.nc.subscribe(subject, queue="snapshotter", cb=answer)
     await agent.nc.subscribe(subjects.logs_read("a"), cb=answer)
-    await gateway.nc.flush()
-    await snapshotter.nc.flush()
-    await agent.nc.flush()
+    await server_caught_up(gateway.nc)
+    await server_caught_up(snapshotter.nc)
+    await server_caught_up(agent.nc)
 
     await agent.nc.publish(subjects.node_heartbeat("a"), b"beat")
     assert (await heartbeats.next_msg(timeout=2)).data == b"beat"
@@ -456,8 +457,8 @@ async def test_nats_refuses_a_subscription_outside_the_role(login, user, subject
     sub = await spy.nc.subscribe(subject, queue=queue)
     assert await spy.was_refused("subscription", subject)
     await operator.nc.publish(example_of(subject), b"secret", headers={"Authorization": "Bearer k"})
-    await operator.nc.flush()
-    await spy.nc.flush()
+    await server_caught_up(operator.nc)
+    await server_caught_up(spy.nc)
     assert sub.pending_msgs == 0
 
 

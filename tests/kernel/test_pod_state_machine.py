@@ -21,6 +21,8 @@ from thaw_core.store.client import connect_redis
 from thaw_core.store.ledger import Reservation, first_state
 from thaw_core.store.nodes import Nodes
 
+from tests.conftest import server_caught_up
+
 NODE = "sm-node"
 MOVES = sorted(set(MAY_ENTER_FROM) - {INITIAL, PodState.BUSY} - TERMINAL)  # busy/idle by leases, too
 ANY_STATE = st.sampled_from(list(PodState))
@@ -116,7 +118,7 @@ class PodLives(RuleBasedStateMachine):
 
     def teardown(self):
         try:
-            self.run(self.nc.flush())
+            self.run(server_caught_up(self.nc))
             for pod, state in self.expected.items():
                 self.check_history(pod, state)
         finally:

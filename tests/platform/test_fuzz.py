@@ -61,7 +61,7 @@ from bus_schemas.nodes import NodeCapacity
 from bus_schemas.pods import PodAssigned
 from thaw_core.store.apikeys import ApiKeys
 
-from tests.conftest import eventually
+from tests.conftest import eventually, server_caught_up
 from tests.platform.conftest import deploy, invoke
 
 SEED = int(os.environ.get("THAW_FUZZ_SEED", "20241010"))
@@ -1149,7 +1149,7 @@ async def run_bus(nc, messages: list[BusMessage]) -> list[tuple[BusMessage, str]
             problems.extend((m, p) for p in check_reply(m, msg))
 
     await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
-    await nc.flush()
+    await server_caught_up(nc)
     return problems
 
 
@@ -1416,7 +1416,7 @@ async def test_bus_messages_with_malformed_header_blocks_leave_every_service_lis
         replies.append(msg)
 
     await nc.subscribe(inbox + ".*", cb=on_reply)
-    await nc.flush()
+    await server_caught_up(nc)
     frames, requests = [], 0
     for i, block in enumerate(header_blocks(rng, RAW_HEADER_MESSAGES)):
         subject = rng.choice([b"infer.request.echo", b"infer.request.nope", b"pod.state.fz", b"fn.deployed.fz",

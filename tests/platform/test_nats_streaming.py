@@ -30,7 +30,7 @@ from gateway.upstream import STREAM_QUEUE_HIGH, Upstream
 from thaw_core import bus_auth
 from thaw_core.ports import free_port
 
-from tests.conftest import eventually
+from tests.conftest import eventually, server_caught_up
 from tests.kernel.test_bus_auth import Session, start_server
 from tests.platform.test_cli_errors import Cli, ThawUp
 from tests.platform.conftest import deploy, echo_spec
@@ -296,7 +296,7 @@ async def test_the_stream_responder_answers_a_request_many_times_and_hears_when_
     requests = await streamer.nc.subscribe(P.every(subjects.INFER_STREAM), queue=subjects.GATEWAY_QUEUE_GROUP)
     probe = streamer.nc.new_inbox()
     probes = await streamer.nc.subscribe(probe)
-    await streamer.nc.flush()
+    await server_caught_up(streamer.nc)
     inbox = client.nc.new_inbox()
     answers = await client.nc.subscribe(inbox)
     await client.nc.publish(subjects.infer_stream("echo"), b"hi", reply=inbox)
@@ -311,7 +311,7 @@ async def test_the_stream_responder_answers_a_request_many_times_and_hears_when_
     assert streamer.errors == [] and client.errors == []
 
     await answers.unsubscribe()
-    await client.nc.flush()
+    await server_caught_up(client.nc)
     await out.send(b"to nobody", "text/plain")
     assert (await probes.next_msg(timeout=2)).headers["Status"] == "503", "NATS says nobody heard it"
 
