@@ -159,19 +159,19 @@ class Bench:
         port = free_port()
         handle = await rt.start(self.launch(port))
         await asyncio.to_thread(first_answer, port)
-        ckpt = await PodmanCheckpoints(SOCKET).checkpoint(handle.ref, self.work / "container-dump" / CHECKPOINT_FILE)
+        ckpt = await PodmanCheckpoints(rt.podman).checkpoint(handle.ref, self.work / "container-dump" / CHECKPOINT_FILE)
         say(f"container: checkpointed in {ckpt.duration_s:.2f}s, {ckpt.size_bytes / 2**20:.1f} MiB")
         await rt.stop(handle, grace_s=0)
         return self.put(self.work / "container-dump", "container", criu, CONTAINER_PORT)
 
-    def restorer(self, criu, cache: Path) -> ContainerRestores:
-        podman = PodmanCheckpoints(SOCKET)
+    def restorer(self, rt: ContainerRuntime, criu, cache: Path) -> ContainerRestores:
+        podman = PodmanCheckpoints(rt.podman)  # the runtime's client: one podman client per process
         return ContainerRestores(podman, self.store, HostFacts.local(criu.version), cache,
                                  StandbyPool(podman, 1), asyncio.Lock(), refill_delay_s=3600)
 
     async def container_restore(self, rt: ContainerRuntime, criu, m: Manifest) -> float:
         """The snapshotter's restore with a standby staged beforehand (untimed, awaited)."""
-        restores = self.restorer(criu, self.work / "cache-standby")
+        restores = self.restorer(rt, criu, self.work / "cache-standby")
         if await restores.prepare(m) != 1:
             raise RuntimeError("could not stage a standby container")
         return await _timed_restore(rt, restores, m, expect="standby")
@@ -179,7 +179,7 @@ class Bench:
     async def container_import(self, rt: ContainerRuntime, criu, m: Manifest) -> float:
         """The snapshotter's restore with no standby and a cold cache: fetch, verify, import."""
         cache = self.work / f"cache-{uuid.uuid4().hex[:6]}"
-        restores = self.restorer(criu, cache)
+        restores = self.restorer(rt, criu, cache)
         restores.standby.per_snapshot = 0
         dt = await _timed_restore(rt, restores, m, expect="import")
         shutil.rmtree(cache)

@@ -82,3 +82,4 @@ class ContainerRestores:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.podman.close()

@@ -33,7 +33,7 @@ from thaw_core.store.client import connect_redis_as
 from thaw_core.store.pods import Pods
 from thaw_core.store.snapshots import announce_snapshotter, withdraw_snapshotter
 from thaw_core.podman.checkpoints import PodmanCheckpoints
-from thaw_core.podman.service import ensure_service
+from thaw_core.podman.client import Podman
 from thaw_core.subscriber import subscribe
 from thaw_core.sandbox import network
 from thaw_core.shutdown import run_steps
@@ -114,8 +114,9 @@ async def _containers(settings: SnapshotterSettings, criu_version: str,
     to install podman when it is missing."""
     if settings.runtime != "container":
         return None
-    await ensure_service(settings.podman_socket)
-    podman = PodmanCheckpoints(settings.podman_socket)
+    client = Podman(settings.podman_socket)
+    await client.docker()  # starts the service now, or says at startup how to install podman
+    podman = PodmanCheckpoints(client)
     return ContainerRestores(podman, settings.store(), HostFacts.local(criu_version), settings.cache_dir,
                              StandbyPool(podman, settings.standby_per_snapshot), lock)
 

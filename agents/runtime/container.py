@@ -1,5 +1,6 @@
 """Container runtime: each worker is a container, driven through the Docker-compatible API
-(aiodocker) of a Docker or Podman socket. Podman with runc is what checkpoint/restore needs.
+(aiodocker) of the node's podman socket, by the one podman client (thaw_core/podman/client.py)
+the snapshotter's checkpoints use too. Podman with runc is what checkpoint/restore needs.
 
 A container is named ``thaw-<pod>`` (thaw_core.podman.names), so `running` finds this node's
 workers after an agent restart and a repeated `start` finds the one it already made (labels
@@ -13,10 +14,8 @@ the host page cache, shared by every worker and absent from every checkpoint.
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiodocker
-
+from thaw_core.podman.client import DockerError, Podman
 from thaw_core.podman.names import POD_PREFIX, container_name, pod_of
-from thaw_core.podman.service import ensure_service
 
 from agents.runtime.base import WorkerHandle, WorkerLaunch
 
@@ -77,7 +76,7 @@ class ContainerRuntime:
 
     def __init__(self, settings: ContainerSettings):
         self.settings = settings
-        self._docker: aiodocker.Docker | None = None
+        self.podman = Podman(settings.socket, start_service=settings.start_service)
 
     @classmethod
     def from_settings(cls, agent_settings) -> "ContainerRuntime":
@@ -89,30 +88,21 @@ class ContainerRuntime:
             mounts=tuple(Path(m) for m in getattr(agent_settings, "container_mounts", ())),
         ))
 
-    async def _api(self) -> aiodocker.Docker:
-        if self._docker is None:
-            if self.settings.start_service:
-                await ensure_service(self.settings.socket)
-            self._docker = aiodocker.Docker(url=f"unix://{self.settings.socket}")
-        return self._docker
-
     async def close(self) -> None:
-        if self._docker is not None:
-            await self._docker.close()
-            self._docker = None
+        await self.podman.close()
 
     async def start(self, launch: WorkerLaunch) -> WorkerHandle:
         """Create and start ``thaw-<pod>``. Repeating it for a running pod returns that container;
         a stopped leftover of the same name, or a running one published on another port (a
         restore the agent gave up on, finishing late), is replaced."""
-        docker = await self._api()
+        docker = await self.podman.docker()
         name = container_name(launch.pod)
         try:
             existing = await docker.containers.get(name)
             if existing["State"]["Running"] and _host_ports(existing) == {launch.port}:
                 return _handle(launch.pod, existing.id, launch.port)
             await existing.delete(force=True)
-        except aiodocker.DockerError as e:
+        except DockerError as e:
             if e.status != 404:
                 raise
         container = await docker.containers.create(create_config(launch, self.settings), name=name)
@@ -120,10 +110,10 @@ class ContainerRuntime:
         return _handle(launch.pod, container.id, launch.port)
 
     async def is_alive(self, handle: WorkerHandle) -> bool:
-        docker = await self._api()
+        docker = await self.podman.docker()
         try:
             info = await (await docker.containers.get(handle.ref)).show()
-        except aiodocker.DockerError as e:
+        except DockerError as e:
             # podman answers 500 "no such container" when it is removed between the two calls
             if e.status == 404 or "no such container" in str(e.message):
                 return False
@@ -132,12 +122,12 @@ class ContainerRuntime:
 
     async def stop(self, handle: WorkerHandle, grace_s: float = 10.0) -> None:
         """SIGTERM, up to grace_s, SIGKILL (the engine does this), then remove. Idempotent."""
-        docker = await self._api()
+        docker = await self.podman.docker()
         try:
             container = await docker.containers.get(handle.ref)
             await container.stop(t=max(0, int(grace_s)))
             await container.delete(force=True)
-        except aiodocker.DockerError as e:
+        except DockerError as e:
             if e.status != 404:
                 raise
 
@@ -161,7 +151,7 @@ class ContainerRuntime:
         """Running ``thaw-*`` containers of this engine (one engine per node). The pod comes
         from the name and the port from the published binding, not from labels: a container
         restored from another pod's checkpoint keeps that pod's labels."""
-        docker = await self._api()
+        docker = await self.podman.docker()
         found = await docker.containers.list(filters={"name": [POD_PREFIX]})
         out = []
         for c in found:

@@ -60,7 +60,7 @@ async def snapshot_container(runtime, podman_socket, redis, store, handle, tmp_p
     """Checkpoint (left running) into the tiered store, like the snapshotter would."""
     sid = new_snapshot_id("torchlike")
     image_dir = tmp_path / f"ckpt-{sid}"
-    ckpt = await PodmanCheckpoints(podman_socket).checkpoint(handle.ref, image_dir / CHECKPOINT_FILE)
+    ckpt = await PodmanCheckpoints(runtime.podman).checkpoint(handle.ref, image_dir / CHECKPOINT_FILE)
     assert ckpt.size_bytes > 0
     draft = Manifest(id=sid, fn="torchlike", node="test-node", runtime="container",
                      created_ms=int(time.time() * 1000), sha256="", size_bytes=0, raw_bytes=0,
@@ -73,7 +73,7 @@ async def snapshot_container(runtime, podman_socket, redis, store, handle, tmp_p
 async def restore_copy(runtime, podman_socket, store, m, tmp_path, criu):
     image = await materialize(store, HostFacts.local(criu.version), "container", m, tmp_path / "cache")
     port, pod = free_port(), f"test-{uuid.uuid4().hex[:8]}"
-    r = await PodmanCheckpoints(podman_socket).restore(image / CHECKPOINT_FILE, pod=pod, host_port=port,
+    r = await PodmanCheckpoints(runtime.podman).restore(image / CHECKPOINT_FILE, pod=pod, host_port=port,
                                                        container_port=m.port)
     handle = WorkerHandle(pod=pod, runtime="container", ref=r.id, endpoint=r.endpoint)
     runtime.started.append(handle)
@@ -111,7 +111,7 @@ async def test_a_checkpoint_taken_while_a_connection_waits_unaccepted_succeeds(
     # A probe or a call can arrive at any moment of a checkpoint, and one the worker has not
     # accepted yet made CRIU fail the whole checkpoint ("In-flight connection"); it is left out
     # of the image instead (infra/install-podman.sh: skip-in-flight in /etc/criu/runc.conf).
-    docker = await runtime._api()
+    docker = await runtime.podman.docker()
     python = (await docker.images.inspect(worker_image))["Config"]["Cmd"][0]
     port = free_port()
     container = await docker.containers.create({
@@ -123,7 +123,7 @@ async def test_a_checkpoint_taken_while_a_connection_waits_unaccepted_succeeds(
         await container.start()
         waiting = await asyncio.to_thread(connect_when_listening, port)
         with waiting:
-            ckpt = await PodmanCheckpoints(podman_socket).checkpoint(container.id, tmp_path / CHECKPOINT_FILE)
+            ckpt = await PodmanCheckpoints(runtime.podman).checkpoint(container.id, tmp_path / CHECKPOINT_FILE)
         assert ckpt.size_bytes > 0
     finally:
         await container.delete(force=True)
@@ -179,7 +179,7 @@ async def test_a_staged_standby_restores_in_place_with_warm_state_and_is_used_on
     m = await snapshot_container(runtime, podman_socket, redis, store, handle, tmp_path, criu)
     await runtime.stop(handle, grace_s=0)
     image = await materialize(store, HostFacts.local(criu.version), "container", m, tmp_path / "cache")
-    pool = StandbyPool(PodmanCheckpoints(podman_socket), per_snapshot=1)
+    pool = StandbyPool(PodmanCheckpoints(runtime.podman), per_snapshot=1)
     try:
         assert await pool.fill(m.id, image / CHECKPOINT_FILE, m.port) == 1
         assert await pool.fill(m.id, image / CHECKPOINT_FILE, m.port) == 0, "already staged"
@@ -205,7 +205,7 @@ async def test_a_shared_tier_snapshot_restores_on_another_node_by_import_then_fr
     await runtime.stop(handle, grace_s=0)
 
     other = TieredStore([Tier("local", tmp_path / "node-b"), shared])  # never saw the snapshot
-    podman = PodmanCheckpoints(podman_socket)
+    podman = PodmanCheckpoints(runtime.podman)
     restores = ContainerRestores(podman, other, HostFacts.local(criu.version), tmp_path / "cache-b",
                                  StandbyPool(podman, 1), asyncio.Lock(), refill_delay_s=3600)
     try:

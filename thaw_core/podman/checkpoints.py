@@ -1,7 +1,8 @@
 """Checkpoint, restore and stage containers through Podman's own API (libpod endpoints).
 
 The Docker-compatible API has no working checkpoint path on Podman (it answers 404), so these
-calls use ``/v4.0.0/libpod/containers/...`` on the same socket the container runtime uses.
+calls use ``/v4.0.0/libpod/containers/...`` through the node's one podman client
+(thaw_core/podman/client.py), on the session the container runtime's calls use.
 Under the hood runc calls CRIU (infra/install-criu.sh).
 
 - `checkpoint` exports a running container (left running) to a tar file: CRIU images plus the
@@ -24,11 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import aiohttp
-
+from thaw_core.podman.client import Podman
 from thaw_core.podman.names import container_name
 
-API = "http://podman/v4.0.0/libpod"
 CHUNK = 1 << 20
 
 
@@ -76,23 +75,20 @@ def _flag(b: bool) -> str:
 
 
 class PodmanCheckpoints:
-    def __init__(self, socket: Path, timeout_s: float = 300.0):
-        self._socket = socket
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+    def __init__(self, podman: Podman):
+        self.podman = podman
 
-    def _session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self._socket)),
-                                     timeout=self._timeout)
+    async def close(self) -> None:
+        await self.podman.close()
 
     async def _post(self, what: str, container: str, path: str, params: dict[str, str], data: BinaryIO | None = None,
                     ok: tuple[int, ...] = (200, 204)) -> str:
         headers = {"Content-Type": "application/x-tar"} if data is not None else None
-        async with self._session() as s:
-            async with s.post(f"{API}{path}", params=params, data=data, headers=headers) as r:
-                text = await r.text()
-                if r.status not in ok:
-                    raise PodmanCheckpointError(what, container, r.status, _message(text))
-                return text
+        async with await self.podman.libpod("POST", path, params=params, data=data, headers=headers) as r:
+            text = await r.text()
+            if r.status not in ok:
+                raise PodmanCheckpointError(what, container, r.status, _message(text))
+            return text
 
     async def checkpoint(self, container: str, dest: Path, *, leave_running: bool = True,
                          tcp_established: bool = True) -> CheckpointFile:
@@ -103,13 +99,12 @@ class PodmanCheckpoints:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp")
         t0 = time.monotonic()
-        async with self._session() as s:
-            async with s.post(f"{API}/containers/{container}/checkpoint", params=params) as r:
-                if r.status != 200:
-                    raise PodmanCheckpointError("checkpoint", container, r.status, _message(await r.text()))
-                with open(tmp, "wb") as f:
-                    async for chunk in r.content.iter_chunked(CHUNK):
-                        f.write(chunk)
+        async with await self.podman.libpod("POST", f"/containers/{container}/checkpoint", params=params) as r:
+            if r.status != 200:
+                raise PodmanCheckpointError("checkpoint", container, r.status, _message(await r.text()))
+            with open(tmp, "wb") as f:
+                async for chunk in r.content.iter_chunked(CHUNK):
+                    f.write(chunk)
         tmp.replace(dest)
         return CheckpointFile(path=dest, size_bytes=dest.stat().st_size,
                               duration_s=time.monotonic() - t0)
@@ -162,19 +157,17 @@ class PodmanCheckpoints:
 
     async def remove(self, container: str) -> None:
         """Force-remove `container`. Idempotent."""
-        async with self._session() as s:
-            async with s.delete(f"{API}/containers/{container}", params={"force": "true"}) as r:
-                if r.status not in (200, 204, 404):
-                    raise PodmanCheckpointError("remove", container, r.status, _message(await r.text()))
+        async with await self.podman.libpod("DELETE", f"/containers/{container}", params={"force": "true"}) as r:
+            if r.status not in (200, 204, 404):
+                raise PodmanCheckpointError("remove", container, r.status, _message(await r.text()))
 
     async def listed(self, name_prefix: str) -> list[Listed]:
         """Containers (running or not) whose name starts with `name_prefix`."""
         params = {"all": "true", "filters": json.dumps({"name": [name_prefix]})}
-        async with self._session() as s:
-            async with s.get(f"{API}/containers/json", params=params) as r:
-                if r.status != 200:
-                    raise PodmanCheckpointError("list", name_prefix, r.status, _message(await r.text()))
-                found = await r.json(content_type=None)
+        async with await self.podman.libpod("GET", "/containers/json", params=params) as r:
+            if r.status != 200:
+                raise PodmanCheckpointError("list", name_prefix, r.status, _message(await r.text()))
+            found = await r.json(content_type=None)
         out = []
         for c in found or []:
             name = next((n for n in c.get("Names") or [] if n.startswith(name_prefix)), None)
@@ -187,12 +180,11 @@ class PodmanCheckpoints:
 
     async def inspect(self, container: str) -> dict[str, Any]:
         """Podman's inspect document of `container`; PodmanCheckpointError (404) when gone."""
-        async with self._session() as s:
-            async with s.get(f"{API}/containers/{container}/json") as r:
-                if r.status != 200:
-                    raise PodmanCheckpointError("inspect", container, r.status, _message(await r.text()))
-                doc: dict[str, Any] = await r.json(content_type=None)
-                return doc
+        async with await self.podman.libpod("GET", f"/containers/{container}/json") as r:
+            if r.status != 200:
+                raise PodmanCheckpointError("inspect", container, r.status, _message(await r.text()))
+            doc: dict[str, Any] = await r.json(content_type=None)
+            return doc
 
 
 def container_port(inspected: dict[str, Any]) -> int:
