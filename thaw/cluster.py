@@ -26,7 +26,8 @@ from pathlib import Path
 
 from agents.identity import default_node_name
 from bus_schemas import permissions
-from thaw.launcher import (Platform, _add_service, bus_credentials, check_port_free, say, wait_http_ok)
+from thaw.launcher import (Platform, _add_service, bus_credentials, check_port_free, criu_usable, say,
+                           service_credentials, wait_http_ok)
 from thaw.platform_record import write_record
 from thaw.supervisor import Supervisor
 from thaw_core import bus_auth, nats_cluster, servers, valkey_sentinel
@@ -122,14 +123,14 @@ def up_cluster(state_dir: Path, size: int, http_port: int) -> Fleet:
         write_record(state_dir, nats.url, store.url, [n.name for n in nodes], {"kind": "cluster", "members": members})
         common = ["--nats", nats.url, "--redis", store.url]
         for i in range(PLACEMENT_WORKERS):
-            _add_service(sup, f"placement-{i}", ["-m", "placement", *common, *_credentials(secrets_dir, acl.PLACEMENT),
-                                                 "--name", f"placement-{i}", "--node-timeout", str(NODE_TIMEOUT_S)],
-                         logs)
+            _add_service(sup, f"placement-{i}", [
+                "-m", "placement", *common, *service_credentials(secrets_dir, acl.PLACEMENT),
+                "--name", f"placement-{i}", "--node-timeout", str(NODE_TIMEOUT_S)], logs)
         say(f"{PLACEMENT_WORKERS} placement workers started (one queue group)")
-        snapshots = _criu_usable()
+        snapshots = criu_usable()
         for node in nodes:
             _start_node(sup, node, common, secrets_dir, state_dir / "snapshots-shared", logs, snapshots)
-        _add_service(sup, "gateway", ["-m", "gateway", *common, *_credentials(secrets_dir, acl.GATEWAY),
+        _add_service(sup, "gateway", ["-m", "gateway", *common, *service_credentials(secrets_dir, acl.GATEWAY),
                                       "--port", str(http_port)], logs)
         wait_http_ok(f"{fleet.gateway_url}/healthz", 30, sup.proc("gateway"), "gateway")
         say(f"gateway ready at {fleet.gateway_url}")
@@ -189,33 +190,15 @@ def _start_node(sup: Supervisor, node: Node, common: list[str], secrets_dir: Pat
     node.state_dir.mkdir(parents=True, exist_ok=True)
     config = node.state_dir / "node.toml"
     config.write_text(NODE_CONFIG.format(name=node.name))
-    args = ["-m", "agents", *common, *_credentials(secrets_dir, acl.AGENT, node.name), "--config", str(config),
-            "--state-dir", str(node.state_dir / "agent")]
+    args = ["-m", "agents", *common, *service_credentials(secrets_dir, acl.AGENT, node.name),
+            "--config", str(config), "--state-dir", str(node.state_dir / "agent")]
     _add_service(sup, agent, [*args, "--expect-snapshotter"] if snapshots else args, logs)
     if snapshots:
-        _add_service(sup, snapshotter, ["-m", "snapshotter", *common, *_credentials(secrets_dir, acl.SNAPSHOTTER, node.name),
+        _add_service(sup, snapshotter, ["-m", "snapshotter", *common,
+                                        *service_credentials(secrets_dir, acl.SNAPSHOTTER, node.name),
                                         "--node", node.name, "--state-dir", str(node.state_dir / "snapshotter"),
                                         "--shared-dir", str(shared)], logs)
     say(f"node {node.name} started (agent{' and snapshotter' if snapshots else ''}; state in {node.state_dir})")
-
-
-def _credentials(secrets_dir: Path, role: str, node: str = "") -> list[str]:
-    bus_user = permissions.user_name(role, node)
-    return ["--redis-credentials", str(acl.credentials_path(secrets_dir, role)),
-            "--nats-credentials", str(bus_auth.credentials_path(secrets_dir, bus_user))]
-
-
-def _criu_usable() -> bool:
-    from snapshotter.criu import find_criu
-    from snapshotter.errors import CriuMissing
-
-    try:
-        criu = asyncio.run(find_criu())
-    except CriuMissing as exc:
-        say(f"snapshots off, every pod cold-starts: {exc}")
-        return False
-    say(f"CRIU {criu.version} passes `criu check`: each node runs a snapshotter")
-    return True
 
 
 def node_worker_pids(node: str) -> list[int]:

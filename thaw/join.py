@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.identity import default_node_name
-from bus_schemas import permissions
-from thaw.launcher import _add_service, operator_creds, say
+from thaw.launcher import _add_service, criu_usable, operator_creds, say, service_credentials
 from thaw.platform_record import RECORD, write_record
 from thaw.supervisor import Supervisor
 from thaw_core import bus_auth, nats_cluster
@@ -91,7 +90,7 @@ def nats_pids(platform_dir: Path) -> list[int]:
 def join(platform_dir: Path, state_dir: Path, config: Path | None) -> JoinedNode:
     """Steps 1 to 3 of the module doc; raises JoinError saying what to do."""
     from agents.config import load_agent_settings
-    from thaw.cluster import NODE_CONFIG, _criu_usable
+    from thaw.cluster import NODE_CONFIG
 
     platform_dir = platform_dir.resolve()
     record = read_record(platform_dir)
@@ -107,11 +106,10 @@ def join(platform_dir: Path, state_dir: Path, config: Path | None) -> JoinedNode
     common = ["--nats", record["nats"], "--redis", record["redis"]]
 
     def credentials(role: str) -> list[str]:
-        return ["--redis-credentials", str(acl.credentials_path(secrets_dir, role)),
-                "--nats-credentials", str(bus_auth.credentials_path(secrets_dir, permissions.user_name(role, node)))]
+        return service_credentials(secrets_dir, role, node)
     sup = Supervisor(state_dir / "run" / "components.json", say)
     try:
-        snapshots = _criu_usable()
+        snapshots = criu_usable()
         agent = ["-m", "agents", *common, *credentials(acl.AGENT), "--config", str(config),
                  "--state-dir", str(state_dir / "agent")]
         _add_service(sup, "agent", [*agent, "--expect-snapshotter"] if snapshots else agent, logs)

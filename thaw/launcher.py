@@ -137,10 +137,7 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
         common = ["--nats", nats.url, "--redis", redis.url]
 
         def credentials(role: str) -> list[str]:
-            """This role's store credentials, and its bus credentials (per node for node roles)."""
-            bus_user = permissions.user_name(role, node if role in permissions.NODE_ROLES else "")
-            return ["--redis-credentials", str(acl.credentials_path(secrets_dir, role)),
-                    "--nats-credentials", str(bus_auth.credentials_path(secrets_dir, bus_user))]
+            return service_credentials(secrets_dir, role, node)
         _add_service(sup, "placement", ["-m", "placement", *common, *credentials(acl.PLACEMENT)], logs)
         say("placement worker started")
         agent_args = ["-m", "agents", *common, *credentials(acl.AGENT), "--state-dir", str(state_dir / "agent")]
@@ -177,9 +174,17 @@ def _add_service(sup: Supervisor, name: str, args: list[str], logs: Path) -> Non
     sup.add(name, component_starter(name, args, logs), logs / f"{name}.log")
 
 
-def _snapshotter_args(state_dir: Path, config: Path | None, common: list[str]) -> list[str] | None:
-    """Arguments for this node's snapshotter, or None (said why) when CRIU is not usable."""
-    from agents.config import load_agent_settings
+def service_credentials(secrets_dir: Path, role: str, node: str = "") -> list[str]:
+    """The flags that give a service its role's store credentials and its bus user's (one per
+    node for the node roles, agent and snapshotter)."""
+    bus_user = permissions.user_name(role, node if role in permissions.NODE_ROLES else "")
+    return ["--redis-credentials", str(acl.credentials_path(secrets_dir, role)),
+            "--nats-credentials", str(bus_auth.credentials_path(secrets_dir, bus_user))]
+
+
+def criu_usable() -> bool:
+    """Whether this host can snapshot (CRIU found and passing `criu check`); says which, or why
+    not and that every pod cold-starts."""
     from snapshotter.criu import find_criu
     from snapshotter.errors import CriuMissing
 
@@ -187,8 +192,17 @@ def _snapshotter_args(state_dir: Path, config: Path | None, common: list[str]) -
         criu = asyncio.run(find_criu())
     except CriuMissing as exc:
         say(f"snapshots off, every pod cold-starts: {exc}")
+        return False
+    say(f"CRIU {criu.version} passes `criu check`: a snapshotter runs beside each node's agent")
+    return True
+
+
+def _snapshotter_args(state_dir: Path, config: Path | None, common: list[str]) -> list[str] | None:
+    """Arguments for this node's snapshotter, or None (said why) when CRIU is not usable."""
+    from agents.config import load_agent_settings
+
+    if not criu_usable():
         return None
-    say(f"CRIU {criu.version} passes `criu check`")
     agent = load_agent_settings(config, "", "", state_dir / "agent")  # the node name and runtime the agent uses
     container = [] if agent.runtime != "container" else [
         "--runtime", "container", "--podman-socket", str(agent.container_socket)]

@@ -88,6 +88,13 @@ class Supervisor:
                 self._restart(c)
         orphans.reap_orphans(self._ours())
 
+    def watch(self, every_s: float = 0.25) -> None:
+        """Keep the components running (check() every `every_s`) until Ctrl-C, which propagates
+        as KeyboardInterrupt for the caller to stop what it started."""
+        while True:
+            self.check()
+            time.sleep(every_s)
+
     def _schedule_restart(self, c: Component, now: float) -> None:
         _kill_group(c.proc.pid)  # whatever it left in its group, e.g. a child stuck before exec
         ran_s = now - c.started_at

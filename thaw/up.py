@@ -46,9 +46,7 @@ def run_up(args) -> None:
         say(f"up: HTTP {platform.gateway_url}  NATS {platform.nats.url}  Redis {platform.redis.url}")
         say("try: thaw invoke echo '{\"hello\": 1}'   |   thaw ls   |   Ctrl-C stops everything")
         say(f"a component that dies is restarted; pids and restarts in {platform.supervisor.status_path}")
-        while True:
-            platform.supervisor.check()
-            time.sleep(0.25)
+        platform.supervisor.watch()
     except KeyboardInterrupt:
         say(f"stopping everything (at most {STOP_BOUND_S:.0f}s; Ctrl-C again to kill at once) ...")
     finally:
@@ -67,9 +65,7 @@ def run_joined_node(args, state_dir: Path) -> None:
     node = join(args.join, state_dir, args.config)
     try:
         say(f"node {node.name} runs; Ctrl-C stops it (its pods are placed elsewhere)")
-        while True:
-            node.supervisor.check()
-            time.sleep(0.25)
+        node.supervisor.watch()
     except KeyboardInterrupt:
         say(f"stopping node {node.name} ...")
     finally:

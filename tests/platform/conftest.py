@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -24,10 +25,10 @@ def echo_spec(**scaling) -> dict:
             "start_timeout_s": 20, **scaling}}
 
 
-@pytest.fixture
-async def platform(tmp_path, redis_url, request):
-    nats = servers.start_nats(tmp_path / "nats")
-    h = Harness(tmp_path, nats, redis_url)
+@contextlib.asynccontextmanager
+async def running(h: Harness, request):
+    """`h` with placement, an agent and a gateway started; stopped after, its logs printed when
+    the test failed."""
     for name in ("placement", "agent", "gateway"):
         h.start(name)
     try:
@@ -35,8 +36,14 @@ async def platform(tmp_path, redis_url, request):
         yield h
     finally:
         h.stop()
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
             print(h.logs())
+
+
+@pytest.fixture
+async def platform(tmp_path, redis_url, request):
+    async with running(Harness(tmp_path, servers.start_nats(tmp_path / "nats"), redis_url), request) as h:
+        yield h
 
 
 def _healthy(url: str) -> bool:

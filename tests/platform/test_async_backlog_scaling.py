@@ -11,7 +11,7 @@ from thaw_core import servers
 from thaw_core.store.pods import Pods
 
 from tests.conftest import eventually
-from tests.platform.conftest import _healthy, deploy
+from tests.platform.conftest import deploy, running
 from tests.platform.harness import Harness
 from tests.platform.test_async_calls import calls_fn, queue, settled
 
@@ -30,16 +30,8 @@ class OneAtATimeGateway(Harness):
 
 @pytest.fixture
 async def narrow_platform(tmp_path, redis_url, request):
-    h = OneAtATimeGateway(tmp_path, servers.start_nats(tmp_path / "nats"), redis_url)
-    for name in ("placement", "agent", "gateway"):
-        h.start(name)
-    try:
-        await eventually(lambda: _healthy(h.url), 20, what="gateway /healthz")
+    async with running(OneAtATimeGateway(tmp_path, servers.start_nats(tmp_path / "nats"), redis_url), request) as h:
         yield h
-    finally:
-        h.stop()
-        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-            print(h.logs())
 
 
 async def queued_in_metrics(http, url: str, fn: str) -> int:
