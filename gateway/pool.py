@@ -8,6 +8,7 @@ why, when the pods started for the waiting calls failed to start.
 """
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from thaw_core.store.leases import Slot
 
 from gateway import errors
 
+log = logging.getLogger(__name__)
 
 VERDICT_GRACE_S = 3.0  # how long past the start deadline a call waits for a starting pod's verdict
 
@@ -65,6 +67,7 @@ class FnPool:
         self.used_since_renew: set[str] = set()  # pods whose slots served calls since last renewal
         self.last_used = time.monotonic()
         self._acquirer: asyncio.Task | None = None
+        self._asking: asyncio.Task | None = None
         self._pod_ready = asyncio.Event()
         self._last_ask = 0.0
 
@@ -178,20 +181,35 @@ class FnPool:
         return sum(1 for w in self.waiters if not w.done())
 
     async def _acquire_while_waiting(self, spec: FunctionSpec) -> None:
+        """Take slots for the waiting calls as pods become ready, and ask for pods now and then,
+        until no call waits. The asking runs beside the taking: a publish that retries through a
+        NATS failover (up to a minute) must not keep a call from a pod that is ready meanwhile.
+        A store error ends no wait either: the calls' own deadlines do."""
         while (want := self._waiting()) > 0:
             self._pod_ready.clear()
-            for slot in await self._leases.acquire(self.fn, want, self._holder, self._ttl_ms, now_ms()):
+            try:
+                acquired = await self._leases.acquire(self.fn, want, self._holder, self._ttl_ms, now_ms())
+            except Exception as exc:  # e.g. Valkey failing over: try again shortly
+                log.warning("%s: could not take slots from the store (%s); retrying", self.fn, exc)
+                acquired = []
+            for slot in acquired:
                 self.held[slot.member] = slot
                 self.checkin(slot)
             if (still := self._waiting()) == 0:
                 return
-            if time.monotonic() - self._last_ask >= self._ask_every_s:
+            if time.monotonic() - self._last_ask >= self._ask_every_s and (self._asking is None or self._asking.done()):
                 self._last_ask = time.monotonic()
-                await self._ask_for_pods(self.fn, math.ceil(still / spec.scaling.concurrency))
+                self._asking = asyncio.create_task(self._ask(math.ceil(still / spec.scaling.concurrency)))
             try:
                 await asyncio.wait_for(self._pod_ready.wait(), 0.25)
             except TimeoutError:
                 pass
+
+    async def _ask(self, pods: int) -> None:
+        try:
+            await self._ask_for_pods(self.fn, pods)
+        except Exception as exc:  # the next round asks again
+            log.warning("%s: could not ask placement for %d pod(s): %s", self.fn, pods, exc)
 
     def idle_slots_to_release(self, hold_s: float) -> list[Slot]:
         """Free slots to hand back when the pool has been idle for hold_s."""
