@@ -32,7 +32,6 @@ from thaw.platform_record import write_record
 from thaw.supervisor import Supervisor
 from thaw_core import bus_auth, nats_cluster, servers, valkey_sentinel
 from thaw_core.sandbox import cgroups
-from thaw_core.sandbox.network import remove_node_network
 from thaw_core.store import acl
 
 PLACEMENT_WORKERS = 2
@@ -66,14 +65,9 @@ class Fleet(Platform):
     bus: nats_cluster.NatsCluster | None = None
     store: valkey_sentinel.SentinelSetup | None = None
     nodes: list[Node] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)
 
-    def stop(self) -> None:
-        super().stop()
-        for name in self.lost:  # its agent, killed, could not take its pod network and cgroups down
-            remove_node_network(name)
-            if cgroups.version():
-                cgroups.remove_node(name)
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
 
     def kill_node(self, name: str) -> list[int]:
         """kill -9 node `name` whole, as when its host dies: agent, snapshotter and every worker
@@ -89,8 +83,7 @@ class Fleet(Platform):
         for pid in node_worker_pids(name):
             _kill_group(pid)
             killed.append(pid)
-        self.lost.append(name)
-        return killed
+        return killed  # its pod network and cgroups go when the fleet stops (node_names)
 
 
 def node_names(state_dir: Path, size: int) -> list[Node]:
@@ -117,7 +110,7 @@ def up_cluster(state_dir: Path, size: int, http_port: int) -> Fleet:
         nats = servers.Server("nats", ",".join(cluster.urls), cluster.members[0].port,
                               cluster.servers[0].process, state_dir / "nats")  # type: ignore[union-attr]
         redis = servers.Server("valkey", store.url, store.primary.port, store.primary.process, state_dir / "valkey")
-        fleet = Fleet(state_dir, nats, redis, f"http://127.0.0.1:{http_port}", sup, cluster, store, nodes)
+        fleet = Fleet(state_dir, nats, redis, f"http://127.0.0.1:{http_port}", sup, bus=cluster, store=store, nodes=nodes)
         members = [{"name": m.name, "port": m.port, "cluster_port": m.cluster_port, "monitor_port": m.monitor_port,
                     "data_dir": str(m.data_dir)} for m in cluster.members]
         write_record(state_dir, nats.url, store.url, [n.name for n in nodes], {"kind": "cluster", "members": members})
@@ -179,7 +172,7 @@ def _store_starter(store: valkey_sentinel.SentinelSetup, i: int) -> Callable[[],
     def start() -> subprocess.Popen:
         server = store.all_servers[i]
         if server.process.poll() is not None:
-            server = store.all_servers[i] = valkey_sentinel.start_again(server)
+            server = store.all_servers[i] = valkey_sentinel.start_again(server, store)
         return server.process
     return start
 

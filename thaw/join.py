@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.identity import default_node_name
-from thaw.launcher import _add_service, criu_usable, operator_creds, say, service_credentials
+from thaw.launcher import _add_service, clear_node_leftovers, criu_usable, operator_creds, say, service_credentials
 from thaw.platform_record import RECORD, write_record
 from thaw.supervisor import Supervisor
 from thaw_core import bus_auth, nats_cluster
@@ -38,6 +38,7 @@ class JoinedNode:
 
     def stop(self) -> None:
         took_s = self.supervisor.stop()
+        clear_node_leftovers([self.name])
         say(f"node {self.name} stopped in {took_s:.1f}s")
 
 

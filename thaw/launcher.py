@@ -26,6 +26,8 @@ from bus_schemas import permissions
 from thaw.platform_record import write_record
 from thaw.supervisor import Supervisor
 from thaw_core import bus_auth, servers
+from thaw_core.sandbox import cgroups
+from thaw_core.sandbox.network import remove_node_network
 from thaw_core.store import acl
 from thaw_core.ports import free_port
 
@@ -37,15 +39,30 @@ class Platform:
     redis: servers.Server
     gateway_url: str
     supervisor: Supervisor
+    node: str = ""
 
     @property
     def procs(self) -> dict[str, subprocess.Popen]:
         """The services' current processes (a restarted one has a new process)."""
         return {n: c.proc for n, c in self.supervisor.components.items() if not c.server}
 
+    def node_names(self) -> list[str]:
+        return [self.node] if self.node else []
+
     def stop(self) -> None:
         took_s = self.supervisor.stop()
+        clear_node_leftovers(self.node_names())
         say(f"stopped everything in {took_s:.1f}s")
+
+
+def clear_node_leftovers(nodes: list[str]) -> None:
+    """Once every process of `nodes` is gone (the supervisor stopped them and killed what they
+    left): their pod networks and cgroup directories. An agent that stops while workers are
+    left to adopt, or is killed, cannot remove them; thousands left behind slow the host."""
+    for name in nodes:
+        remove_node_network(name)
+        if cgroups.version():
+            cgroups.remove_node(name)
 
 
 class PortInUse(RuntimeError):
@@ -131,7 +148,7 @@ def up(state_dir: Path, config: Path | None, http_port: int, nats_port: int | No
             state_dir / "redis", port=redis.port, log_path=logs / "redis-server.log", persist=True, extra_args=users)),
             logs / "redis-server.log", server=True)
         say(f"valkey-server ready at {redis.url}")
-        platform = Platform(state_dir, nats, redis, f"http://127.0.0.1:{http_port}", sup)
+        platform = Platform(state_dir, nats, redis, f"http://127.0.0.1:{http_port}", sup, node=node)
         write_record(state_dir, nats.url, redis.url, [node],
                      {"kind": "single", "listen": f"127.0.0.1:{nats_port}", "store_dir": str(state_dir / "nats")})
         common = ["--nats", nats.url, "--redis", redis.url]

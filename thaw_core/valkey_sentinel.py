@@ -133,16 +133,52 @@ def _ready(setup: SentinelSetup, sentinel: Creds) -> bool:
     return True
 
 
-def start_again(server: Server) -> Server:
+def start_again(server: Server, setup: SentinelSetup) -> Server:
     """Start a data node or Sentinel of the setup again, from the config file it rewrote (its
-    port, and its role as Sentinel last set it); a restarted old primary comes back as a replica
-    once the Sentinels see it."""
+    port, and its role as Sentinel last set it).
+
+    A data node comes back as a replica of the primary the Sentinels name, never as a primary
+    beside it: an old primary restarted before they failed it over would otherwise take writes
+    until they demoted it (seen: 10 s), and those writes are lost when it resyncs from the new
+    primary (a gateway's leases, say). So while the Sentinels still name this node, its restart
+    waits for the failover, up to FAILOVER_TIMEOUT_MS; past that (no replica to promote) it
+    comes back as it was, the primary."""
     sentinel_conf = server.data_dir / "sentinel.conf"
-    argv = [valkey_server_binary(), str(sentinel_conf), "--sentinel"] if sentinel_conf.exists() else \
-        [valkey_server_binary(), str(server.data_dir / "valkey.conf")]
+    if sentinel_conf.exists():
+        argv = [valkey_server_binary(), str(sentinel_conf), "--sentinel"]
+    else:
+        primary = _primary_other_than(server.port, setup, (DOWN_AFTER_MS + FAILOVER_TIMEOUT_MS) / 1000)
+        argv = [valkey_server_binary(), str(server.data_dir / "valkey.conf"),
+                *(["--replicaof", "127.0.0.1", str(primary)] if primary else [])]
     process = _spawn(argv, server.data_dir / ("sentinel.log" if sentinel_conf.exists() else "valkey.log"))
     wait_for_port(server.port, process, 15, server.name)
     return Server(server.name, server.url, server.port, process, server.data_dir)
+
+
+def _primary_other_than(port: int, setup: SentinelSetup, wait_s: float) -> int | None:
+    """The port of the primary the Sentinels name, once it is not `port`; None if they still
+    name `port` after wait_s, or none answers."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        named = _named_primary(setup)
+        if named is not None and named != port:
+            return named
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
+
+
+def _named_primary(setup: SentinelSetup) -> int | None:
+    """The primary's port as the first Sentinel that answers names it."""
+    for s in setup.sentinels:
+        try:
+            with redis.Redis(port=s.port, socket_timeout=0.5, socket_connect_timeout=0.5) as watcher:
+                address = watcher.sentinel_get_master_addr_by_name(MASTER_NAME)
+        except (redis.ConnectionError, redis.TimeoutError):
+            continue
+        if address:
+            return int(address[1])
+    return None
 
 
 def _data_node(data_dir: Path, name: str, aclfile: Path, replica: Creds, primary_port: int | None) -> Server:

@@ -13,6 +13,7 @@ import asyncio
 import time
 
 import pytest
+import redis
 
 from bus_schemas import redis_keys as K
 from bus_schemas.nodes import GpuCapacity, NodeCapacity
@@ -21,7 +22,7 @@ from thaw_core.store.acl import PLACEMENT, ensure_credentials
 from thaw_core.store.client import connect_redis
 from thaw_core.store.ledger import Ledger, Reservation
 from thaw_core.store.nodes import Nodes
-from thaw_core.valkey_sentinel import start_sentinel_setup
+from thaw_core.valkey_sentinel import REPLICA_USER, SENTINEL_USER, start_again, start_sentinel_setup
 
 SERVES_AGAIN_WITHIN_S = 10.0  # down-after 1 s, the vote and promotion, the client's next retry
 REPLICATION_LAG_S = 1.0  # on loopback the replica is sub-millisecond behind; a generous bound
@@ -129,3 +130,24 @@ def acknowledged_but_lost(run: Run, held: set[str]) -> dict[str, list[str]]:
 def test_a_sentinel_url_without_hosts_or_master_name_or_with_a_password_is_refused_with_its_form(url):
     with pytest.raises(ValueError, match=r"redis\+sentinel://host:port"):
         connect_redis(url)
+
+
+async def test_a_primary_restarted_before_its_failover_comes_back_as_a_replica_and_takes_no_write(sentinel_setup):
+    """thaw up restarts what dies, often before the Sentinels have failed the primary over. Came
+    back as a primary, it took writes until they demoted it, and those were then lost."""
+    internal = ensure_credentials(sentinel_setup.secrets_dir, (REPLICA_USER, SENTINEL_USER))[SENTINEL_USER]
+    old = sentinel_setup.primary
+    sentinel_setup.kill_primary()
+    again = await asyncio.to_thread(start_again, old, sentinel_setup)  # at once, as the supervisor does
+    try:
+        with redis.Redis(port=again.port, username=internal.user, password=internal.password,
+                         decode_responses=True) as node:
+            role = node.role()
+        assert role[0] == "slave" and int(role[2]) == sentinel_setup.replica.port, role
+        r = connect_redis(sentinel_setup.url, sentinel_setup.creds[PLACEMENT])
+        try:
+            await Nodes(r).upsert_capacity(NODE)  # through Sentinel: the promoted replica takes it
+        finally:
+            await r.aclose()
+    finally:
+        again.kill()

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from agents.identity import default_node_name
+from thaw.launcher import clear_node_leftovers
 
 from tests.platform.test_thaw_up import ThawUp, wait_for
 
@@ -68,3 +69,4 @@ def test_a_joined_node_takes_pods_and_hands_them_back_when_stopped(tmp_path):
             os.killpg(joined.pid, signal.SIGKILL)
             joined.wait()
         up.clean_up()
+        clear_node_leftovers([default_node_name(node_dir / "agent")])  # a no-op after a clean stop

@@ -16,6 +16,7 @@ import pytest
 
 from agents.identity import default_node_name
 from thaw import supervisor
+from thaw.launcher import clear_node_leftovers
 from thaw.supervisor import STOP_BOUND_S
 from thaw_core.ports import free_port
 
@@ -98,6 +99,10 @@ class ThawUp:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in self.leftovers()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        clear_node_leftovers([self.node])  # what its stop would have removed, had it run
 
 
 def alive(pid: int) -> bool:
