@@ -8,8 +8,8 @@ CALLERS callers invoking `echo` in a loop (a call is *hung* when it has no answe
   on the other nodes, its reservations released once, its workers gone;
 - nats: kill -9 the NATS server leading the async-call stream, while async calls are being
   accepted: every accepted (acked) call must still run (the supervisor restarts the server);
-- redis: kill -9 the Valkey primary: Sentinel promotes the replica (or, restarted quickly with
-  its append-only file, the primary comes back first), and the services follow.
+- redis: kill -9 the Valkey primary: Sentinel promotes the replica, the services follow it, and
+  the killed node, restarted by the supervisor, rejoins as the new primary's replica.
 
 After each: the ledger must be exact (every node's reserved counters equal the sum of the
 reservations of its live pods, and a pod that is not live holds none). Printed: a Markdown
