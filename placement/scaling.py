@@ -62,7 +62,12 @@ def lost_pods(pods: list[PodRecord], heartbeat_ms: dict[str, int], seen_ms: dict
     """(pod, reason) for each pod no agent reports any more.
 
     A pod is lost when its node stopped heartbeating, when its live node has not listed it for
-    unreported_grace_s, or when it stayed pending past pending_timeout_s."""
+    unreported_grace_s, or when it stayed pending past pending_timeout_s.
+
+    "Not listed for unreported_grace_s" is measured up to the node's latest heartbeat heard
+    (`heartbeat_ms`), not up to now: heartbeats that are late (a busy agent, or a busy worker
+    that has not read them yet) are not heartbeats without the pod. A node that falls silent
+    altogether is node_timeout_s's business."""
     out = []
     for p in pods:
         hb = heartbeat_ms.get(p.node, 0)
@@ -73,6 +78,6 @@ def lost_pods(pods: list[PodRecord], heartbeat_ms: dict[str, int], seen_ms: dict
         elif p.state == PodState.PENDING:
             if now_ms - last_seen > pending_timeout_s * 1000:
                 out.append((p.pod, f"no agent on {p.node} started it within {pending_timeout_s:.0f}s"))
-        elif now_ms - last_seen > unreported_grace_s * 1000:
+        elif hb - last_seen > unreported_grace_s * 1000:
             out.append((p.pod, f"node {p.node} no longer reports it"))
     return out

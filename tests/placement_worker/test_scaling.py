@@ -56,3 +56,16 @@ def test_a_freshly_started_placement_worker_gives_every_pod_a_grace_period():
     pods = [pod("a", "idle")]
     assert lost_pods(pods, {}, {}, now_ms=10_000, node_timeout_s=5, unreported_grace_s=3, pending_timeout_s=5,
                      watching_since_ms=9_000) == []
+
+
+def test_late_heartbeats_are_not_heartbeats_without_the_pod():
+    """A node heard from within node_timeout_s, whose last heartbeat heard listed the pod, keeps
+    it however late its next one is: only a heartbeat that leaves it out for the grace counts."""
+    pods = [pod("listed-then-quiet", "idle")]
+    heartbeats = {"n1": 4_000}
+    seen = {"listed-then-quiet": 4_000}
+    assert lost_pods(pods, heartbeats, seen, now_ms=10_000, node_timeout_s=10, unreported_grace_s=3,
+                     pending_timeout_s=5, watching_since_ms=0) == []
+    heartbeats["n1"] = 7_500  # heard again, without it, past the grace
+    assert [p for p, _ in lost_pods(pods, heartbeats, seen, now_ms=10_000, node_timeout_s=10, unreported_grace_s=3,
+                                    pending_timeout_s=5, watching_since_ms=0)] == ["listed-then-quiet"]
