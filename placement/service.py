@@ -36,9 +36,10 @@ def attach(broker: NatsBroker, worker: PlacementWorker, name: str, creds: Creden
 
 def housekeeping_pause_s(settings: PlacementSettings, round_s: float) -> float:
     """The pause after a housekeeping round: housekeeping_every_s, or as long as the round took
-    if that is longer. A round reads every function and live pod; on a large fleet it takes
-    longer than the pause, and back to back it would leave placement (same loop) half the
-    time or less (bench/fleet_replay.py). So it takes at most half the worker's time."""
+    if that is longer. A round on a large fleet can take longer than the pause (it reads every
+    node's version and a slice of the specs and pods), and back to back it would leave
+    placement (same loop) half the time or less (bench/fleet_replay.py). So it takes at most
+    half the worker's time."""
     return max(settings.housekeeping_every_s, round_s)
 
 

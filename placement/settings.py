@@ -14,6 +14,9 @@ class PlacementSettings:
     housekeeping_every_s: float = 0.5
     backlog_every_s: float = 1.0  # how often queued async calls are counted for scale-up (placement/backlog.py)
     node_timeout_s: float = 10.0  # a node silent this long is lost; its pods are reclaimed
+    # A node's heartbeat is written to the store at most this often by each worker (its liveness
+    # is judged against node_timeout_s, and each worker's reclaims against what it hears itself).
+    heartbeat_store_every_s: float = 2.0
     unreported_grace_s: float = 5.0  # a live node that stops listing a pod loses it after this
     pending_timeout_s: float = 30.0  # a pod no agent picked up is reclaimed after this
     commit_attempts: int = 5

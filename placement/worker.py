@@ -17,6 +17,7 @@ A function whose pods keep failing to start gets its next pod later each time
 import asyncio
 import logging
 import secrets
+from typing import NamedTuple
 
 from bus_schemas import subjects
 from bus_schemas.functions import FunctionSpec, runtime_of, spec_digest
@@ -34,7 +35,7 @@ from thaw_core.store.nodes import Nodes
 from thaw_core.store.pods import Moved, Pods
 from thaw_core.store.quotas import QUOTA_OUTCOMES, Quotas
 from thaw_core.store.snapshots import SnapshotCatalog
-from thaw_core.store.start_failures import StartFailureLog, wait_left_s
+from thaw_core.store.start_failures import StartFailureLog, StartFailures, wait_left_s
 from thaw_core.store.workload import WorkloadCounts
 from thaw_core.subscriber import Retry
 
@@ -43,10 +44,22 @@ from placement.engine.decide import decide
 from placement.engine.model import Placed, PodRequest
 from placement.learned_workload import LearnedWorkload
 from placement.live_index import LiveIndex
+from placement.pod_cache import PodCache
+from placement.recent_pods import RecentPods
 from placement.requests import pod_request
 from placement.settings import PlacementSettings
+from placement.spec_cache import SpecCache
 
 log = logging.getLogger(__name__)
+
+
+class Assignment(NamedTuple):
+    """A pod the ledger committed, still to be announced (pending) and sent to its node."""
+
+    reserved: Moved
+    spec: FunctionSpec
+    placed: Placed
+    snapshot: str
 
 
 class PlacementWorker:
@@ -54,6 +67,9 @@ class PlacementWorker:
         self.s = settings
         self._js, self._r = js, r
         self.functions, self.pods, self.nodes = Functions(r), Pods(r), Nodes(r)
+        # housekeeping's views, read a slice a round; lease requests read their function's afresh
+        self.specs, self.live_pods = SpecCache(self.functions), PodCache(self.pods)
+        self.recent = RecentPods()
         self.states = PodStates(r, js)
         self.ledger, self.leases = self.states.ledger, Leases(r)
         self.snapshots = SnapshotCatalog(r)
@@ -71,9 +87,12 @@ class PlacementWorker:
         # consumer hands over a batch of lease requests at once; deciding them side by side over
         # the one index made each decide without the others' pending commits, so they picked the
         # same GPUs, conflicted, read the whole fleet from the store and decided again (measured
-        # by bench/fleet_replay.py: more conflicts than requests, ~15 placements/s).
+        # by bench/fleet_replay.py: more conflicts than requests, ~15 placements/s). Only the
+        # decision and the ledger commit hold it: a request's reads come before it and its
+        # publishes after, overlapping the next request's placement.
         self._placing = asyncio.Lock()
         self._heartbeats_unstored: dict[str, int] = {}  # node -> its newest heartbeat not in the store yet
+        self._heartbeat_stored_ms: dict[str, int] = {}  # node -> the heartbeat last queued for the store
         self._storing_heartbeats: asyncio.Task | None = None
         self._drain_waiting: dict[str, str] = {}  # node -> why its drain waits, as last written
 
@@ -98,13 +117,31 @@ class PlacementWorker:
         self.workload_synced_ms = now
 
     async def on_lease_requested(self, msg: LeaseRequested, subject: str) -> None:
+        mark = self.recent.open_read()
+        try:
+            assignments = await self._commit_for(msg, mark)
+        finally:
+            self.recent.close_read(mark)
+        await asyncio.gather(*(self._assign(a) for a in assignments))
+
+    async def _commit_for(self, msg: LeaseRequested, mark: int) -> list[Assignment]:
+        """The pods committed for a lease request, not yet announced. Its reads go before the
+        placement lock (their round trips overlap other requests' placements); under it, the
+        pods this worker committed for the function since the reads began count too."""
+        spec, pods, failures = await asyncio.gather(self.functions.get(msg.fn), self.pods.live(msg.fn),
+                                                    self.start_failures.get(msg.fn))
+        if spec is None:
+            return []  # deleted meanwhile: nothing to place
+        committed: list[Assignment] = []
         async with self._placing:
-            spec = await self.functions.get(msg.fn)
-            if spec is None:
-                return  # deleted meanwhile: nothing to place
-            for _ in range(scaling.pods_to_start(spec, await self.pods.live(msg.fn), msg.want_pods)):
-                if not await self.place_one(spec):
-                    return
+            if self._waits(spec, failures):
+                return []
+            for _ in range(scaling.pods_to_start(spec, self.recent.since(mark, msg.fn, pods), msg.want_pods)):
+                assignment = await self._commit_one(spec)
+                if assignment is None:
+                    break
+                committed.append(assignment)
+        return committed
 
     async def on_capacity(self, cap: NodeCapacity, subject: str) -> None:
         await self.nodes.upsert_capacity(cap)
@@ -122,6 +159,9 @@ class PlacementWorker:
         self.heartbeat_ms[hb.node] = now
         for pod in hb.pods:
             self.seen_ms[pod] = now
+        if now - self._heartbeat_stored_ms.get(hb.node, 0) < self.s.heartbeat_store_every_s * 1000:
+            return  # a write per node per second was a tenth of a worker's time (bench/fleet_replay.py)
+        self._heartbeat_stored_ms[hb.node] = now
         self._heartbeats_unstored[hb.node] = now
         if self._storing_heartbeats is None or self._storing_heartbeats.done():
             self._storing_heartbeats = asyncio.create_task(self._store_heartbeats())
@@ -142,6 +182,15 @@ class PlacementWorker:
         instead of the spec's (a drained node's replacements, placement/drain.py)."""
         if await self._backing_off(spec):
             return False
+        assignment = await self._commit_one(spec, max_pods)
+        if assignment is None:
+            return False
+        await self._assign(assignment)
+        return True
+
+    async def _commit_one(self, spec: FunctionSpec, max_pods: int | None = None) -> Assignment | None:
+        """Decide where one new pod of `spec` goes and commit it in the ledger; None when it
+        cannot be placed. Its announcement is the caller's (`_assign`)."""
         request = pod_request(spec)
         index, refreshed = await self.live.current(), False
         if self.workload_synced_ms is None:
@@ -157,7 +206,7 @@ class PlacementWorker:
             if not isinstance(decision, Placed):
                 self._observe_unplaceable(spec.name, request)
                 await self._record_unplaceable(spec.name, decision.reasons)
-                return False
+                return None
             pod = f"{spec.name}-{secrets.token_hex(4)}"
             snapshot = await self._snapshot_for(spec, decision.node)
             reservation, at_ms = self._reservation(pod, spec, decision, snapshot, max_pods), now_ms()
@@ -165,15 +214,15 @@ class PlacementWorker:
             if outcome in ("ok", "exists"):
                 if outcome == "ok":
                     self.live.reserved(decision, request, generation)
+                    self.recent.committed(pod, spec.name, decision.node, at_ms)
                     self._observe(spec.name, request, at_ms)
-                await self._assign(first_state(reservation, at_ms), spec, decision, snapshot)
-                return True
+                return Assignment(first_state(reservation, at_ms), spec, decision, snapshot)
             if outcome == "max_pods":
-                return False
+                return None
             if outcome in QUOTA_OUTCOMES:
                 quota = await self.quotas.describe(spec.tenant)
                 await self._record_unplaceable(spec.name, {"tenant quota": f"{QUOTA_OUTCOMES[outcome]} ({quota})"})
-                return False
+                return None
             log.info("commit for %s conflicted (%s); deciding again on a fresh capacity view", spec.name, outcome)
             index, refreshed = await self.live.refresh(), True
         raise Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
@@ -202,11 +251,16 @@ class PlacementWorker:
         """Whether `spec`'s last pods failed to start too recently for another one yet. This is
         the one place a crash loop is slowed: every new pod, for callers or for min_pods, comes
         through place_one, and the record is in Redis, so a restarted worker keeps the pace."""
-        record = await self.start_failures.get(spec.name)
+        return self._waits(spec, await self.start_failures.get(spec.name))
+
+    def _waits(self, spec: FunctionSpec, record: StartFailures | None) -> bool:
+        """Whether `record` (spec's start failures) holds its next pod back yet."""
+        if record is None:
+            return False
         wait_s = wait_left_s(record, spec_digest(spec), now_ms())
-        if wait_s > 0 and record is not None:
+        if wait_s > 0:
             log.debug("not starting a pod of %s for %.1fs more: %d starts in a row failed", spec.name, wait_s,
-                     record.failures)
+                      record.failures)
         return wait_s > 0
 
     async def _snapshot_for(self, spec: FunctionSpec, node: str) -> str:
@@ -225,7 +279,8 @@ class PlacementWorker:
                            concurrency=spec.scaling.concurrency,
                            snapshot=snapshot, tenant=spec.tenant)
 
-    async def _assign(self, reserved: Moved, spec: FunctionSpec, p: Placed, snapshot: str = "") -> None:
+    async def _assign(self, assignment: Assignment) -> None:
+        reserved, spec, p, snapshot = assignment
         pod = reserved.pod
         msg = PodAssigned(pod=pod, node=p.node, spec=spec, snapshot=snapshot,
                           gpus=GpuSlice(indices=p.gpus, vram_mib=p.vram_mib, gpu_milli=p.gpu_milli))
@@ -242,16 +297,28 @@ class PlacementWorker:
         await self.functions.record_unplaceable(fn, text, now_ms())
 
     async def housekeeping(self) -> None:
+        mark = self.recent.open_read()
+        try:
+            await self._housekeeping(mark)
+        finally:
+            self.recent.close_read(mark)
+
+    async def _housekeeping(self, mark: int) -> None:
+        """One round, over live pods and specs read a slice a round (placement/pod_cache.py,
+        spec_cache.py: every record each round cost most of a worker's time on a large fleet,
+        bench/fleet_replay.py). Pods are read once a round: what the round ended is taken out,
+        and min_pods also counts the pods lease requests committed since."""
         now = now_ms()
-        pods = await self.pods.live()
+        pods = await self.live_pods.current()
         for p in pods:
             if p.state == PodState.BUSY:
                 await self.states.announce(await self.leases.sweep(p.pod, now))
-        await self._reclaim_lost(pods, now)
-        specs = {s.name: s for s in await self.functions.all()}
+        reclaimed = await self._reclaim_lost(pods, now)
+        specs = await self.specs.current({p.fn for p in pods})
         by_fn: dict[str, list] = {}
-        for p in await self.pods.live():
-            by_fn.setdefault(p.fn, []).append(p)
+        for p in pods:
+            if p.pod not in reclaimed:
+                by_fn.setdefault(p.fn, []).append(p)
         for fn, fn_pods in by_fn.items():
             if fn not in specs:
                 await self._drain_deleted(fn_pods)
@@ -261,7 +328,10 @@ class PlacementWorker:
             await self._keep_current(now)
             await self._hand_over(by_fn, specs, now)
             for spec in specs.values():
-                for _ in range(scaling.pods_to_start(spec, by_fn.get(spec.name, []), 0)):
+                if spec.scaling.min_pods <= 0:
+                    continue  # nothing to keep: pods_to_start would say 0
+                fn_pods = self.recent.since(mark, spec.name, by_fn.get(spec.name, []))
+                for _ in range(scaling.pods_to_start(spec, fn_pods, 0)):
                     if not await self.place_one(spec):
                         break
 
@@ -323,7 +393,8 @@ class PlacementWorker:
             await self.states.move(p.pod, PodState.DRAINING, now_ms(), reason="function deleted")
             await self._stop(p.pod, p.node, "function deleted")
 
-    async def _reclaim_lost(self, pods: list, now: int) -> None:
+    async def _reclaim_lost(self, pods: list, now: int) -> set[str]:
+        """End the pods no agent reports any more; returns the pods found lost."""
         lost = scaling.lost_pods(pods, self.heartbeat_ms, self.seen_ms, now, self.s.node_timeout_s,
                                  self.s.unreported_grace_s, self.s.pending_timeout_s, self.started_ms)
         for pod, reason in lost:
@@ -331,6 +402,7 @@ class PlacementWorker:
             if await self.states.end(pod, PodState.FAILED, reason, now):
                 log.warning("reclaimed pod %s: %s", pod, reason)
                 await self._stop(pod, record.node, reason)
+        return {pod for pod, _ in lost}
 
     async def _stop(self, pod: str, node: str, reason: str) -> None:
         await bus.publish(self._js, subjects.place_stop(node), PodStop(pod=pod, node=node, reason=reason),

@@ -66,6 +66,10 @@ class Arrivals:
     start_failed: int = 0
     first_s: float | None = None  # time.monotonic() of the first assignment received
     last_s: float | None = None  # ... and of the last
+    # The longest time between two heartbeats of one node (every node is sent in one pass): over
+    # placement's unreported_grace_s (5 s), a pod the agents hold may be reclaimed as unreported
+    # because this process fell behind, not because placement did.
+    heartbeat_gap_max_s: float = 0.0
     pods_by_node: dict[str, set[str]] = field(default_factory=dict)
 
 
@@ -112,7 +116,12 @@ class SimulatedFleet:
         await asyncio.gather(*(report(c) for c in self.capacities.values()))
 
     async def _heartbeats(self) -> None:
+        last: float | None = None
         while True:
+            started = time.monotonic()
+            if last is not None:
+                self.arrivals.heartbeat_gap_max_s = max(self.arrivals.heartbeat_gap_max_s, started - last)
+            last = started
             at = now_ms()
             for node, nc in self._links.items():
                 hb = NodeHeartbeat(node=node, at_ms=at, pods=tuple(sorted(self.arrivals.pods_by_node[node])))

@@ -275,4 +275,5 @@ async def _progress(js, fleet: SimulatedFleet, published: list[int], total: int,
             backlog = -1
         a = fleet.arrivals
         say(f"  {time.monotonic() - start:6.1f}s  published {published[0]:6d}/{total}  "
-            f"unsettled {backlog:6d}  assigned {a.assigned:6d}  idle {a.started:6d}")
+            f"unsettled {backlog:6d}  assigned {a.assigned:6d}  idle {a.started:6d}  "
+            f"heartbeat gap max {a.heartbeat_gap_max_s:4.1f}s")

@@ -56,12 +56,21 @@ class Functions:
         return int(raw) if raw else None
 
     async def all(self) -> list[FunctionSpec]:
-        names = sorted(texts(await self._r.smembers(K.FUNCTIONS)))
-        async with self._r.pipeline(transaction=False) as pipe:  # one round trip, not one per function
+        return [s for s in (await self.get_many(await self.names())).values() if s is not None]
+
+    async def names(self) -> list[str]:
+        """Every deployed function's name, sorted."""
+        return sorted(texts(await self._r.smembers(K.FUNCTIONS)))
+
+    async def get_many(self, names: list[str]) -> dict[str, FunctionSpec | None]:
+        """The specs of `names` (None for one not deployed), in one round trip, not one per function."""
+        if not names:
+            return {}
+        async with self._r.pipeline(transaction=False) as pipe:
             for n in names:
                 pipe.hget(K.function(n), "spec")
             raws = await pipe.execute()
-        return [decode(raw, FunctionSpec) for raw in raws if raw]
+        return {n: decode(raw, FunctionSpec) if raw else None for n, raw in zip(names, raws)}
 
     async def record_unplaceable(self, name: str, why: str, now_ms: int) -> None:
         """Why placement could not place a pod of `name` just now, so a waiting caller's 503 says it."""

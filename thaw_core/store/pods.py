@@ -113,6 +113,10 @@ class Pods:
         """Every non-terminal pod (of `fn`), read in one round trip."""
         return await self._records(await self.live_ids(fn))
 
+    async def get_many(self, ids: list[str]) -> list[PodRecord]:
+        """The records of `ids` that still exist, in that order, read in one round trip."""
+        return await self._records(ids)
+
     async def recent_failures(self, since_ms: int) -> list[PodRecord]:
         """Pods that failed since `since_ms`, newest first, with their reasons (`Ledger.release`
         indexes them)."""
