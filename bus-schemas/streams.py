@@ -26,6 +26,7 @@ class ConsumerSpec:
     max_deliver: int = 10
     max_ack_pending: int = 256
     inactive_threshold_s: float = 0  # 0: kept for good; else the server drops it unbound this long
+    pull_batch: int = 16  # messages fetched at once; the next fetch waits until they are all handled
 
 
 FUNCTIONS = StreamSpec("FUNCTIONS", ("fn.>",), max_msgs_per_subject=16)
@@ -50,7 +51,9 @@ INFER_DLQ = StreamSpec("INFER_DLQ", ("infer.dlq.>",), max_msgs=100_000, max_byte
 ALL_STREAMS = (FUNCTIONS, LEASES, PLACEMENT, PODS, NODES, SNAPSHOTS, INFER_ASYNC, INFER_RESULTS, INFER_DLQ)
 
 # Placement workers share one durable consumer, so each lease request is handled once.
-PLACEMENT_LEASES = ConsumerSpec("LEASES", "placement-leases", "lease.requested.>", ack_wait_s=15)
+# A placement worker places a fetch's requests as one batch (placement/batches.py): the larger
+# the fetch, the fewer round trips a placement costs (bench/fleet_replay.py).
+PLACEMENT_LEASES = ConsumerSpec("LEASES", "placement-leases", "lease.requested.>", ack_wait_s=15, pull_batch=128)
 
 
 def placement_capacity(worker: str) -> ConsumerSpec:

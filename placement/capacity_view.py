@@ -29,11 +29,7 @@ Capacity = tuple[int, int, tuple[tuple[str, int], ...]]
 """A node's CPU milli, memory MiB and (model, vRAM MiB) per GPU."""
 
 
-def fleet(views: list[NodeView]) -> dict[str, Capacity]:
-    """Node -> its capacity (CPU, memory, GPU models and sizes), use left out: two views of the
-    same fleet are equal however much is reserved, so an index can follow them with updates."""
-    return {v.name: capacity(v) for v in views}
-
-
 def capacity(v: NodeView) -> Capacity:
+    """`v` without its use: two views of the same node are equal however much is reserved, so an
+    index can follow a fleet of unchanged capacities with updates."""
     return v.cpu_milli, v.memory_mib, tuple((g.model, g.vram_mib) for g in v.gpus)

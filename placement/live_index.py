@@ -20,18 +20,26 @@ The store stays the truth and the ledger the arbiter: a stale index can only cos
 (then a refresh and a new decision) or a refresh before an "unplaceable".
 """
 
-import dataclasses
 from collections import Counter
+from typing import NamedTuple
 
 from bus_schemas.nodes import NodeCapacity
 from thaw_core.clock import now_ms
-from thaw_core.store.nodes import Nodes, NodeUsage
+from thaw_core.store.nodes import Nodes
 
-from placement.capacity_view import Capacity, fleet, live_views
+from placement.capacity_view import Capacity, capacity, node_view
 from placement.engine.index import CapacityIndex
-from placement.engine.model import Placed, PodRequest
+from placement.engine.model import NodeView, Placed, PodRequest
 from placement.engine.ranking import trim_logs
 from placement.engine.workload import WorkloadProfile
+
+
+class Known(NamedTuple):
+    """A node as last read in full: its version then, its view and its capacity."""
+
+    version: int
+    view: NodeView
+    capacity: Capacity
 
 
 class LiveIndex:
@@ -46,7 +54,7 @@ class LiveIndex:
         self.nodes_read = 0  # nodes read in full by them: the first, then only those that moved
         self.generation = 0  # bumped by each refresh (see `reserved`)
         self.refreshed_ms = 0  # when the last refresh read the store
-        self._known: dict[str, tuple[int, NodeUsage]] = {}  # node -> (version read, what it was then)
+        self._known: dict[str, Known] = {}  # node -> what it was at the version last read
         self.draining: dict[str, int] = {}  # node -> when its drain began, as of the last refresh
 
     async def current(self) -> CapacityIndex:
@@ -59,12 +67,10 @@ class LiveIndex:
         """Bring the index to the store's state: updates for a fleet it holds, a new index for a
         changed one."""
         self.refreshed_ms = now_ms()
-        nodes, moved = await self._read_nodes()
-        self.draining = {n.name: n.draining_since_ms for n in nodes if n.draining}
-        views = live_views(nodes, self.refreshed_ms, self._node_timeout_s)
+        views, moved = await self._live_views()
         self.refreshes += 1
         self.generation += 1
-        seen = fleet(views)
+        seen = {v.name: self._known[v.name].capacity for v in views}
         if self._index is None or seen != self._fleet:
             self._index, self._fleet = CapacityIndex(views, workload=self._workload), seen
             self.builds += 1
@@ -75,20 +81,25 @@ class LiveIndex:
         trim_logs(self._index)  # updates log group changes; only ranking decisions trim them
         return self._index
 
-    async def _read_nodes(self) -> tuple[list[NodeUsage], set[str]]:
-        """Every node as the store has it now, and the names of those whose version moved since
-        the last read (read again in full; the others only get their heartbeat and drain mark)."""
+    async def _live_views(self) -> tuple[list[NodeView], set[str]]:
+        """The views of the nodes a new pod may go to (those that heartbeated within
+        node_timeout_s and are not draining), and the names of the nodes whose version moved
+        since the last read: only those are read again in full and made new views of; the others
+        only get their heartbeat and drain mark."""
         names = await self._nodes.names()
         marks = await self._nodes.marks(names)
-        moved = {n for n in names if n not in self._known or self._known[n][0] != marks[n].version}
+        moved = {n for n in names if n not in self._known or self._known[n].version != marks[n].version}
         for usage in await self._nodes.read(sorted(moved)):
-            self._known[usage.name] = (marks[usage.name].version, usage)
+            view = node_view(usage)
+            self._known[usage.name] = Known(marks[usage.name].version, view, capacity(view))
             self.nodes_read += 1
         for gone in set(self._known) - set(names):
             del self._known[gone]
-        nodes = [dataclasses.replace(self._known[n][1], heartbeat_ms=marks[n].heartbeat_ms,
-                                     draining_since_ms=marks[n].draining_since_ms) for n in names]
-        return nodes, moved
+        self.draining = {n: m.draining_since_ms for n, m in marks.items() if m.draining_since_ms > 0}
+        cutoff = self.refreshed_ms - int(self._node_timeout_s * 1000)
+        views = [self._known[n].view for n in names
+                 if marks[n].heartbeat_ms >= cutoff and n not in self.draining and n in self._known]
+        return views, moved
 
     def reserved(self, placed: Placed, request: PodRequest, decided_at_generation: int) -> None:
         """Apply a commit the ledger accepted for a decision made at that generation. If the
@@ -100,6 +111,25 @@ class LiveIndex:
             self._index.reserve(placed, request)
         except ValueError:
             self._fleet = {}  # the index disagrees with the ledger: rebuild at the next refresh
+
+    def hold(self, placed: Placed, request: PodRequest) -> None:
+        """Charge a decision before its commit, so the decisions after it in a batch see it
+        (placement/worker.py); `let_go` undoes it if the ledger refuses. ValueError (nothing
+        charged) if the index says it does not fit."""
+        if self._index is None:
+            raise ValueError("no index yet")
+        self._index.reserve(placed, request)
+
+    def let_go(self, placed: Placed, request: PodRequest) -> None:
+        """Undo a `hold` the ledger refused. The node is read again in full at the next refresh
+        whatever happens here (the ledger knew better), so an index rebuilt since the hold, which
+        never held it, is left as it is."""
+        self._known.pop(placed.node, None)
+        try:
+            if self._index is not None:
+                self._index.release(placed, request)
+        except ValueError:
+            pass
 
     def usual_gpu_vram_mib(self) -> int:
         """The vRAM of the fleet's most common GPU size (0 with no GPU)."""

@@ -43,6 +43,10 @@ class RecentPods:
             self._log.append((self._seq, PodRecord(pod=pod, fn=fn, node=node, state=PodState.PENDING,
                                                    state_at_ms=at_ms, created_ms=at_ms)))
 
+    def forget(self, pod: str) -> None:
+        """A pod `committed` counted before its commit that the ledger then refused."""
+        self._log = deque((seq, p) for seq, p in self._log if p.pod != pod)
+
     def since(self, mark: int, fn: str, read: list[PodRecord]) -> list[PodRecord]:
         """`read` (the pods of `fn` a read begun at `mark` found) and the pods of `fn` committed
         since that the read may have missed."""

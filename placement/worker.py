@@ -32,7 +32,7 @@ from thaw_core.store.functions import Functions
 from thaw_core.store.leases import Leases
 from thaw_core.store.ledger import Reservation, first_state
 from thaw_core.store.nodes import Nodes
-from thaw_core.store.pods import Moved, Pods
+from thaw_core.store.pods import Moved, PodRecord, Pods
 from thaw_core.store.quotas import QUOTA_OUTCOMES, Quotas
 from thaw_core.store.snapshots import SnapshotCatalog
 from thaw_core.store.start_failures import StartFailureLog, StartFailures, wait_left_s
@@ -40,6 +40,7 @@ from thaw_core.store.workload import WorkloadCounts
 from thaw_core.subscriber import Retry
 
 from placement import drain, scaling
+from placement.batches import Batches, Outcomes
 from placement.engine.decide import decide
 from placement.engine.model import Placed, PodRequest
 from placement.learned_workload import LearnedWorkload
@@ -60,6 +61,15 @@ class Assignment(NamedTuple):
     spec: FunctionSpec
     placed: Placed
     snapshot: str
+
+
+class Read(NamedTuple):
+    """What a lease request's placement reads of its function: the spec (None: deleted), its
+    live pods and its record of failed starts."""
+
+    spec: FunctionSpec | None
+    pods: list[PodRecord]
+    failures: StartFailures | None
 
 
 class PlacementWorker:
@@ -83,6 +93,7 @@ class PlacementWorker:
         self.workload_counts = WorkloadCounts(r)
         self.workload_synced_ms: int | None = None  # None: the stored workload not read yet
         self._unplaceable_counted: set[str] = set()
+        self._lease_batches: Batches[LeaseRequested, list[Assignment]] = Batches(self._commit_batch)
         # One placement at a time in this worker (asyncio.Lock: first come, first served). The
         # consumer hands over a batch of lease requests at once; deciding them side by side over
         # the one index made each decide without the others' pending commits, so they picked the
@@ -117,31 +128,86 @@ class PlacementWorker:
         self.workload_synced_ms = now
 
     async def on_lease_requested(self, msg: LeaseRequested, subject: str) -> None:
-        mark = self.recent.open_read()
-        try:
-            assignments = await self._commit_for(msg, mark)
-        finally:
-            self.recent.close_read(mark)
+        assignments = await self._lease_batches.submit(msg)
         await asyncio.gather(*(self._assign(a) for a in assignments))
 
-    async def _commit_for(self, msg: LeaseRequested, mark: int) -> list[Assignment]:
-        """The pods committed for a lease request, not yet announced. Its reads go before the
-        placement lock (their round trips overlap other requests' placements); under it, the
-        pods this worker committed for the function since the reads began count too."""
-        spec, pods, failures = await asyncio.gather(self.functions.get(msg.fn), self.pods.live(msg.fn),
-                                                    self.start_failures.get(msg.fn))
-        if spec is None:
-            return []  # deleted meanwhile: nothing to place
-        committed: list[Assignment] = []
-        async with self._placing:
-            if self._waits(spec, failures):
-                return []
-            for _ in range(scaling.pods_to_start(spec, self.recent.since(mark, msg.fn, pods), msg.want_pods)):
-                assignment = await self._commit_one(spec)
-                if assignment is None:
+    async def _commit_batch(self, msgs: list[LeaseRequested]) -> Outcomes:
+        """The pods committed for each lease request of a batch (placement/batches.py), not yet
+        announced, or the exception it failed with. The reads go before the placement lock
+        (their round trips overlap the housekeeping's placements); under it, the pods this
+        worker committed for a function since the reads began count too."""
+        mark = self.recent.open_read()
+        try:
+            fns = sorted({m.fn for m in msgs})
+            specs, pods, failures = await asyncio.gather(
+                self.functions.get_many(fns), self.pods.live_by_function(fns), self.start_failures.get_many(fns))
+            reads = {fn: Read(specs[fn], pods[fn], failures[fn]) for fn in fns}
+            async with self._placing:
+                return await self._commit_requests(msgs, reads, mark)
+        finally:
+            self.recent.close_read(mark)
+
+    async def _commit_requests(self, msgs: list[LeaseRequested], reads: dict[str, "Read"], mark: int) -> Outcomes:
+        """Decide every pod the requests need, one after another over the index (each charged
+        on it before the next decision), then commit them all in one round trip. A commit the
+        ledger refuses for a conflict (another worker's, an agent's release not seen yet) is
+        decided again on its own, on a fresh view."""
+        await self.live.current()
+        if self.workload_synced_ms is None:
+            await self.sync_workload()
+        outcomes: Outcomes = [[] for _ in msgs]
+        planned: list[tuple[int, FunctionSpec, PodRequest, Placed, str]] = []  # (request, spec, shape, where, pod)
+        for i, msg in enumerate(msgs):
+            spec, fn_pods, failures = reads[msg.fn]
+            if spec is None or self._waits(spec, failures):
+                continue  # deleted meanwhile, or backing off after failed starts
+            request = pod_request(spec)
+            for _ in range(scaling.pods_to_start(spec, self.recent.since(mark, msg.fn, fn_pods), msg.want_pods)):
+                decision = await self._decision(spec, request)
+                if decision is None:
                     break
-                committed.append(assignment)
-        return committed
+                pod = f"{spec.name}-{secrets.token_hex(4)}"
+                self.live.hold(decision, request)
+                self.recent.committed(pod, spec.name, decision.node, now_ms())
+                planned.append((i, spec, request, decision, pod))
+        try:
+            snapshots = await asyncio.gather(*(self._snapshot_for(spec, p.node) for _, spec, _, p, _ in planned))
+            at_ms = now_ms()
+            reservations = [self._reservation(pod, spec, p, snapshot)
+                            for (_, spec, _, p, pod), snapshot in zip(planned, snapshots)]
+            committed = await self.ledger.reserve_many(reservations, at_ms)
+        except BaseException:
+            for _, _, request, p, pod in planned:  # committed or not: their nodes are read again
+                self.live.let_go(p, request)
+                self.recent.forget(pod)
+            raise
+        refused: set[int] = set()  # requests whose spec's max_pods or tenant quota the ledger enforced
+        for (i, spec, request, p, pod), reservation, outcome in zip(
+                planned, reservations, committed):
+            if outcome in ("ok", "exists"):
+                if outcome == "ok":
+                    self._observe(spec.name, request, at_ms)
+                outcomes[i].append(Assignment(first_state(reservation, at_ms), spec, p, reservation.snapshot))
+                continue
+            self.live.let_go(p, request)
+            self.recent.forget(pod)
+            if i in refused:
+                continue
+            if outcome == "max_pods" or outcome in QUOTA_OUTCOMES:
+                refused.add(i)
+                if outcome in QUOTA_OUTCOMES:
+                    quota = await self.quotas.describe(spec.tenant)
+                    await self._record_unplaceable(spec.name, {"tenant quota": f"{QUOTA_OUTCOMES[outcome]} ({quota})"})
+                continue
+            log.info("commit for %s conflicted (%s); deciding again on a fresh capacity view", spec.name, outcome)
+            try:
+                again = await self._commit_one(spec, refresh_first=True)
+            except Retry as exc:
+                outcomes[i] = exc  # its pods committed so far start; the request comes again for the rest
+                continue
+            if again is not None:
+                outcomes[i].append(again)
+        return outcomes
 
     async def on_capacity(self, cap: NodeCapacity, subject: str) -> None:
         await self.nodes.upsert_capacity(cap)
@@ -188,25 +254,23 @@ class PlacementWorker:
         await self._assign(assignment)
         return True
 
-    async def _commit_one(self, spec: FunctionSpec, max_pods: int | None = None) -> Assignment | None:
+    async def _commit_one(self, spec: FunctionSpec, max_pods: int | None = None,
+                          refresh_first: bool = False) -> Assignment | None:
         """Decide where one new pod of `spec` goes and commit it in the ledger; None when it
-        cannot be placed. Its announcement is the caller's (`_assign`)."""
+        cannot be placed. Its announcement is the caller's (`_assign`). `refresh_first`: read
+        the store first (a commit of the same pod's decision conflicted)."""
         request = pod_request(spec)
-        index, refreshed = await self.live.current(), False
+        if refresh_first:
+            await self.live.refresh()
+        else:
+            await self.live.current()
         if self.workload_synced_ms is None:
             await self.sync_workload()
-        for _ in range(self.s.commit_attempts):
-            generation = self.live.generation
-            decision = decide(index, request, spec.placement_policy)
-            if not isinstance(decision, Placed) and not refreshed and self._view_may_be_behind():
-                # capacity freed since the last refresh (a pod stopped) may fit it
-                index, refreshed = await self.live.refresh(), True
-                generation = self.live.generation
-                decision = decide(index, request, spec.placement_policy)
-            if not isinstance(decision, Placed):
-                self._observe_unplaceable(spec.name, request)
-                await self._record_unplaceable(spec.name, decision.reasons)
+        for attempt in range(self.s.commit_attempts):
+            decision = await self._decision(spec, request, may_refresh=attempt == 0 and not refresh_first)
+            if decision is None:
                 return None
+            generation = self.live.generation
             pod = f"{spec.name}-{secrets.token_hex(4)}"
             snapshot = await self._snapshot_for(spec, decision.node)
             reservation, at_ms = self._reservation(pod, spec, decision, snapshot, max_pods), now_ms()
@@ -224,8 +288,21 @@ class PlacementWorker:
                 await self._record_unplaceable(spec.name, {"tenant quota": f"{QUOTA_OUTCOMES[outcome]} ({quota})"})
                 return None
             log.info("commit for %s conflicted (%s); deciding again on a fresh capacity view", spec.name, outcome)
-            index, refreshed = await self.live.refresh(), True
+            await self.live.refresh()
         raise Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
+
+    async def _decision(self, spec: FunctionSpec, request: PodRequest, may_refresh: bool = True) -> Placed | None:
+        """Where the index says a new pod of `spec` fits; None (recorded, for a waiting caller's
+        503) when nowhere, even after reading the store again if the view may be behind."""
+        decision = decide(await self.live.current(), request, spec.placement_policy)
+        if not isinstance(decision, Placed) and may_refresh and self._view_may_be_behind():
+            # capacity freed since the last refresh (a pod stopped) may fit it
+            decision = decide(await self.live.refresh(), request, spec.placement_policy)
+        if not isinstance(decision, Placed):
+            self._observe_unplaceable(spec.name, request)
+            await self._record_unplaceable(spec.name, decision.reasons)
+            return None
+        return decision
 
     def _view_may_be_behind(self) -> bool:
         """Whether to read the store again before calling a pod unplaceable: not when it was read

@@ -76,8 +76,11 @@ def make_broker(url: str, name: str, creds: Credentials | None = None) -> NatsBr
                       logger=logging.getLogger(f"faststream.{name}"), log_level=logging.DEBUG)
 
 
-async def _raw_body(msg: NatsMessage) -> bytes:
-    return msg.body
+async def _whole_message(msg: NatsMessage) -> NatsMessage:
+    """The handler gets the message itself, as its one argument. Asking faststream for it as a
+    second, context argument resolves it through fast_depends in a worker thread, a thread hop
+    for every message (a few % of a placement worker's time, bench/fleet_replay.py)."""
+    return msg
 
 
 def subscribe(broker: NatsBroker, spec: ConsumerSpec, type_: type[T],
@@ -89,15 +92,15 @@ def subscribe(broker: NatsBroker, spec: ConsumerSpec, type_: type[T],
                             max_ack_pending=spec.max_ack_pending, deliver_policy=deliver_policy,
                             inactive_threshold=spec.inactive_threshold_s or None)
 
-    async def on_message(body: bytes, message: NatsMessage) -> None:
+    async def on_message(message: Any) -> None:
         subject = message.raw_message.subject
-        await settle(message, subject, lambda: handler(decode(body, type_), subject))
+        await settle(message, subject, lambda: handler(decode(message.body, type_), subject))
 
     # mypy matches no overload of `subscriber` to a `**` of a dict; the one with a pull_sub is meant.
     broker.subscriber(  # type: ignore[call-overload]
         spec.filter_subject, stream=JStream(spec.stream, declare=False), durable=spec.durable,
-        pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.MANUAL,
-        config=config, decoder=_raw_body, **({"inbox_prefix": creds.subscriber_inbox_prefix} if creds else {}),
+        pull_sub=PullSub(batch_size=spec.pull_batch, timeout=1.0), ack_policy=AckPolicy.MANUAL,
+        config=config, decoder=_whole_message, **({"inbox_prefix": creds.subscriber_inbox_prefix} if creds else {}),
     )(on_message)
 
 

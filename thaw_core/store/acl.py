@@ -107,7 +107,7 @@ GRANTS: dict[str, Grant] = {
     "apikeys.lookup": Grant(reads=(API_KEYS,), commands=("get",)),
     # ApiKeys.create: POST /v1/keys (an admin key's tenant), `thaw keys`, `thaw up`'s first key
     "apikeys.create": Grant(writes=(API_KEYS,), commands=("set",)),
-    # Functions.get / all / worker_uid / unplaceable
+    # Functions.get / names / worker_uid / unplaceable
     "functions.read": Grant(reads=(FUNCTION, K.FUNCTIONS), commands=("hget", "hmget", "smembers")),
     # Functions.put (script) and delete (MULTI)
     "functions.deploy": Grant(writes=(FUNCTION, K.FUNCTIONS, K.WORKER_UIDS),
@@ -143,6 +143,12 @@ GRANTS: dict[str, Grant] = {
     "starts.read": Grant(reads=(START_FAILURES,), commands=("hgetall",)),
     # StartFailureLog.record / clear (scripts): agents, as their pods fail to start or get healthy
     "starts.record": Grant(writes=(START_FAILURES,), commands=(*SCRIPTS, "hget", "hincrby", "hset", "del")),
+    # Nodes.marks, Pods.get_many, Functions.get_many: one script reads many keys
+    # (thaw_core/store/bulk.py), each declared, so each writable; only for roles that write
+    # those keys anyway (placement: nodes, pods, functions; the gateway: functions)
+    "functions.read_many": Grant(writes=(FUNCTION,), commands=(*SCRIPTS, "hmget")),
+    "nodes.marks": Grant(writes=(NODE, NODE_DRAIN), commands=(*SCRIPTS, "hmget")),
+    "pods.read_many": Grant(writes=(POD,), commands=(*SCRIPTS, "hgetall")),
     # Nodes.all
     "nodes.read": Grant(reads=(NODE, GPU, K.NODES, NODE_DRAIN), commands=("smembers", "hgetall", "hmget", "hget")),
     # Nodes.upsert_capacity (MULTI) and heartbeat: placement, from node.capacity / heartbeats
@@ -171,11 +177,11 @@ GRANTS: dict[str, Grant] = {
 }
 
 ROLE_GRANTS: dict[str, tuple[str, ...]] = {
-    GATEWAY: ("apikeys.lookup", "apikeys.create", "functions.read", "functions.deploy", "leases", "pods.read",
-              "nodes.read", "nodes.drain", "snapshots.read", "snapshots.list", "starts.read"),
-    PLACEMENT: ("functions.read", "functions.annotate", "pods.read", "pods.transition", "leases",
-                "ledger.reserve", "ledger.release", "nodes.read", "nodes.record", "nodes.drain_note", "quotas.read",
-                "snapshots.read", "starts.read", "workload.learn"),
+    GATEWAY: ("apikeys.lookup", "apikeys.create", "functions.read", "functions.read_many", "functions.deploy",
+              "leases", "pods.read", "nodes.read", "nodes.drain", "snapshots.read", "snapshots.list", "starts.read"),
+    PLACEMENT: ("functions.read", "functions.read_many", "functions.annotate", "pods.read", "pods.read_many",
+                "pods.transition", "leases", "ledger.reserve", "ledger.release", "nodes.read", "nodes.marks",
+                "nodes.record", "nodes.drain_note", "quotas.read", "snapshots.read", "starts.read", "workload.learn"),
     # The agent releases its pods' reservations when they stop (agents/lifecycle.py), hence
     # "ledger.release": see the module docstring for what that leaves open.
     # "starts.record": only the agent sees a start fail or succeed; its own key prefix, so this

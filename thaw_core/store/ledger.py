@@ -10,6 +10,7 @@ resources.
 
 import msgspec
 import redis.asyncio as redis
+from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from bus_schemas import redis_keys as K
@@ -135,6 +136,17 @@ class Reservation(msgspec.Struct, frozen=True, kw_only=True):
     tenant: str = "default"
 
 
+def _reserve_call(res: Reservation, now_ms: int) -> tuple[list[str], list[EncodableT]]:
+    """The reserve script's KEYS and ARGV for `res`."""
+    keys = [K.reservation(res.pod), K.pod(res.pod), K.function_pods(res.fn), K.ALL_PODS, K.node(res.node),
+            K.tenant_usage(res.tenant), K.tenant_quota(res.tenant), K.node_drain(res.node)]
+    keys += [K.gpu(res.node, i) for i in res.gpus]
+    args: list[EncodableT] = [res.pod, res.fn, res.node, res.cpu_milli, res.memory_mib, res.vram_mib,
+                              res.gpu_milli, res.max_pods, res.concurrency, now_ms, gpu_list(res.gpus),
+                              res.snapshot, res.tenant]
+    return keys, args
+
+
 def first_state(res: Reservation, at_ms: int) -> Moved:
     """The transition a committed reservation made: the pod exists, in the machine's first state."""
     return Moved(pod=res.pod, to=INITIAL, applied=True, found="", seq=1, fn=res.fn, node=res.node, at_ms=at_ms)
@@ -152,13 +164,30 @@ class Ledger:
         'max_pods', 'quota_pods', 'quota_vram', 'no_node', 'node_draining', 'cpu', 'memory', 'no_gpu',
         'gpu_vram', 'gpu_milli'. `res.max_pods` is the limit checked: a drain's replacement pods pass
         one past the function's max_pods when need be (placement/drain.py)."""
-        keys = [K.reservation(res.pod), K.pod(res.pod), K.function_pods(res.fn), K.ALL_PODS, K.node(res.node),
-                K.tenant_usage(res.tenant), K.tenant_quota(res.tenant), K.node_drain(res.node)]
-        keys += [K.gpu(res.node, i) for i in res.gpus]
-        args: list[EncodableT] = [res.pod, res.fn, res.node, res.cpu_milli, res.memory_mib, res.vram_mib,
-                                  res.gpu_milli, res.max_pods, res.concurrency, now_ms, gpu_list(res.gpus),
-                                  res.snapshot, res.tenant]
+        keys, args = _reserve_call(res, now_ms)
         return text(await self._reserve(keys=keys, args=args))
+
+    async def reserve_many(self, reservations: list[Reservation], now_ms: int) -> list[str]:
+        """`reserve` of each, in order, in one round trip: each is still its own atomic script,
+        so each is committed or refused on its own."""
+        if not reservations:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for res in reservations:
+                keys, args = _reserve_call(res, now_ms)
+                # not `self._reserve(..., client=pipe)`: a pipeline of scripts asks SCRIPT EXISTS
+                # first, a round trip more and a command the roles are not granted
+                pipe.evalsha(self._reserve.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        outcomes = []
+        for res, reply in zip(reservations, replies):
+            if isinstance(reply, NoScriptError):  # the server lost its scripts (a restart): nothing ran
+                outcomes.append(await self.reserve(res, now_ms))
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                outcomes.append(text(reply))
+        return outcomes
 
     async def release(self, pod: str, final: PodState, reason: str, now_ms: int) -> Moved:
         """Free what `pod` holds and mark it terminal (`final`: stopped or failed). `applied`

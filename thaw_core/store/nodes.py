@@ -10,6 +10,7 @@ import redis.asyncio as redis
 from bus_schemas import redis_keys as K
 from bus_schemas.codec import DecodeError, decode, encode
 from bus_schemas.nodes import NodeCapacity
+from thaw_core.store.bulk import BulkReads
 from thaw_core.store.replies import texts
 
 
@@ -63,6 +64,7 @@ def degraded_nodes(nodes: list[NodeUsage], now_ms: int, live_within_s: float) ->
 class Nodes:
     def __init__(self, r: redis.Redis):
         self._r = r
+        self._bulk = BulkReads(r)
 
     async def set_draining(self, node: str, draining: bool, now_ms: int) -> bool:
         """Mark `node` draining (from `now_ms`, or from an earlier drain still on) or not. Safe to
@@ -114,14 +116,12 @@ class Nodes:
 
     async def marks(self, names: list[str]) -> dict[str, NodeMark]:
         """What changes of each node without a change of its ledger or capacity: one small read
-        per node, so that a reader may re-read in full only the nodes whose version moved."""
-        async with self._r.pipeline(transaction=False) as pipe:
-            for n in names:
-                pipe.hmget(K.node(n), "version", "heartbeat_ms")
-                pipe.hget(K.node_drain(n), "draining_ms")
-            fetched = await pipe.execute()
+        per node, so that a reader may re-read in full only the nodes whose version moved. Two
+        commands for the whole fleet (thaw_core/store/bulk.py: placement's role only)."""
+        nodes = await self._bulk.fields([K.node(n) for n in names], ("version", "heartbeat_ms"))
+        drains = await self._bulk.fields([K.node_drain(n) for n in names], ("draining_ms",))
         return {n: NodeMark(version=int(v or 0), heartbeat_ms=int(hb or 0), draining_since_ms=int(d or 0))
-                for n, (v, hb), d in zip(names, fetched[0::2], fetched[1::2])}
+                for n, (v, hb), (d,) in zip(names, nodes, drains)}
 
     async def read(self, names: list[str]) -> list[NodeUsage]:
         """Nodes `names` in full (those that exist)."""

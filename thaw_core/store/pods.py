@@ -15,6 +15,7 @@ from redis.typing import EncodableT
 from bus_schemas import redis_keys as K
 from bus_schemas.encodings import gpu_indices
 from bus_schemas.pods import PodState, sources
+from thaw_core.store.bulk import BulkReads
 from thaw_core.store.replies import Fields, text_hash, texts
 
 _MOVE = """
@@ -87,6 +88,7 @@ class Pods:
     def __init__(self, r: redis.Redis):
         self._r = r
         self._move = r.register_script(_MOVE)
+        self._bulk = BulkReads(r)
 
     async def move(self, pod: str, to: PodState, now_ms: int, only_from: frozenset[PodState] | None = None,
                    **fields: str | int) -> Moved:
@@ -113,9 +115,20 @@ class Pods:
         """Every non-terminal pod (of `fn`), read in one round trip."""
         return await self._records(await self.live_ids(fn))
 
+    async def live_by_function(self, fns: list[str]) -> dict[str, list[PodRecord]]:
+        """`live` of each of `fns`, in two round trips (`get_many`: placement's role only)."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for fn in fns:
+                pipe.smembers(K.function_pods(fn))
+            members = [sorted(texts(ids)) for ids in await pipe.execute()]
+        found = {p.pod: p for p in await self.get_many([pod for ids in members for pod in ids])}
+        return {fn: [found[pod] for pod in ids if pod in found] for fn, ids in zip(fns, members)}
+
     async def get_many(self, ids: list[str]) -> list[PodRecord]:
-        """The records of `ids` that still exist, in that order, read in one round trip."""
-        return await self._records(ids)
+        """The records of `ids` that still exist, in that order, read by one command each
+        2,000 pods (thaw_core/store/bulk.py: placement's role only)."""
+        hashes = await self._bulk.hashes([K.pod(pod) for pod in ids])
+        return [PodRecord.from_hash(pod, h) for pod, h in zip(ids, hashes) if h]
 
     async def recent_failures(self, since_ms: int) -> list[PodRecord]:
         """Pods that failed since `since_ms`, newest first, with their reasons (`Ledger.release`

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 
 from bus_schemas import redis_keys as K
+from thaw_core.store.replies import text_hash
 
 DEGRADED_AFTER = 5  # consecutive failed starts that mark a function degraded
 FIRST_DELAY_S = 1.0
@@ -76,10 +77,19 @@ class StartFailureLog:
         await self._clear(keys=[K.start_failures(fn)], args=[digest])
 
     async def get(self, fn: str) -> StartFailures | None:
-        raw = await self._r.hgetall(K.start_failures(fn))
-        if not raw:
-            return None
-        text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                for k, v in raw.items()}
-        return StartFailures(fn=fn, failures=int(text.get("failures", 0)), last_ms=int(text.get("last_ms", 0)),
-                             reason=text.get("reason", ""), digest=text.get("digest", ""))
+        return _failures_of(fn, text_hash(await self._r.hgetall(K.start_failures(fn))))
+
+    async def get_many(self, fns: list[str]) -> dict[str, StartFailures | None]:
+        """`get` of each of `fns`, in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for fn in fns:
+                pipe.hgetall(K.start_failures(fn))
+            hashes = await pipe.execute()
+        return {fn: _failures_of(fn, text_hash(h)) for fn, h in zip(fns, hashes)}
+
+
+def _failures_of(fn: str, h: dict[str, str]) -> StartFailures | None:
+    if not h:
+        return None
+    return StartFailures(fn=fn, failures=int(h.get("failures", 0)), last_ms=int(h.get("last_ms", 0)),
+                         reason=h.get("reason", ""), digest=h.get("digest", ""))

@@ -1,0 +1,73 @@
+"""A burst of lease requests is placed as batches: decided one after another over the index,
+committed in one round trip, and a commit the ledger refuses (another worker took the room
+meanwhile) decided again on a fresh view. Whatever the interleaving, the ledger is exact."""
+
+import asyncio
+
+from bus_schemas.functions import FunctionSpec, Resources, Scaling
+from bus_schemas.leases import LeaseRequested
+from bus_schemas.nodes import GpuCapacity, NodeCapacity
+from thaw_core.clock import now_ms
+from thaw_core.store.client import connect_redis
+from thaw_core.store.functions import Functions
+from thaw_core.store.nodes import Nodes
+from thaw_core.store.pods import Pods
+
+from placement.settings import PlacementSettings
+from placement.worker import PlacementWorker
+
+GPU_MIB = 24576
+POD_MIB = 10000  # two fit a GPU
+
+
+async def a_fleet(r, nodes: int = 3, gpus: int = 2) -> None:
+    for n in range(nodes):
+        caps = tuple(GpuCapacity(index=i, model="Mock-24G", vram_mib=GPU_MIB) for i in range(gpus))
+        await Nodes(r).upsert_capacity(NodeCapacity(node=f"n{n}", cpu_milli=64000, memory_mib=1 << 20, gpus=caps))
+        await Nodes(r).heartbeat(f"n{n}", now_ms())
+
+
+def burst(fns: list[str]) -> list[LeaseRequested]:
+    return [LeaseRequested(fn=fn, want_pods=1, gateway="g", at_ms=now_ms()) for fn in fns]
+
+
+async def test_a_burst_is_placed_in_batches_with_each_function_getting_one_pod(redis_url, js, nats_server, r):
+    await a_fleet(r)
+    fns = [f"fn{i}" for i in range(10)]
+    for fn in fns:
+        await Functions(r).put(FunctionSpec(name=fn, command=("x",), resources=Resources(vram_mib=POD_MIB),
+                                            scaling=Scaling(max_pods=5), placement_policy="best-fit"))
+    worker = PlacementWorker(PlacementSettings(nats_url=nats_server.url, redis_url=redis_url), js, r)
+    await worker.start()
+    # each function asked for twice in the burst: the second request finds the first's pod starting
+    await asyncio.gather(*(worker.on_lease_requested(m, f"lease.requested.{m.fn}") for m in burst(fns + fns)))
+    assert [len(await Pods(r).live(fn)) for fn in fns] == [1] * 10
+    assert worker._lease_batches.batches < len(fns), "the burst went as a few batches, not a request each"
+    reserved = sum(g.vram_reserved_mib for n in await Nodes(r).all() for g in n.gpus)
+    assert reserved == 10 * POD_MIB
+
+
+async def test_two_workers_bursts_for_the_same_room_never_over_commit(redis_url, js, nats_server):
+    r1, r2 = connect_redis(redis_url), connect_redis(redis_url)
+    try:
+        await a_fleet(r1)
+        fns = [f"race{i}" for i in range(20)]
+        for fn in fns:
+            await Functions(r1).put(FunctionSpec(name=fn, command=("x",), resources=Resources(vram_mib=POD_MIB),
+                                                 scaling=Scaling(max_pods=1), placement_policy="best-fit"))
+        settings = PlacementSettings(nats_url=nats_server.url, redis_url=redis_url)
+        a, b = PlacementWorker(settings, js, r1), PlacementWorker(settings, js, r2)
+        await a.start()
+        await b.start()
+        # both see an empty fleet and decide the same GPUs: every commit of one of them conflicts
+        await asyncio.gather(*(w.on_lease_requested(m, f"lease.requested.{m.fn}")
+                               for w in (a, b) for m in burst(fns)))
+        live = [len(await Pods(r1).live(fn)) for fn in fns]
+        # 6 GPUs x 2 pods: exactly 12 of the 20 functions get their one pod, none gets two
+        assert sum(live) == 12 and max(live) == 1
+        for node in await Nodes(r1).all():
+            for g in node.gpus:
+                assert g.vram_reserved_mib == 2 * POD_MIB
+    finally:
+        await r1.aclose()
+        await r2.aclose()
