@@ -34,6 +34,7 @@ changes a decision: vRAM sizes (it never binds) and a 16 MiB memory floor (one p
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -96,6 +97,20 @@ def print_throughput(runs: list[Outcome], expected: RunResult, out=sys.stdout) -
     if base is not None:
         met = "met" if base >= TARGET_PER_S else "NOT met"
         print(f"target >= {TARGET_PER_S:,.0f} placements/s with one worker: {met} ({base:,.0f}/s)", file=out)
+    print_cpu(runs, out)
+
+
+def print_cpu(runs: list[Outcome], out=sys.stdout) -> None:
+    """Where the host's CPU went meanwhile: the workers share it with the servers and the
+    simulated fleet, so end-to-end placements/s is bounded by the host as much as by a worker."""
+    print(f"\nCPU used from the first request to the last assignment (% of one core; this host has "
+          f"{os.cpu_count()} cores):", file=out)
+    groups = list(runs[0].cpu_s) if runs else []
+    print(f"{'workers':>7} " + " ".join(f"{g:>18}" for g in groups) + f" {'all':>6} {'placed/worker CPU-s':>20}", file=out)
+    for r in runs:
+        shares = [100 * r.cpu_s[g] / r.cpu_window_s for g in groups]
+        print(f"{r.workers:7d} " + " ".join(f"{s:17.0f}%" for s in shares) + f" {sum(shares):5.0f}%"
+              f" {r.placements_per_worker_cpu_s:20.0f}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:

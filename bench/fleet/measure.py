@@ -1,7 +1,9 @@
 """What a fleet replay measures, read from the store (the committed state, not the bus)."""
 
 import asyncio
+import os
 from collections import defaultdict
+from pathlib import Path
 from dataclasses import dataclass
 
 import redis.asyncio as redis
@@ -72,3 +74,14 @@ async def lease_backlog(js: JetStreamContext) -> int:
     info = await js.consumer_info(streams.PLACEMENT_LEASES.stream, streams.PLACEMENT_LEASES.durable)
     return info.num_pending + info.num_ack_pending
 
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` has used so far (Linux /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_group(pids: dict[str, list[int]]) -> dict[str, float]:
+    """Group -> CPU seconds its processes have used so far."""
+    return {group: sum(cpu_seconds(p) for p in members) for group, members in pids.items()}

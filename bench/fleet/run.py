@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nats.js.errors import NotFoundError
 
@@ -75,6 +75,15 @@ class Outcome:
     where_by_fn: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)  # fn -> node, GPUs
     profile_matches: bool = False  # the learned workload the workers read equals the offline profile
     setup_s: dict[str, float] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds by role, first request -> all settled
+    cpu_window_s: float = 0.0  # ... over this much wall time
+
+    @property
+    def placements_per_worker_cpu_s(self) -> float:
+        """Pods placed per CPU second the placement workers used: what one worker could place
+        a second with a core to itself, were nothing else in its way."""
+        used = self.cpu_s.get("placement workers", 0.0)
+        return self.placed / used if used > 0 else 0.0
 
     @property
     def final(self) -> float:
@@ -224,10 +233,12 @@ async def _lease_pulls(js) -> int:
 
 
 async def _publish_and_wait(js, store, fleet: SimulatedFleet, platform: Platform, names: list[str],
-                            say: Callable[[str], None], paced: bool, timeout_s: float = 3600) -> dict[str, float]:
+                            say: Callable[[str], None], paced: bool, timeout_s: float = 3600) -> dict[str, Any]:
     """Publish every request in order while reporting progress; return once the workers settled
-    every request and every pod the store holds reached the agents. Returns the timings."""
+    every request and every pod the store holds reached the agents. Returns the timings and the
+    CPU each role used meanwhile."""
     published = [0]
+    cpu_before = measure.cpu_by_group(platform.processes())
     start = time.monotonic()
     reporter = asyncio.create_task(_progress(js, fleet, published, len(names), start, say))
     try:
@@ -257,12 +268,15 @@ async def _publish_and_wait(js, store, fleet: SimulatedFleet, platform: Platform
             if time.monotonic() > deadline:
                 raise TimeoutError("assignments missing at the agents")
             await asyncio.sleep(0.05)
+        cpu_after, cpu_window_s = measure.cpu_by_group(platform.processes()), time.monotonic() - first
         await fleet.settled()
     finally:
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
     last = fleet.arrivals.last_s or settled
-    return {"placement_s": last - first, "decisions_s": max(settled, last) - first, "publish_s": publish_s}
+    return {"placement_s": last - first, "decisions_s": max(settled, last) - first, "publish_s": publish_s,
+            "cpu_s": {group: cpu_after[group] - cpu_before[group] for group in cpu_after},
+            "cpu_window_s": cpu_window_s}
 
 
 async def _progress(js, fleet: SimulatedFleet, published: list[int], total: int, start: float,

@@ -6,6 +6,7 @@ Everything lives under one state directory of the caller's; `stop` ends only wha
 """
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -69,6 +70,12 @@ class Platform:
 
     def profiles(self) -> list[Path]:
         return [self.profile_dir / f"{name}.prof" for name in self.workers] if self.profile_dir else []
+
+    def processes(self) -> dict[str, list[int]]:
+        """What shares the host during a run, by role: the placement workers, each server, and
+        this process (the simulated agents and the request publisher)."""
+        return {"placement workers": [p.pid for p in self.workers.values()], "nats-server": [self.nats.process.pid],
+                "valkey-server": [self.redis.process.pid], "agents and bench": [os.getpid()]}
 
     def check_workers(self) -> None:
         """Raise if a placement worker exited (its log says why)."""
