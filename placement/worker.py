@@ -72,6 +72,16 @@ class Read(NamedTuple):
     failures: StartFailures | None
 
 
+class Planned(NamedTuple):
+    """A pod of a batch decided and held on the index, not committed yet."""
+
+    i: int  # which request of the batch it is for
+    spec: FunctionSpec
+    request: PodRequest
+    placed: Placed
+    pod: str
+
+
 class PlacementWorker:
     def __init__(self, settings: PlacementSettings, js, r):
         self.s = settings
@@ -147,67 +157,84 @@ class PlacementWorker:
         finally:
             self.recent.close_read(mark)
 
-    async def _commit_requests(self, msgs: list[LeaseRequested], reads: dict[str, "Read"], mark: int) -> Outcomes:
-        """Decide every pod the requests need, one after another over the index (each charged
-        on it before the next decision), then commit them all in one round trip. A commit the
-        ledger refuses for a conflict (another worker's, an agent's release not seen yet) is
-        decided again on its own, on a fresh view."""
+    async def _commit_requests(self, msgs: list[LeaseRequested], reads: dict[str, Read], mark: int) -> Outcomes:
+        """Decide every pod the requests need, one after another over the index (each held on it
+        before the next decision), then commit them all in one round trip. The commits the
+        ledger refuses for a conflict (another worker's, an agent's release not seen yet) are
+        decided again together on a fresh view, up to commit_attempts rounds."""
         await self.live.current()
         if self.workload_synced_ms is None:
             await self.sync_workload()
         outcomes: Outcomes = [[] for _ in msgs]
-        planned: list[tuple[int, FunctionSpec, PodRequest, Placed, str]] = []  # (request, spec, shape, where, pod)
+        planned: list[Planned] = []
         for i, msg in enumerate(msgs):
             spec, fn_pods, failures = reads[msg.fn]
             if spec is None or self._waits(spec, failures):
                 continue  # deleted meanwhile, or backing off after failed starts
-            request = pod_request(spec)
             for _ in range(scaling.pods_to_start(spec, self.recent.since(mark, msg.fn, fn_pods), msg.want_pods)):
-                decision = await self._decision(spec, request)
-                if decision is None:
+                plan = await self._plan(i, spec)
+                if plan is None:
                     break
-                pod = f"{spec.name}-{secrets.token_hex(4)}"
-                self.live.hold(decision, request)
-                self.recent.committed(pod, spec.name, decision.node, now_ms())
-                planned.append((i, spec, request, decision, pod))
+                planned.append(plan)
+        for attempt in range(self.s.commit_attempts):
+            conflicted = await self._commit_planned(planned, outcomes)
+            if not conflicted:
+                return outcomes
+            log.info("%d commits conflicted; deciding them again on a fresh capacity view", len(conflicted))
+            await self.live.refresh()
+            planned = [plan for i, spec in conflicted if (plan := await self._plan(i, spec, may_refresh=False))]
+        for i, spec in conflicted:  # its pods committed so far start; the request comes again for the rest
+            outcomes[i] = Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
+        return outcomes
+
+    async def _plan(self, i: int, spec: FunctionSpec, may_refresh: bool = True) -> Planned | None:
+        """A new pod of `spec` for request `i`, decided and held on the index (counted among the
+        function's pods for the requests after it), not committed yet; None when it fits nowhere."""
+        request = pod_request(spec)
+        decision = await self._decision(spec, request, may_refresh)
+        if decision is None:
+            return None
+        pod = f"{spec.name}-{secrets.token_hex(4)}"
+        self.live.hold(decision, request)
+        self.recent.committed(pod, spec.name, decision.node, now_ms())
+        return Planned(i, spec, request, decision, pod)
+
+    async def _commit_planned(self, planned: list[Planned], outcomes: Outcomes) -> list[tuple[int, FunctionSpec]]:
+        """Commit `planned` in one round trip; each pod committed joins its request's outcome.
+        Returns the pods refused for a conflict, as (request, spec), to be decided again; a pod
+        refused for its function's max_pods or its tenant's quota ends its request's placing."""
         try:
-            snapshots = await asyncio.gather(*(self._snapshot_for(spec, p.node) for _, spec, _, p, _ in planned))
+            snapshots = await asyncio.gather(*(self._snapshot_for(p.spec, p.placed.node) for p in planned))
             at_ms = now_ms()
-            reservations = [self._reservation(pod, spec, p, snapshot)
-                            for (_, spec, _, p, pod), snapshot in zip(planned, snapshots)]
+            reservations = [self._reservation(p.pod, p.spec, p.placed, snapshot)
+                            for p, snapshot in zip(planned, snapshots)]
             committed = await self.ledger.reserve_many(reservations, at_ms)
         except BaseException:
-            for _, _, request, p, pod in planned:  # committed or not: their nodes are read again
-                self.live.let_go(p, request)
-                self.recent.forget(pod)
+            for p in planned:  # committed or not: their nodes are read again
+                self.live.let_go(p.placed, p.request)
+                self.recent.forget(p.pod)
             raise
-        refused: set[int] = set()  # requests whose spec's max_pods or tenant quota the ledger enforced
-        for (i, spec, request, p, pod), reservation, outcome in zip(
-                planned, reservations, committed):
+        refused: set[int] = set()
+        conflicted: list[tuple[int, FunctionSpec]] = []
+        for p, reservation, outcome in zip(planned, reservations, committed):
             if outcome in ("ok", "exists"):
                 if outcome == "ok":
-                    self._observe(spec.name, request, at_ms)
-                outcomes[i].append(Assignment(first_state(reservation, at_ms), spec, p, reservation.snapshot))
+                    self._observe(p.spec.name, p.request, at_ms)
+                outcomes[p.i].append(Assignment(first_state(reservation, at_ms), p.spec, p.placed, reservation.snapshot))
                 continue
-            self.live.let_go(p, request)
-            self.recent.forget(pod)
-            if i in refused:
+            self.live.let_go(p.placed, p.request)
+            self.recent.forget(p.pod)
+            if p.i in refused:
                 continue
             if outcome == "max_pods" or outcome in QUOTA_OUTCOMES:
-                refused.add(i)
+                refused.add(p.i)
                 if outcome in QUOTA_OUTCOMES:
-                    quota = await self.quotas.describe(spec.tenant)
-                    await self._record_unplaceable(spec.name, {"tenant quota": f"{QUOTA_OUTCOMES[outcome]} ({quota})"})
+                    quota = await self.quotas.describe(p.spec.tenant)
+                    await self._record_unplaceable(p.spec.name,
+                                                   {"tenant quota": f"{QUOTA_OUTCOMES[outcome]} ({quota})"})
                 continue
-            log.info("commit for %s conflicted (%s); deciding again on a fresh capacity view", spec.name, outcome)
-            try:
-                again = await self._commit_one(spec, refresh_first=True)
-            except Retry as exc:
-                outcomes[i] = exc  # its pods committed so far start; the request comes again for the rest
-                continue
-            if again is not None:
-                outcomes[i].append(again)
-        return outcomes
+            conflicted.append((p.i, p.spec))
+        return [(i, spec) for i, spec in conflicted if i not in refused]
 
     async def on_capacity(self, cap: NodeCapacity, subject: str) -> None:
         await self.nodes.upsert_capacity(cap)
@@ -254,20 +281,15 @@ class PlacementWorker:
         await self._assign(assignment)
         return True
 
-    async def _commit_one(self, spec: FunctionSpec, max_pods: int | None = None,
-                          refresh_first: bool = False) -> Assignment | None:
+    async def _commit_one(self, spec: FunctionSpec, max_pods: int | None = None) -> Assignment | None:
         """Decide where one new pod of `spec` goes and commit it in the ledger; None when it
-        cannot be placed. Its announcement is the caller's (`_assign`). `refresh_first`: read
-        the store first (a commit of the same pod's decision conflicted)."""
+        cannot be placed. Its announcement is the caller's (`_assign`)."""
         request = pod_request(spec)
-        if refresh_first:
-            await self.live.refresh()
-        else:
-            await self.live.current()
+        await self.live.current()
         if self.workload_synced_ms is None:
             await self.sync_workload()
         for attempt in range(self.s.commit_attempts):
-            decision = await self._decision(spec, request, may_refresh=attempt == 0 and not refresh_first)
+            decision = await self._decision(spec, request, may_refresh=attempt == 0)
             if decision is None:
                 return None
             generation = self.live.generation

@@ -79,7 +79,9 @@ def make_broker(url: str, name: str, creds: Credentials | None = None) -> NatsBr
 async def _whole_message(msg: NatsMessage) -> NatsMessage:
     """The handler gets the message itself, as its one argument. Asking faststream for it as a
     second, context argument resolves it through fast_depends in a worker thread, a thread hop
-    for every message (a few % of a placement worker's time, bench/fleet_replay.py)."""
+    for every message (a few % of a placement worker's time, bench/fleet_replay.py). Without
+    it nothing waits before a handler is called, so the handlers of one fetch reach their first
+    wait in the fetch's (stream) order: placement's batches keep that order (placement/batches.py)."""
     return msg
 
 

@@ -5,17 +5,16 @@ Sequencing, so that the comparison with the offline replay is fair: every functi
 and the fleet's capacity is in every worker's index before the first request (the bench waits
 until each worker's capacity consumer has settled every node's report); then the requests are
 published in the replay's order, each PubAck awaited before the next, as fast as the bus takes
-them. They queue in the LEASES stream; one worker takes them in stream order, one at a time
-(its consumer handles a message before the next), so it decides in the offline order over an
-index that holds its own earlier commits - the offline replay's situation. Several workers
-share the queue and so interleave; their allocation is measured the same way and reported.
+them. They queue in the LEASES stream. Several workers share the queue and so interleave;
+their allocation is measured the same way and reported.
 
-Order: a worker takes lease requests in stream order but its consumer (faststream, via
-thaw_core/subscriber.py) hands a batch of up to 16 to concurrent tasks, which reach the
-worker's placement lock in an order of the event loop's making, not the stream's. So for the
-allocation check the run can be `paced`: each request is published once the one before it is
-settled (one in flight), which makes decision order the offline order exactly. Throughput runs
-are free-running: every request is queued as fast as the bus takes it.
+Order: a worker takes lease requests a fetch at a time, in stream order, and places a fetch's
+requests as one batch in the order faststream starts their handlers, which is the fetch's
+order: nothing before a handler's call waits (thaw_core/subscriber.py), and each handler's
+first wait is joining the batch (placement/batches.py). So one worker decides in the offline
+order over an index that holds its own earlier commits, and its free-running run is checked
+against the offline replay. `paced` (one request in flight at a time, each published once the
+one before it is settled) makes that order hold whatever the consumer does; it is far slower.
 
 The fleet in the store before the workers start: a placement worker records each node's
 capacity report in the store and, on every report of a node its index lacks, reads the whole

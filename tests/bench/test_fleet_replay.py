@@ -1,6 +1,7 @@
 """The fleet replay (bench/fleet_replay.py) on a slice of the trace: the real placement worker,
-on real servers with the platform's users, behind simulated agents, allocates what the offline
-replay allocates, and answers every request."""
+on real servers with the platform's users, behind simulated agents, with every request queued
+at once (so placed in batches), allocates what the offline replay allocates, and answers every
+request."""
 
 import random
 
@@ -24,11 +25,11 @@ def replayed(tmp_path_factory):
     trace = [p.request for p in pods]
     requests = arrival_sequence(pods, sum(len(n.gpus) for n in nodes) * 1000, 130, random.Random(42))
     found = run_once(tmp_path_factory.mktemp("fleet"), nodes, requests, trace, "thaw", workers=1,
-                     say=lambda _: None, paced=True)
+                     say=lambda _: None)
     return found, offline(nodes, requests, trace, "thaw")
 
 
-def test_one_paced_worker_allocates_what_the_offline_replay_allocates(replayed):
+def test_one_worker_with_every_request_queued_at_once_allocates_what_the_offline_replay_allocates(replayed):
     found, expected = replayed
     assert found.profile_matches, "the workers measured against another workload than the offline replay"
     assert abs(found.final - expected.final) <= 0.2
