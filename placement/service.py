@@ -15,7 +15,7 @@ from thaw_core import bus_auth, subscriber
 from thaw_core.bus_auth import Credentials
 from thaw_core.store import acl
 from thaw_core.store.client import connect_redis_as
-from thaw_core.subscriber import subscribe
+from thaw_core.subscriber import PullConsumer, subscribe
 from thaw_core.shutdown import run_steps
 
 from placement.backlog import BacklogScaler, poll
@@ -26,12 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def attach(broker: NatsBroker, worker: PlacementWorker, name: str, creds: Credentials | None = None) -> None:
-    """The worker's two consumers. Lease requests: one durable shared by every worker, so each
-    request is placed once. Node capacity: a durable of this worker's own (named by `name`), so
+    """The worker's capacity consumer: a durable of this worker's own (named by `name`), so
     every worker's index hears every node; a new one starts from each node's last report."""
     subscribe(broker, streams.placement_capacity(name), NodeCapacity, worker.on_capacity, creds=creds,
               deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
-    subscribe(broker, streams.PLACEMENT_LEASES, LeaseRequested, worker.on_lease_requested, creds=creds)
+
+
+def lease_consumer(js, worker: PlacementWorker, creds: Credentials | None = None) -> PullConsumer:
+    """The worker's lease requests: one durable shared by every worker, so each request is
+    placed once; a consumer without faststream, a lease request being the message placement
+    handles most (thaw_core/subscriber.py `PullConsumer`)."""
+    return PullConsumer(js, streams.PLACEMENT_LEASES, LeaseRequested, worker.on_lease_requested, creds)
 
 
 def housekeeping_pause_s(settings: PlacementSettings, round_s: float) -> float:
@@ -53,6 +58,8 @@ async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> Non
     await worker.start()
     attach(broker, worker, settings.name, creds)
     await broker.start()
+    leases = lease_consumer(js, worker, creds)
+    await leases.start()
 
     async def on_heartbeat(msg):
         await worker.on_heartbeat(msg.data)
@@ -75,5 +82,6 @@ async def run_placement(settings: PlacementSettings, stop: asyncio.Event) -> Non
         await asyncio.gather(backlog, return_exceptions=True)
         await run_steps(("unsubscribe from heartbeats", sub.unsubscribe),
                         ("stop consumers", lambda: subscriber.stop_consumers(broker)),
+                        ("stop the lease consumer", leases.stop),
                         ("save the learned workload", worker.sync_workload),
                         ("close NATS", lambda: subscriber.close(broker, nc)), ("close Redis", r.aclose))

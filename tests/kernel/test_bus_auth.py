@@ -237,6 +237,31 @@ async def test_the_faststream_subscriber_consumes_with_credentials(platform_bus,
         await broker.stop()
 
 
+async def test_placement_s_lease_consumer_consumes_with_its_credentials(platform_bus, login):
+    """thaw_core.subscriber.PullConsumer (no faststream) as the placement user: it makes the
+    shared lease durable, fetches from it on the user's inbox and acks."""
+    from bus_schemas.leases import LeaseRequested
+    from thaw_core.subscriber import PullConsumer
+
+    placement = await login(P.PLACEMENT)
+    handled = asyncio.Queue()
+
+    async def on_lease(msg: LeaseRequested, subject: str) -> None:
+        await handled.put(msg.fn)
+
+    consumer = PullConsumer(placement.js, streams.PLACEMENT_LEASES, LeaseRequested, on_lease,
+                            platform_bus.creds[P.PLACEMENT])
+    await consumer.start()
+    try:
+        gateway = await login(P.GATEWAY)
+        ask = LeaseRequested(fn="echo", want_pods=1, gateway="gw", at_ms=1)
+        await bus.publish(gateway.js, subjects.lease_requested("echo"), ask, msg_id="lease:auth")
+        assert await asyncio.wait_for(handled.get(), 5) == "echo"
+    finally:
+        await consumer.stop()
+    assert placement.errors == [] and gateway.errors == []
+
+
 async def test_the_gateway_keeps_reads_lists_and_redrives_async_calls_with_its_rights(login):
     """gateway/call_store.py as the gateway user: a state stored and read back by subject, listed
     through a consumer of its own (then deleted), a dead letter listed and deleted."""

@@ -1,0 +1,91 @@
+"""The subscriber without faststream (thaw_core.subscriber.PullConsumer), on a real nats-server:
+a typed handler, acks decided by its outcome as `subscribe` decides them, a fetch's handlers
+started in stream order, and a stop that lets the message under way finish."""
+
+import asyncio
+
+from bus_schemas import streams
+from bus_schemas.leases import LeaseRequested
+from thaw_core import bus
+from thaw_core.subscriber import PullConsumer, Retry
+
+from tests.conftest import eventually
+
+SPEC = streams.PLACEMENT_LEASES
+
+
+def request(fn: str) -> LeaseRequested:
+    return LeaseRequested(fn=fn, want_pods=1, gateway="g", at_ms=1)
+
+
+async def unsettled(js) -> int:
+    info = await js.consumer_info(SPEC.stream, SPEC.durable)
+    return info.num_ack_pending + info.num_pending
+
+
+async def _none_left(js) -> bool:
+    return await unsettled(js) == 0
+
+
+async def test_handlers_of_a_fetch_start_in_stream_order_and_each_is_acked(js):
+    for i in range(40):
+        await bus.publish(js, f"lease.requested.fn{i}", request(f"fn{i}"), msg_id=f"order-{i}")
+    started: list[str] = []
+
+    async def handler(msg: LeaseRequested, subject: str) -> None:
+        started.append(msg.fn)
+        await asyncio.sleep(0.01)  # they overlap: the order is the order they began in
+
+    consumer = PullConsumer(js, SPEC, LeaseRequested, handler)
+    await consumer.start()
+    try:
+        await eventually(lambda: len(started) == 40, what="every request handled")
+        assert started == [f"fn{i}" for i in range(40)]
+        await eventually(lambda: _none_left(js), what="every message acked")
+    finally:
+        await consumer.stop()
+
+
+async def test_an_undecodable_message_is_dropped_and_a_retry_comes_again(js):
+    seen: list[str] = []
+
+    async def handler(msg: LeaseRequested, subject: str) -> None:
+        seen.append(msg.fn)
+        if msg.fn == "busy" and seen.count("busy") == 1:
+            raise Retry("not yet", delay_s=0.2)
+
+    consumer = PullConsumer(js, SPEC, LeaseRequested, handler)
+    await consumer.start()
+    try:
+        await bus.publish_bytes(js, "lease.requested.junk", b"{not json", msg_id="junk")
+        await bus.publish(js, "lease.requested.busy", request("busy"), msg_id="busy")
+        await eventually(lambda: seen.count("busy") == 2, what="the retried request handled again")
+        await eventually(lambda: _none_left(js), what="nothing left to deliver")
+        assert seen == ["busy", "busy"], "the undecodable message never reached the handler"
+    finally:
+        await consumer.stop()
+
+
+async def test_stop_lets_the_message_under_way_finish_and_takes_no_more(js):
+    began, release = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(msg: LeaseRequested, subject: str) -> None:
+        began.set()
+        await release.wait()
+        finished.append(msg.fn)
+
+    consumer = PullConsumer(js, SPEC, LeaseRequested, handler)
+    await consumer.start()
+    await bus.publish(js, "lease.requested.slow", request("slow"), msg_id="slow")
+    await asyncio.wait_for(began.wait(), 5)
+    stopping = asyncio.create_task(consumer.stop())
+    await asyncio.sleep(0.1)
+    assert not stopping.done(), "stop waits for the handler under way"
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert finished == ["slow"]
+    await bus.publish(js, "lease.requested.late", request("late"), msg_id="late")
+    await asyncio.sleep(0.3)
+    assert finished == ["slow"]
+    assert await unsettled(js) == 1, "the message after the stop waits for the next consumer"
