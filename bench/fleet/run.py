@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import uvloop
 from nats.js.errors import NotFoundError
 
 from bus_schemas import permissions, streams
@@ -110,8 +111,9 @@ def run_once(state_dir: Path, nodes: list[NodeView], requests: list[PodRequest],
     say(f"servers up in {time.monotonic() - t:.1f}s (nats {platform.nats.url}, valkey {platform.redis.url}; "
         f"{len(nodes)} nodes' bus users)")
     try:
-        outcome = asyncio.run(_replay(platform, nodes, requests, trace, policy, workers, say, paced, heartbeat_s,
-                                      profile_dir, limit))
+        # the event loop every Thaw service runs on (thaw_core/process.py), the agents' included
+        outcome = uvloop.run(_replay(platform, nodes, requests, trace, policy, workers, say, paced, heartbeat_s,
+                                     profile_dir, limit))
     finally:
         platform.stop()
     outcome.setup_s = {**setup, **outcome.setup_s}
