@@ -170,6 +170,12 @@ async def test_placement_records_nodes_reserves_scales_down_and_reclaims(as_role
     await nodes.heartbeat(w.node, 2000)
     assert await ledger_of(r, w.node) == (500, 400, 400)
     assert await Functions(r).get(w.fn) == w.spec
+    # its fleet-wide reads and heartbeat writes, by one script each (thaw_core/store/bulk.py)
+    await nodes.heartbeats({w.node: 2500})
+    assert (await nodes.marks([w.node]))[w.node].heartbeat_ms == 2500
+    assert await Functions(r).get_many([w.fn]) == {w.fn: w.spec}
+    assert [p.pod for p in await Pods(r).get_many([w.pod])] == [w.pod]
+    assert [p.pod for p in (await Pods(r).live_by_function([w.fn]))[w.fn]] == [w.pod]
     assert (await Quotas(r).describe(w.tenant)).startswith("1 of 5 pods")
     assert await SnapshotCatalog(r).usable(w.fn, spec_digest(w.spec), w.node) is None
     await Functions(r).record_unplaceable(w.fn, "no GPU fits", 1)

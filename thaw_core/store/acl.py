@@ -151,8 +151,10 @@ GRANTS: dict[str, Grant] = {
     "pods.read_many": Grant(writes=(POD,), commands=(*SCRIPTS, "hgetall")),
     # Nodes.all
     "nodes.read": Grant(reads=(NODE, GPU, K.NODES, NODE_DRAIN), commands=("smembers", "hgetall", "hmget", "hget")),
-    # Nodes.upsert_capacity (MULTI) and heartbeat: placement, from node.capacity / heartbeats
-    "nodes.record": Grant(writes=(NODE, GPU, K.NODES), commands=(*TRANSACTION, "hset", "hincrby", "sadd")),
+    # Nodes.upsert_capacity (MULTI), heartbeat and heartbeats (a script: thaw_core/store/bulk.py):
+    # placement, from node.capacity / heartbeats
+    "nodes.record": Grant(writes=(NODE, GPU, K.NODES),
+                          commands=(*TRANSACTION, *SCRIPTS, "hset", "hincrby", "sadd")),
     # Nodes.set_draining: `thaw drain` through the gateway (an admin key); the node's own hash is
     # only read (does it exist), so the drain mark cannot touch its counters
     "nodes.drain": Grant(reads=(NODE,), writes=(NODE_DRAIN,), commands=("hexists", "hsetnx", "del")),

@@ -1,4 +1,5 @@
-"""Many hashes read by one command, for placement's fleet-wide reads.
+"""Many hashes read (or one field of each written) by one command, for placement's fleet-wide
+reads and heartbeat writes.
 
 A pipeline of N reads still costs redis-py some 25 us of Python per command (packing it, a
 timeout around each reply, handing the reply over), so the version of each of 1,213 nodes and
@@ -24,6 +25,11 @@ for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) en
 return out
 """
 
+_HSET_EACH = """
+for i, key in ipairs(KEYS) do redis.call('HSET', key, ARGV[1], ARGV[i + 1]) end
+return #KEYS
+"""
+
 _HGETALL_EACH = """
 local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
@@ -35,6 +41,7 @@ class BulkReads:
     def __init__(self, r: redis.Redis):
         self._hmget = r.register_script(_HMGET_EACH)
         self._hgetall = r.register_script(_HGETALL_EACH)
+        self._hset = r.register_script(_HSET_EACH)
 
     async def fields(self, keys: list[str], names: tuple[str, ...]) -> list[list[str | None]]:
         """For each key, the values of fields `names` (None where missing), in order."""
@@ -49,6 +56,14 @@ class BulkReads:
         for chunk in _chunks(keys):
             found += [_as_dict(flat) for flat in await self._hgetall(keys=chunk)]
         return found
+
+
+    async def set_field(self, field: str, values: dict[str, int | str]) -> None:
+        """Key -> value: set `field` of each key's hash to its value."""
+        items = list(values.items())
+        for at in range(0, len(items), KEYS_PER_CALL):
+            chunk = items[at:at + KEYS_PER_CALL]
+            await self._hset(keys=[k for k, _ in chunk], args=[field, *(v for _, v in chunk)])
 
 
 def _chunks(keys: list[str]) -> list[list[str]]:
