@@ -113,3 +113,17 @@ def _order_key(shape: _Shape) -> tuple[int, int, int, list[str]]:
     """Deterministic order among equally popular shapes: larger requests first."""
     cpu, count, milli, models = shape
     return (-cpu, -milli, -count, sorted(models))
+
+
+def profile_distance(a: WorkloadProfile | None, b: WorkloadProfile | None) -> float:
+    """How far apart two profiles are: the total variation distance between their shapes'
+    weights (0: the same shapes equally popular, 1: no shape in common). None (no profile) is
+    0 from None and 1 from any profile."""
+    if a is None or b is None:
+        return 0.0 if a is b else 1.0
+    wa, wb = _weights(a), _weights(b)
+    return 0.5 * sum(abs(wa.get(k, 0.0) - wb.get(k, 0.0)) for k in wa.keys() | wb.keys())
+
+
+def _weights(profile: WorkloadProfile) -> dict[tuple[int, int, int, int, frozenset[str]], float]:
+    return {(p.cpu_milli, p.memory_mib, p.gpu_count, p.gpu_milli, p.gpu_models): p.weight for p in profile.pods}

@@ -29,3 +29,13 @@ def test_per_gpu_weights_divide_multi_gpu_shapes_by_their_gpu_count_and_renormal
 def test_per_gpu_weights_leave_a_profile_without_multi_gpu_shapes_as_it_is():
     profile = WorkloadProfile.from_requests([SHARE, ONE_GPU, PodRequest(4000, 1, 0)])
     assert profile.weighted_per_gpu() == profile
+
+
+def test_the_distance_between_profiles_is_how_much_popularity_moved():
+    from placement.engine.workload import profile_distance
+
+    a = WorkloadProfile.from_requests([PodRequest(1000, 1024, 1, 500)] * 3 + [PodRequest(2000, 1024, 1, 1000)])
+    b = WorkloadProfile.from_requests([PodRequest(1000, 1024, 1, 500)] * 2 + [PodRequest(2000, 1024, 1, 1000)] * 2)
+    assert profile_distance(a, a) == 0.0
+    assert profile_distance(a, b) == pytest.approx(0.25)  # a quarter of the weight moved shape
+    assert profile_distance(None, None) == 0.0 and profile_distance(a, None) == 1.0

@@ -236,3 +236,19 @@ async def test_counts_seen_while_syncing_are_not_lost(r):
     assert learned.counts(0) == {request: 2.0}
     learned.replace(await store.add(learned.take_unsynced(0), 0, 3600))
     assert learned.counts(0) == {request: 2.0}
+
+
+def test_a_learned_profile_that_barely_moved_keeps_the_profile_in_use():
+    # each new profile drops every ranking of the index; a sync every few seconds moves it a little
+    from placement.engine import WorkloadProfile
+    from placement.live_index import LiveIndex
+
+    x, y = PodRequest(1000, 1024, 1, 500), PodRequest(2000, 1024, 1, 1000)
+    used = WorkloadProfile.from_counts({x: 100, y: 100})
+    live = LiveIndex(nodes=None, node_timeout_s=10)  # type: ignore[arg-type]  # no store: no index yet
+    live.set_workload(used)
+    live.set_workload(WorkloadProfile.from_counts({x: 101, y: 100}))  # a quarter of a point moved
+    assert live.workload is used
+    moved = WorkloadProfile.from_counts({x: 150, y: 100})  # ten points moved
+    live.set_workload(moved)
+    assert live.workload is moved
