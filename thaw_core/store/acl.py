@@ -143,12 +143,12 @@ GRANTS: dict[str, Grant] = {
     "starts.read": Grant(reads=(START_FAILURES,), commands=("hgetall",)),
     # StartFailureLog.record / clear (scripts): agents, as their pods fail to start or get healthy
     "starts.record": Grant(writes=(START_FAILURES,), commands=(*SCRIPTS, "hget", "hincrby", "hset", "del")),
-    # Nodes.marks, Pods.get_many, Functions.get_many: one script reads many keys
+    # Nodes.marks, Pods.get_many / live_by_function, Functions.get_many: one script reads many keys
     # (thaw_core/store/bulk.py), each declared, so each writable; only for roles that write
     # those keys anyway (placement: nodes, pods, functions; the gateway: functions)
     "functions.read_many": Grant(writes=(FUNCTION,), commands=(*SCRIPTS, "hmget")),
     "nodes.marks": Grant(writes=(NODE, NODE_DRAIN), commands=(*SCRIPTS, "hmget")),
-    "pods.read_many": Grant(writes=(POD,), commands=(*SCRIPTS, "hgetall")),
+    "pods.read_many": Grant(writes=(POD, FUNCTION_PODS), commands=(*SCRIPTS, "hgetall", "smembers")),
     # Nodes.all
     "nodes.read": Grant(reads=(NODE, GPU, K.NODES, NODE_DRAIN), commands=("smembers", "hgetall", "hmget", "hget")),
     # Nodes.upsert_capacity (MULTI), heartbeat and heartbeats (a script: thaw_core/store/bulk.py):

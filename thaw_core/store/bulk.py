@@ -25,6 +25,12 @@ for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) en
 return out
 """
 
+_SMEMBERS_EACH = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('SMEMBERS', key) end
+return out
+"""
+
 _HSET_EACH = """
 for i, key in ipairs(KEYS) do redis.call('HSET', key, ARGV[1], ARGV[i + 1]) end
 return #KEYS
@@ -42,6 +48,7 @@ class BulkReads:
         self._hmget = r.register_script(_HMGET_EACH)
         self._hgetall = r.register_script(_HGETALL_EACH)
         self._hset = r.register_script(_HSET_EACH)
+        self._smembers = r.register_script(_SMEMBERS_EACH)
 
     async def fields(self, keys: list[str], names: tuple[str, ...]) -> list[list[str | None]]:
         """For each key, the values of fields `names` (None where missing), in order."""
@@ -57,6 +64,13 @@ class BulkReads:
             found += [_as_dict(flat) for flat in await self._hgetall(keys=chunk)]
         return found
 
+
+    async def members(self, keys: list[str]) -> list[list[str]]:
+        """Each key's set members ([] where there is none), in order."""
+        found: list[list[str]] = []
+        for chunk in _chunks(keys):
+            found += [[text(m) for m in members] for members in await self._smembers(keys=chunk)]
+        return found
 
     async def set_field(self, field: str, values: dict[str, int | str]) -> None:
         """Key -> value: set `field` of each key's hash to its value."""

@@ -116,11 +116,8 @@ class Pods:
         return await self._records(await self.live_ids(fn))
 
     async def live_by_function(self, fns: list[str]) -> dict[str, list[PodRecord]]:
-        """`live` of each of `fns`, in two round trips (`get_many`: placement's role only)."""
-        async with self._r.pipeline(transaction=False) as pipe:
-            for fn in fns:
-                pipe.smembers(K.function_pods(fn))
-            members = [sorted(texts(ids)) for ids in await pipe.execute()]
+        """`live` of each of `fns`, by two commands (thaw_core/store/bulk.py: placement's role only)."""
+        members = [sorted(ids) for ids in await self._bulk.members([K.function_pods(fn) for fn in fns])]
         found = {p.pod: p for p in await self.get_many([pod for ids in members for pod in ids])}
         return {fn: [found[pod] for pod in ids if pod in found] for fn, ids in zip(fns, members)}
 
