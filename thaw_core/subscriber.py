@@ -159,9 +159,19 @@ class PullConsumer:
             except (ConnectionClosedError, ConnectionReconnectingError):
                 await asyncio.sleep(0.5)  # unsettled messages come again after ack_wait
                 continue
+            except Exception as exc:
+                # nats-py raises on a stored message whose header block it takes for a status
+                # reply it does not know (anyone may publish one): the consumer must outlive it. That
+                # message comes again after ack_wait until max_deliver; the fetch's others are
+                # handed over by the next fetch.
+                log.warning("fetching from %s failed, fetching again: %r", self._spec.durable, exc)
+                await asyncio.sleep(0.1)
+                continue
             finally:
                 self._fetching = False
-            await asyncio.gather(*(self._handle(m) for m in msgs))
+            for outcome in await asyncio.gather(*(self._handle(m) for m in msgs), return_exceptions=True):
+                if isinstance(outcome, Exception):  # its ack could not be sent: it comes again after ack_wait
+                    log.warning("settling a message of %s failed: %r", self._spec.durable, outcome)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -89,3 +89,25 @@ async def test_stop_lets_the_message_under_way_finish_and_takes_no_more(js):
     await asyncio.sleep(0.3)
     assert finished == ["slow"]
     assert await unsettled(js) == 1, "the message after the stop waits for the next consumer"
+
+
+async def test_a_message_with_an_odd_header_block_leaves_the_consumer_consuming(js, nats_server):
+    # nats-py's fetch raises on a stored message whose header block it takes for a status reply
+    # it does not know (here one that is not NATS/1.0 at all); anyone who may publish can store one
+    from tests.platform.test_fuzz import raw_nats_publish
+
+    handled: list[str] = []
+
+    async def handler(msg: LeaseRequested, subject: str) -> None:
+        handled.append(msg.fn)
+
+    consumer = PullConsumer(js, SPEC, LeaseRequested, handler)
+    await consumer.start()
+    try:
+        body = b'{"fn": "odd", "want_pods": 1, "gateway": "g", "at_ms": 1}'
+        await raw_nats_publish(nats_server.port, [(b"lease.requested.odd", None, b"NATS/1.0 503 junk\r\nX: 1\r\n\r\n", body),
+                                                  (b"lease.requested.odd", None, b"HTTP/1.1 200 OK\r\n\r\n", body)])
+        await bus.publish(js, "lease.requested.after", request("after"), msg_id="after")
+        await eventually(lambda: "after" in handled, what="the request published after the odd ones")
+    finally:
+        await consumer.stop()
