@@ -183,8 +183,10 @@ class PlacementWorker:
             log.info("%d commits conflicted; deciding them again on a fresh capacity view", len(conflicted))
             await self.live.refresh()
             planned = [plan for i, spec in conflicted if (plan := await self._plan(i, spec, may_refresh=False))]
-        for i, spec in conflicted:  # its pods committed so far start; the request comes again for the rest
-            outcomes[i] = Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
+        for i, spec in conflicted:
+            if not outcomes[i]:  # nothing placed for it: it comes again. Else its pods start, and
+                # the gateway asks again for what its callers still miss.
+                outcomes[i] = Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
         return outcomes
 
     async def _plan(self, i: int, spec: FunctionSpec, may_refresh: bool = True) -> Planned | None:

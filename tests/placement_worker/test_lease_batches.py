@@ -71,3 +71,28 @@ async def test_two_workers_bursts_for_the_same_room_never_over_commit(redis_url,
     finally:
         await r1.aclose()
         await r2.aclose()
+
+
+async def test_a_request_whose_other_pods_kept_conflicting_still_announces_the_pods_it_got(
+        redis_url, js, nats_server, r):
+    from bus_schemas import subjects
+    from thaw_core.store.ledger import Ledger, Reservation
+
+    await a_fleet(r, nodes=2, gpus=1)
+    spec = FunctionSpec(name="pair", command=("x",), resources=Resources(vram_mib=20000),
+                        scaling=Scaling(max_pods=5), placement_policy="best-fit")
+    await Functions(r).put(spec)
+    worker = PlacementWorker(PlacementSettings(nats_url=nats_server.url, redis_url=redis_url, commit_attempts=1),
+                             js, r)
+    await worker.start()  # its index: both GPUs free
+    # another worker takes n0's GPU meanwhile: this worker's commit there conflicts, and with one
+    # attempt it is not decided again
+    taken = Reservation(pod="other-1", fn="other", node="n0", gpus=(0,), vram_mib=20000, gpu_milli=0,
+                        cpu_milli=0, memory_mib=0, max_pods=5, concurrency=1)
+    assert await Ledger(r).reserve(taken, now_ms()) == "ok"
+    await worker.on_lease_requested(LeaseRequested(fn="pair", want_pods=2, gateway="g", at_ms=now_ms()),
+                                    "lease.requested.pair")
+    [pod] = await Pods(r).live("pair")
+    assert pod.node == "n1"
+    assigned = await js.get_last_msg("PLACEMENT", subjects.place_assigned("n1"))
+    assert pod.pod.encode() in assigned.data, "the pod it got is sent to its node, not left pending"
