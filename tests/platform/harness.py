@@ -17,12 +17,15 @@ from thaw_core.ports import free_port
 from thaw_core.sandbox import cgroups
 from thaw_core.sandbox.network import PodNetwork, overlapping_route, remove_node_network
 
+# The agent's own default restore timeout: an eager restore of a 512 MiB heap under a loaded
+# suite has taken over 10 s here, and no test relies on a restore timing out.
+RESTORE_LINE = "restore_timeout_s = 30\n"
 NODE_CONFIG = """
 [node]
 name = "{node}"
 heartbeat_s = 0.5
 force_mock_gpus = true
-restore_timeout_s = 10
+restore_timeout_s = 30
 [[node.mock_gpus]]
 model = "Mock-24G"
 vram_mib = 24576
@@ -74,7 +77,7 @@ class Harness:
         keys = (f'runtime = "container"\ncontainer_socket = "{self.container_socket}"\n'
                 f"container_mounts = [{mounts}]\n")
         # [node] keys go before the [[node.mock_gpus]] tables, which would take them otherwise
-        return config.replace("restore_timeout_s = 10\n", "restore_timeout_s = 10\n" + keys)
+        return config.replace(RESTORE_LINE, RESTORE_LINE + keys)
 
     @property
     def snapshot_dir(self) -> Path:

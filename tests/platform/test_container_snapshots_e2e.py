@@ -125,7 +125,9 @@ async def test_a_container_pod_is_restored_from_the_first_warm_containers_snapsh
         warm, second_pod = await _call(http, h)
         assert second_pod != first_pod
         assert warm["loaded_at"] == cold["loaded_at"], "the restored container keeps its warm state"
-        assert warm["served"] == cold["served"] + 1, "it carries on from the snapshot's request count"
+        # The agent asks for the snapshot as the pod becomes ready, so the first call may be
+        # counted before the checkpoint's freeze or after it: the copy carries on from either.
+        assert warm["served"] in (cold["served"], cold["served"] + 1), "it carries on from the snapshot's count"
         assert "restoring" in watch.states_of(second_pod) and "starting" not in watch.states_of(second_pod)
         assert (await r.hgetall(K.pod(second_pod)))["restored_from"] == ready["snapshot"]
         events = await _pod_events(h, second_pod)

@@ -25,7 +25,7 @@ from thaw_core.store import events
 
 from tests.conftest import eventually
 from tests.platform.conftest import _healthy, deploy, echo_spec, invoke, thaw_ls
-from tests.platform.harness import Harness
+from tests.platform.harness import RESTORE_LINE, Harness
 
 PING_TIMEOUT_S = 0.5  # with the harness's heartbeat_s = 0.5: down after 3 misses, ~1.5-3 s
 
@@ -42,7 +42,7 @@ class LivenessHarness(Harness):
 
     def _node_config(self) -> str:
         return super()._node_config().replace(
-            "restore_timeout_s = 10\n", f"restore_timeout_s = 10\nsnapshotter_ping_timeout_s = {PING_TIMEOUT_S}\n")
+            RESTORE_LINE, f"restore_timeout_s = {RESTORE_TIMEOUT_S}\nsnapshotter_ping_timeout_s = {PING_TIMEOUT_S}\n")
 
 
 @asynccontextmanager
@@ -191,7 +191,7 @@ async def test_while_the_snapshotter_is_frozen_wake_ups_cold_start_at_once_and_r
         assert await _wake_and_scale_to_zero(http, h, r) == "restored", "restores work again once it thaws"
 
 
-RESTORE_TIMEOUT_S = 10  # the harness's node config
+RESTORE_TIMEOUT_S = 10  # short, so that giving up on pings is told apart from timing out
 
 
 async def _invoke_after(http, h: Harness, fn: str, delay_s: float):
