@@ -8,10 +8,17 @@ published in the replay's order, each PubAck awaited before the next, as fast as
 them. They queue in the LEASES stream. Several workers share the queue and so interleave;
 their allocation is measured the same way and reported.
 
+Two ways to ask, both through the bus: `queued`, every request is in the stream before the
+workers take the first (their lease consumer paused meanwhile, a nats-server 2.11 consumer
+pause) and the clock starts when it resumes: the platform drains a backlog, and this process
+publishes nothing meanwhile; `live`, the clock starts at the first publish and the requests
+are published while the workers place them, so the publisher (a gateway's work, on another
+machine in a real fleet) takes its share of this host's CPU from them.
+
 Order: a worker takes lease requests a fetch at a time, in stream order, and places a fetch's
-requests as one batch in the order faststream starts their handlers, which is the fetch's
-order: nothing before a handler's call waits (thaw_core/subscriber.py), and each handler's
-first wait is joining the batch (placement/batches.py). So one worker decides in the offline
+requests as one batch in the order its consumer starts their handlers, which is the fetch's
+order: nothing before a handler's call waits (thaw_core/subscriber.py PullConsumer), and each
+handler's first wait is joining the batch (placement/batches.py). So one worker decides in the offline
 order over an index that holds its own earlier commits, and its free-running run is checked
 against the offline replay. `paced` (one request in flight at a time, each published once the
 one before it is settled) makes that order hold whatever the consumer does; it is far slower.
@@ -28,6 +35,7 @@ still go through the bus and every worker still consumes them.
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -62,13 +70,14 @@ class Outcome:
     """One run's measurements."""
 
     workers: int
+    queued: bool  # every request in the stream before the workers took the first
     requests: int
     placed: int  # pods the store holds at the end
     assigned: int  # place.assigned messages the simulated agents received
     started: int  # pods they made idle
     levels: dict[int, float]  # allocation % by arrived level, from the store
     allocation_end_pct: float  # the ledger's GPU milli reserved over the fleet's, at the end
-    placement_s: float  # first request published -> last assignment received
+    placement_s: float  # first request published (queued: the consumer resumed) -> last assignment received
     decisions_s: float  # first request published -> every request settled by the workers
     publish_s: float  # publishing every request
     unanswered: list[str] = field(default_factory=list)
@@ -100,11 +109,15 @@ class Outcome:
 
 def run_once(state_dir: Path, nodes: list[NodeView], requests: list[PodRequest], trace: list[PodRequest],
              policy: str, workers: int, say: Callable[[str], None], paced: bool = False,
-             heartbeat_s: float = HEARTBEAT_S, profile_dir: Path | None = None, limit: int = 0) -> Outcome:
+             heartbeat_s: float = HEARTBEAT_S, profile_dir: Path | None = None, limit: int = 0,
+             queued: bool = False) -> Outcome:
     """Replay `requests` (in order) on `nodes` with `workers` placement workers, fresh servers
     under `state_dir`; `trace` (every pod of the trace) gives the learned workload's history.
-    `paced`: one request in flight at a time (module docstring). `limit`: ask for the first
-    `limit` pods only (0: all), every function still deployed - a shorter throughput run."""
+    `paced`: one request in flight at a time; `queued`: every request in the stream before the
+    workers take the first (module docstring). `limit`: ask for the first `limit` pods only (0:
+    all), every function still deployed - a shorter throughput run."""
+    if paced and queued:
+        raise ValueError("a run is paced or queued, not both")
     t = time.monotonic()
     platform = start_platform(state_dir, [n.name for n in nodes])
     setup = dict(platform.setup_s)
@@ -112,8 +125,8 @@ def run_once(state_dir: Path, nodes: list[NodeView], requests: list[PodRequest],
         f"{len(nodes)} nodes' bus users)")
     try:
         # the event loop every Thaw service runs on (thaw_core/process.py), the agents' included
-        outcome = uvloop.run(_replay(platform, nodes, requests, trace, policy, workers, say, paced, heartbeat_s,
-                                     profile_dir, limit))
+        outcome = uvloop.run(_replay(platform, nodes, requests, trace, policy, workers, say, paced, queued,
+                                     heartbeat_s, profile_dir, limit))
     finally:
         platform.stop()
     outcome.setup_s = {**setup, **outcome.setup_s}
@@ -121,7 +134,7 @@ def run_once(state_dir: Path, nodes: list[NodeView], requests: list[PodRequest],
 
 
 async def _replay(platform: Platform, nodes: list[NodeView], requests: list[PodRequest], trace: list[PodRequest],
-                  policy: str, workers: int, say: Callable[[str], None], paced: bool, heartbeat_s: float,
+                  policy: str, workers: int, say: Callable[[str], None], paced: bool, queued: bool, heartbeat_s: float,
                   profile_dir: Path | None, limit: int) -> Outcome:
     setup: dict[str, float] = {}
     operator = platform.bus_creds(permissions.OPERATOR)
@@ -144,12 +157,12 @@ async def _replay(platform: Platform, nodes: list[NodeView], requests: list[PodR
         say(f"{workers} placement worker(s) up, every node in their index ({setup['workers ready']:.1f}s)")
         since = now_ms()
         asked = names[:limit] if limit else names
-        timings = await _publish_and_wait(js, ops, fleet, platform, asked, say, paced)
+        timings = await _publish_and_wait(js, ops, fleet, platform, asked, say, paced, queued)
         if profile_dir is not None:
             await asyncio.to_thread(platform.dump_profiles)
         state = await measure.committed(ops)
         missing = await measure.unanswered(ops, asked, state, since)
-        return Outcome(workers=workers, requests=len(asked), placed=len(state.milli_by_fn),
+        return Outcome(workers=workers, queued=queued, requests=len(asked), placed=len(state.milli_by_fn),
                        assigned=fleet.arrivals.assigned, started=fleet.arrivals.started,
                        levels=measure.level_allocation(requests[:len(asked)], asked, state),
                        allocation_end_pct=state.allocation_pct, unanswered=missing, setup_s=setup,
@@ -234,16 +247,24 @@ async def _lease_pulls(js) -> int:
 
 
 async def _publish_and_wait(js, store, fleet: SimulatedFleet, platform: Platform, names: list[str],
-                            say: Callable[[str], None], paced: bool, timeout_s: float = 3600) -> dict[str, Any]:
+                            say: Callable[[str], None], paced: bool, queued: bool,
+                            timeout_s: float = 3600) -> dict[str, Any]:
     """Publish every request in order while reporting progress; return once the workers settled
     every request and every pod the store holds reached the agents. Returns the timings and the
-    CPU each role used meanwhile."""
+    CPU each role used meanwhile. `queued`: every request is in the stream before the workers
+    take the first (their lease consumer paused meanwhile), and the clock starts at the resume."""
     published = [0]
+    if queued:
+        await _pause_leases(js, True)
+        await fleet_requests.publish_requests(js, names, lambda n: published.__setitem__(0, n))
+        say(f"{len(names)} requests queued in the stream, the workers' lease consumer paused; resuming it")
     cpu_before = measure.cpu_by_group(platform.processes())
     start = time.monotonic()
     reporter = asyncio.create_task(_progress(js, fleet, published, len(names), start, say))
     try:
         first = time.monotonic()
+        if queued:
+            await _pause_leases(js, False)
         async def settled_now() -> None:
             # Asking JetStream in a tight loop took a core from the worker it waits for: look
             # again when an assignment arrives, or every 5 ms (an unplaceable pod sends none).
@@ -253,8 +274,9 @@ async def _publish_and_wait(js, store, fleet: SimulatedFleet, platform: Platform
                     await asyncio.wait_for(fleet.heard.wait(), 0.005)
                 if await measure.lease_backlog(js) == 0:
                     return
-        await fleet_requests.publish_requests(js, names, lambda n: published.__setitem__(0, n),
-                                              settled_now if paced else None)
+        if not queued:
+            await fleet_requests.publish_requests(js, names, lambda n: published.__setitem__(0, n),
+                                                  settled_now if paced else None)
         published[0] = len(names)
         publish_s = time.monotonic() - first
         deadline = first + timeout_s
@@ -278,6 +300,18 @@ async def _publish_and_wait(js, store, fleet: SimulatedFleet, platform: Platform
     return {"placement_s": last - first, "decisions_s": max(settled, last) - first, "publish_s": publish_s,
             "cpu_s": {group: cpu_after[group] - cpu_before[group] for group in cpu_after},
             "cpu_window_s": cpu_window_s}
+
+
+async def _pause_leases(js, pause: bool) -> None:
+    """Pause (or resume) the workers' shared lease consumer: nats-server 2.11's consumer pause,
+    which nats-py has no call for, so its JetStream API request as the nats CLI sends it."""
+    spec = streams.PLACEMENT_LEASES
+    body = {"pause_until": "2099-01-01T00:00:00Z"} if pause else {}
+    reply = await js._nc.request(f"{permissions.JS_API}.CONSUMER.PAUSE.{spec.stream}.{spec.durable}",
+                                 json.dumps(body).encode(), timeout=5)
+    answer = json.loads(reply.data)
+    if "error" in answer or answer.get("paused") is not pause:
+        raise RuntimeError(f"could not {'pause' if pause else 'resume'} {spec.durable}: {answer}")
 
 
 async def _progress(js, fleet: SimulatedFleet, published: list[int], total: int, start: float,

@@ -1,6 +1,6 @@
 """The fleet replay (bench/fleet_replay.py) on a slice of the trace: the real placement worker,
 on real servers with the platform's users, behind simulated agents, with every request queued
-at once (so placed in batches), allocates what the offline replay allocates, and answers every
+in the stream before the worker takes the first (so placed in batches), allocates what the offline replay allocates, and answers every
 request."""
 
 import random
@@ -25,7 +25,7 @@ def replayed(tmp_path_factory):
     trace = [p.request for p in pods]
     requests = arrival_sequence(pods, sum(len(n.gpus) for n in nodes) * 1000, 130, random.Random(42))
     found = run_once(tmp_path_factory.mktemp("fleet"), nodes, requests, trace, "thaw", workers=1,
-                     say=lambda _: None)
+                     say=lambda _: None, queued=True)
     return found, offline(nodes, requests, trace, "thaw")
 
 
