@@ -42,7 +42,7 @@ from thaw_core.subscriber import Retry
 from placement import drain, scaling
 from placement.batches import Batches, Outcomes
 from placement.engine.decide import decide
-from placement.engine.model import Placed, PodRequest
+from placement.engine.model import Decision, Placed, PodRequest
 from placement.learned_workload import LearnedWorkload
 from placement.live_index import LiveIndex
 from placement.pod_cache import PodCache
@@ -52,6 +52,11 @@ from placement.settings import PlacementSettings
 from placement.spec_cache import SpecCache
 
 log = logging.getLogger(__name__)
+
+
+def unplaceable_text(reasons: dict[str, str]) -> str:
+    """An engine's reasons (filter -> why) as one line for the function's record."""
+    return "; ".join(f"{k}: {v}" for k, v in reasons.items()) or "no live node"
 
 
 class Assignment(NamedTuple):
@@ -147,21 +152,28 @@ class PlacementWorker:
         (their round trips overlap the housekeeping's placements); under it, the pods this
         worker committed for a function since the reads began count too."""
         mark = self.recent.open_read()
+        unplaceable: dict[str, str] = {}
         try:
             fns = sorted({m.fn for m in msgs})
             specs, pods, failures = await asyncio.gather(
                 self.functions.get_many(fns), self.pods.live_by_function(fns), self.start_failures.get_many(fns))
             reads = {fn: Read(specs[fn], pods[fn], failures[fn]) for fn in fns}
             async with self._placing:
-                return await self._commit_requests(msgs, reads, mark)
+                outcomes = await self._commit_requests(msgs, reads, mark, unplaceable)
         finally:
             self.recent.close_read(mark)
+        # after the lock (a store write each under it held up every decision behind it), and
+        # before the requests are settled: a caller told "no capacity" finds why
+        await self._record_unplaceables(unplaceable)
+        return outcomes
 
-    async def _commit_requests(self, msgs: list[LeaseRequested], reads: dict[str, Read], mark: int) -> Outcomes:
+    async def _commit_requests(self, msgs: list[LeaseRequested], reads: dict[str, Read], mark: int,
+                               unplaceable: dict[str, str]) -> Outcomes:
         """Decide every pod the requests need, one after another over the index (each held on it
         before the next decision), then commit them all in one round trip. The commits the
         ledger refuses for a conflict (another worker's, an agent's release not seen yet) are
-        decided again together on a fresh view, up to commit_attempts rounds."""
+        decided again together on a fresh view, up to commit_attempts rounds. Why a function's
+        pod fits nowhere goes to `unplaceable` (function -> why), for the caller to record."""
         await self.live.current()
         if self.workload_synced_ms is None:
             await self.sync_workload()
@@ -172,7 +184,7 @@ class PlacementWorker:
             if spec is None or self._waits(spec, failures):
                 continue  # deleted meanwhile, or backing off after failed starts
             for _ in range(scaling.pods_to_start(spec, self.recent.since(mark, msg.fn, fn_pods), msg.want_pods)):
-                plan = await self._plan(i, spec)
+                plan = await self._plan(i, spec, unplaceable)
                 if plan is None:
                     break
                 planned.append(plan)
@@ -182,19 +194,23 @@ class PlacementWorker:
                 return outcomes
             log.info("%d commits conflicted; deciding them again on a fresh capacity view", len(conflicted))
             await self.live.refresh()
-            planned = [plan for i, spec in conflicted if (plan := await self._plan(i, spec, may_refresh=False))]
+            planned = [plan for i, spec in conflicted
+                       if (plan := await self._plan(i, spec, unplaceable, may_refresh=False))]
         for i, spec in conflicted:
             if not outcomes[i]:  # nothing placed for it: it comes again. Else its pods start, and
                 # the gateway asks again for what its callers still miss.
                 outcomes[i] = Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
         return outcomes
 
-    async def _plan(self, i: int, spec: FunctionSpec, may_refresh: bool = True) -> Planned | None:
+    async def _plan(self, i: int, spec: FunctionSpec, unplaceable: dict[str, str],
+                    may_refresh: bool = True) -> Planned | None:
         """A new pod of `spec` for request `i`, decided and held on the index (counted among the
-        function's pods for the requests after it), not committed yet; None when it fits nowhere."""
+        function's pods for the requests after it), not committed yet; None when it fits nowhere
+        (why: in `unplaceable`)."""
         request = pod_request(spec)
         decision = await self._decision(spec, request, may_refresh)
-        if decision is None:
+        if not isinstance(decision, Placed):
+            unplaceable[spec.name] = unplaceable_text(decision.reasons)
             return None
         pod = f"{spec.name}-{secrets.token_hex(4)}"
         self.live.hold(decision, request)
@@ -292,7 +308,8 @@ class PlacementWorker:
             await self.sync_workload()
         for attempt in range(self.s.commit_attempts):
             decision = await self._decision(spec, request, may_refresh=attempt == 0)
-            if decision is None:
+            if not isinstance(decision, Placed):
+                await self._record_unplaceables({spec.name: unplaceable_text(decision.reasons)})
                 return None
             generation = self.live.generation
             pod = f"{spec.name}-{secrets.token_hex(4)}"
@@ -315,17 +332,16 @@ class PlacementWorker:
             await self.live.refresh()
         raise Retry(f"placement of {spec.name} kept conflicting", delay_s=0.2)
 
-    async def _decision(self, spec: FunctionSpec, request: PodRequest, may_refresh: bool = True) -> Placed | None:
-        """Where the index says a new pod of `spec` fits; None (recorded, for a waiting caller's
-        503) when nowhere, even after reading the store again if the view may be behind."""
+    async def _decision(self, spec: FunctionSpec, request: PodRequest, may_refresh: bool = True) -> Decision:
+        """Where the index says a new pod of `spec` fits, or why it fits nowhere, even after
+        reading the store again if the view may be behind (for the caller to record, so that a
+        waiting caller's 503 says it)."""
         decision = decide(await self.live.current(), request, spec.placement_policy)
         if not isinstance(decision, Placed) and may_refresh and self._view_may_be_behind():
             # capacity freed since the last refresh (a pod stopped) may fit it
             decision = decide(await self.live.refresh(), request, spec.placement_policy)
         if not isinstance(decision, Placed):
             self._observe_unplaceable(spec.name, request)
-            await self._record_unplaceable(spec.name, decision.reasons)
-            return None
         return decision
 
     def _view_may_be_behind(self) -> bool:
@@ -392,10 +408,14 @@ class PlacementWorker:
         log.info("placed %s on %s GPUs %s (%d MiB, %d milli each)", pod, p.node, p.gpus, p.vram_mib, p.gpu_milli)
 
     async def _record_unplaceable(self, fn: str, reasons: dict[str, str]) -> None:
-        """Kept on the function so a waiting caller's 503 can say why."""
-        text = "; ".join(f"{k}: {v}" for k, v in reasons.items()) or "no live node"
-        log.warning("cannot place %s: %s", fn, text)
-        await self.functions.record_unplaceable(fn, text, now_ms())
+        await self._record_unplaceables({fn: unplaceable_text(reasons)})
+
+    async def _record_unplaceables(self, whys: dict[str, str]) -> None:
+        """Function -> why its pod fits nowhere: kept on the function so a waiting caller's 503
+        can say why."""
+        for fn, why in whys.items():
+            log.warning("cannot place %s: %s", fn, why)
+        await self.functions.record_unplaceable_many(whys, now_ms())
 
     async def housekeeping(self) -> None:
         mark = self.recent.open_read()

@@ -72,7 +72,16 @@ class Functions:
 
     async def record_unplaceable(self, name: str, why: str, now_ms: int) -> None:
         """Why placement could not place a pod of `name` just now, so a waiting caller's 503 says it."""
-        await self._r.hset(K.function(name), mapping={"unplaceable": why, "unplaceable_ms": now_ms})
+        await self.record_unplaceable_many({name: why}, now_ms)
+
+    async def record_unplaceable_many(self, whys: dict[str, str], now_ms: int) -> None:
+        """`record_unplaceable` of each function -> why, in one round trip."""
+        if not whys:
+            return
+        async with self._r.pipeline(transaction=False) as pipe:
+            for name, why in whys.items():
+                pipe.hset(K.function(name), mapping={"unplaceable": why, "unplaceable_ms": now_ms})
+            await pipe.execute()
 
     async def unplaceable(self, name: str, since_ms: int) -> str:
         """Why placement last could not place `name`, if that was after `since_ms`; else ""."""
