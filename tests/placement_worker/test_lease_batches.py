@@ -96,3 +96,33 @@ async def test_a_request_whose_other_pods_kept_conflicting_still_announces_the_p
     assert pod.node == "n1"
     assigned = await js.get_last_msg("PLACEMENT", subjects.place_assigned("n1"))
     assert pod.pod.encode() in assigned.data, "the pod it got is sent to its node, not left pending"
+
+
+async def test_nodes_only_this_worker_moved_are_not_read_again_and_one_another_moved_is(
+        redis_url, js, nats_server, r):
+    from thaw_core.store.ledger import Ledger, Reservation
+
+    await a_fleet(r)
+    fns = [f"own{i}" for i in range(6)]
+    for fn in fns:
+        await Functions(r).put(FunctionSpec(name=fn, command=("x",), resources=Resources(vram_mib=POD_MIB),
+                                            scaling=Scaling(max_pods=1), placement_policy="best-fit"))
+    worker = PlacementWorker(PlacementSettings(nats_url=nats_server.url, redis_url=redis_url), js, r)
+    await worker.start()
+    await asyncio.gather(*(worker.on_lease_requested(m, f"lease.requested.{m.fn}") for m in burst(fns[:3])))
+    read = worker.live.nodes_read
+    await worker.live.refresh()
+    assert worker.live.nodes_read == read, "the ledger moved only by this worker's commits, which the index holds"
+
+    # another worker commits on n2 between this worker's last read and its next commits
+    other = Reservation(pod="other-1", fn="other", node="n2", gpus=(0,), vram_mib=POD_MIB, gpu_milli=0,
+                        cpu_milli=0, memory_mib=0, max_pods=5, concurrency=1)
+    assert await Ledger(r).reserve(other, now_ms()) == "ok"
+    await asyncio.gather(*(worker.on_lease_requested(m, f"lease.requested.{m.fn}") for m in burst(fns[3:])))
+    touched = {p.node for fn in fns for p in await Pods(r).live(fn)}
+    await worker.live.refresh()
+    assert worker.live.nodes_read == read + 1, f"only n2 is read again (this worker placed on {sorted(touched)})"
+    index = await worker.live.current()
+    for node in await Nodes(r).all():
+        mine = index.node(node.name)
+        assert [g.vram_used_mib for g in mine.gpus] == [g.vram_reserved_mib for g in node.gpus], node.name

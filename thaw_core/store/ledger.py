@@ -8,6 +8,8 @@ new pod. Release is idempotent: the reservation hash exists exactly while the po
 resources.
 """
 
+from typing import NamedTuple
+
 import msgspec
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError
@@ -51,7 +53,7 @@ for i = 9, #KEYS do
 end
 redis.call('HINCRBY', nodek, 'cpu_reserved', cpu)
 redis.call('HINCRBY', nodek, 'memory_reserved', mem)
-redis.call('HINCRBY', nodek, 'version', 1)
+local version = redis.call('HINCRBY', nodek, 'version', 1)
 redis.call('HINCRBY', usage, 'pods', 1)
 redis.call('HINCRBY', usage, 'vram_mib', total_vram)
 for i = 9, #KEYS do
@@ -66,7 +68,7 @@ redis.call('HSET', podk, 'fn', ARGV[2], 'node', ARGV[3], 'state', {state(INITIAL
   'memory_mib', mem, 'vram_mib', vram, 'gpu_milli', milli, 'gpus', ARGV[11], 'snapshot', ARGV[12])
 redis.call('SADD', fnpods, ARGV[1])
 redis.call('SADD', allpods, ARGV[1])
-return 'ok'
+return 'ok:' .. version
 """
 
 # KEYS: the reservation, the pod, the failed-pods index, the function's and all pods' sets, the
@@ -147,6 +149,20 @@ def _reserve_call(res: Reservation, now_ms: int) -> tuple[list[str], list[Encoda
     return keys, args
 
 
+class Commit(NamedTuple):
+    """What the ledger answered one reservation: `reserve`'s outcome, and on 'ok' the node's
+    version that commit left (0 otherwise)."""
+
+    outcome: str
+    node_version: int
+
+
+def _commit(reply: object) -> Commit:
+    """The reserve script's reply ('ok:<node version>' or a refusal) as a Commit."""
+    outcome, _, version = text(reply).partition(":")
+    return Commit(outcome, int(version or 0))
+
+
 def first_state(res: Reservation, at_ms: int) -> Moved:
     """The transition a committed reservation made: the pod exists, in the machine's first state."""
     return Moved(pod=res.pod, to=INITIAL, applied=True, found="", seq=1, fn=res.fn, node=res.node, at_ms=at_ms)
@@ -164,10 +180,13 @@ class Ledger:
         'max_pods', 'quota_pods', 'quota_vram', 'no_node', 'node_draining', 'cpu', 'memory', 'no_gpu',
         'gpu_vram', 'gpu_milli'. `res.max_pods` is the limit checked: a drain's replacement pods pass
         one past the function's max_pods when need be (placement/drain.py)."""
-        keys, args = _reserve_call(res, now_ms)
-        return text(await self._reserve(keys=keys, args=args))
+        return (await self._commit(res, now_ms)).outcome
 
-    async def reserve_many(self, reservations: list[Reservation], now_ms: int) -> list[str]:
+    async def _commit(self, res: Reservation, now_ms: int) -> Commit:
+        keys, args = _reserve_call(res, now_ms)
+        return _commit(await self._reserve(keys=keys, args=args))
+
+    async def reserve_many(self, reservations: list[Reservation], now_ms: int) -> list[Commit]:
         """`reserve` of each, in order, in one round trip: each is still its own atomic script,
         so each is committed or refused on its own."""
         if not reservations:
@@ -182,11 +201,11 @@ class Ledger:
         outcomes = []
         for res, reply in zip(reservations, replies):
             if isinstance(reply, NoScriptError):  # the server lost its scripts (a restart): nothing ran
-                outcomes.append(await self.reserve(res, now_ms))
+                outcomes.append(await self._commit(res, now_ms))
             elif isinstance(reply, Exception):
                 raise reply
             else:
-                outcomes.append(text(reply))
+                outcomes.append(_commit(reply))
         return outcomes
 
     async def release(self, pod: str, final: PodState, reason: str, now_ms: int) -> Moved:
