@@ -225,8 +225,11 @@ async def test_the_agent_counts_failed_starts_that_placement_and_the_gateway_rea
     assert await agent.record(w.fn, digest, "the worker exited with exit code 3", 2000) == 2
     for role in (PLACEMENT, GATEWAY):
         assert (await StartFailureLog(as_role[role]).get(w.fn)).failures == 2
+    many = await StartFailureLog(as_role[PLACEMENT]).get_many([w.fn, "never-failed"])
+    assert many[w.fn].failures == 2 and many["never-failed"] is None
     await agent.clear(w.fn, digest)
     assert await StartFailureLog(as_role[PLACEMENT]).get(w.fn) is None
+    assert await StartFailureLog(as_role[PLACEMENT]).get_many([w.fn]) == {w.fn: None}
 
 
 async def test_the_snapshotter_announces_indexes_and_forgets_snapshots(as_role):

@@ -140,7 +140,7 @@ GRANTS: dict[str, Grant] = {
                             commands=(*SCRIPTS, "hgetall", "hget", "hmget", "hincrby", "hset", "del", "srem",
                                       "expire", "zadd", "zremrangebyscore")),
     # StartFailureLog.get: placement's backoff, the gateway's degraded status and 503 reasons
-    "starts.read": Grant(reads=(START_FAILURES,), commands=("hgetall",)),
+    "starts.read": Grant(reads=(START_FAILURES,), commands=("hgetall", "exists")),
     # StartFailureLog.record / clear (scripts): agents, as their pods fail to start or get healthy
     "starts.record": Grant(writes=(START_FAILURES,), commands=(*SCRIPTS, "hget", "hincrby", "hset", "del")),
     # Nodes.marks, Pods.get_many / live_by_function, Functions.get_many: one script reads many keys
