@@ -15,6 +15,7 @@ after restart; handlers are written to be idempotent for that reason.
 """
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -123,10 +124,11 @@ class PullConsumer:
     faststream's dispatch (middlewares, context scopes, dependency injection) cost a placement
     worker ~13% of its time, as much as its decisions (bench/fleet_replay.py).
 
-    As faststream's pull subscriber does, a fetch takes what is waiting, up to spec.pull_batch;
-    its handlers run side by side, started in the fetch's (stream) order, and the next fetch
-    waits until each of them is settled. `start` creates the durable if need be, `stop` takes no
-    more messages and waits for those under way."""
+    As faststream's pull subscriber does, a fetch takes what is waiting, up to spec.pull_batch,
+    and its handlers run side by side, started in the fetch's (stream) order. The next fetch
+    goes out while they run and its handlers start as it lands, after the last fetch's (so
+    still in stream order); a third waits until the first's are settled. `start` creates the
+    durable if need be, `stop` takes no more messages and waits for those under way."""
 
     def __init__(self, js: JetStreamContext, spec: ConsumerSpec, type_: type[T],
                  handler: Callable[[T, str], Awaitable[Any]], creds: Credentials | None = None,
@@ -141,6 +143,10 @@ class PullConsumer:
         self._task: asyncio.Task[None] | None = None
         self._stopping, self._fetching = False, False
 
+    # Fetches whose messages may be under way at once: with one, a worker idled through each
+    # fetch's round trip and the next batch's reads (bench/fleet_replay.py).
+    FETCHES_UNDER_WAY = 2
+
     async def start(self) -> None:
         spec = self._spec
         self._sub = await self._js.pull_subscribe(
@@ -150,28 +156,42 @@ class PullConsumer:
         self._task = asyncio.create_task(self._consume())
 
     async def _consume(self) -> None:
-        while not self._stopping:
-            self._fetching = True
-            try:
-                msgs = await self._sub.fetch(self._spec.pull_batch, timeout=1.0)
-            except TimeoutError:  # nothing waiting (nats-py's is a subclass)
-                continue
-            except (ConnectionClosedError, ConnectionReconnectingError):
-                await asyncio.sleep(0.5)  # unsettled messages come again after ack_wait
-                continue
-            except Exception as exc:
-                # nats-py raises on a stored message whose header block it takes for a status
-                # reply it does not know (anyone may publish one): the consumer must outlive it. That
-                # message comes again after ack_wait until max_deliver; the fetch's others are
-                # handed over by the next fetch.
-                log.warning("fetching from %s failed, fetching again: %r", self._spec.durable, exc)
-                await asyncio.sleep(0.1)
-                continue
-            finally:
-                self._fetching = False
-            for outcome in await asyncio.gather(*(self._handle(m) for m in msgs), return_exceptions=True):
-                if isinstance(outcome, Exception):  # its ack could not be sent: it comes again after ack_wait
-                    log.warning("settling a message of %s failed: %r", self._spec.durable, outcome)
+        under_way: collections.deque[asyncio.Future] = collections.deque()  # fetches' handlers, oldest first
+        try:
+            while not self._stopping:
+                while len(under_way) >= self.FETCHES_UNDER_WAY:
+                    await under_way.popleft()
+                msgs = await self._fetch()
+                if msgs:
+                    under_way.append(asyncio.ensure_future(self._settle_all(msgs)))
+        finally:
+            await asyncio.gather(*under_way)
+
+    async def _fetch(self) -> list[Msg]:
+        """What is waiting, up to a pull's worth; [] when nothing came or the fetch failed."""
+        self._fetching = True
+        try:
+            return await self._sub.fetch(self._spec.pull_batch, timeout=1.0)
+        except TimeoutError:  # nothing waiting (nats-py's is a subclass)
+            return []
+        except (ConnectionClosedError, ConnectionReconnectingError):
+            await asyncio.sleep(0.5)  # unsettled messages come again after ack_wait
+            return []
+        except Exception as exc:
+            # nats-py raises on a stored message whose header block it takes for a status
+            # reply it does not know (anyone may publish one): the consumer must outlive it. That
+            # message comes again after ack_wait until max_deliver; the fetch's others are
+            # handed over by the next fetch.
+            log.warning("fetching from %s failed, fetching again: %r", self._spec.durable, exc)
+            await asyncio.sleep(0.1)
+            return []
+        finally:
+            self._fetching = False
+
+    async def _settle_all(self, msgs: list[Msg]) -> None:
+        for outcome in await asyncio.gather(*(self._handle(m) for m in msgs), return_exceptions=True):
+            if isinstance(outcome, Exception):  # its ack could not be sent: it comes again after ack_wait
+                log.warning("settling a message of %s failed: %r", self._spec.durable, outcome)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -3,6 +3,7 @@ a typed handler, acks decided by its outcome as `subscribe` decides them, a fetc
 started in stream order, and a stop that lets the message under way finish."""
 
 import asyncio
+import dataclasses
 
 from bus_schemas import streams
 from bus_schemas.leases import LeaseRequested
@@ -110,4 +111,31 @@ async def test_a_message_with_an_odd_header_block_leaves_the_consumer_consuming(
         await bus.publish(js, "lease.requested.after", request("after"), msg_id="after")
         await eventually(lambda: "after" in handled, what="the request published after the odd ones")
     finally:
+        await consumer.stop()
+
+
+async def test_the_next_fetch_is_handled_while_the_last_one_runs_and_a_third_waits_for_the_first(js):
+    spec = dataclasses.replace(SPEC, pull_batch=5)
+    for i in range(15):
+        await bus.publish(js, f"lease.requested.fn{i}", request(f"fn{i}"), msg_id=f"overlap-{i}")
+    started: list[str] = []
+    first_fetch_done = asyncio.Event()
+
+    async def handler(msg: LeaseRequested, subject: str) -> None:
+        started.append(msg.fn)
+        if int(msg.fn[2:]) < 5:
+            await first_fetch_done.wait()
+
+    consumer = PullConsumer(js, spec, LeaseRequested, handler)
+    await consumer.start()
+    try:
+        await eventually(lambda: len(started) == 10, what="the second fetch handled beside the first")
+        await asyncio.sleep(0.3)
+        assert len(started) == 10, "a third fetch waits until the first fetch's messages are settled"
+        first_fetch_done.set()
+        await eventually(lambda: len(started) == 15, what="the third fetch, once the first was settled")
+        assert started == [f"fn{i}" for i in range(15)], "started in stream order throughout"
+        await eventually(lambda: _none_left(js), what="every message acked")
+    finally:
+        first_fetch_done.set()
         await consumer.stop()
