@@ -26,7 +26,7 @@ class ConsumerSpec:
     max_deliver: int = 10
     max_ack_pending: int = 256
     inactive_threshold_s: float = 0  # 0: kept for good; else the server drops it unbound this long
-    pull_batch: int = 16  # messages fetched at once; the next fetch waits until they are all handled
+    pull_batch: int = 16  # messages fetched at once (when the next fetch goes: the subscriber's docstring)
 
 
 FUNCTIONS = StreamSpec("FUNCTIONS", ("fn.>",), max_msgs_per_subject=16)
@@ -53,7 +53,10 @@ ALL_STREAMS = (FUNCTIONS, LEASES, PLACEMENT, PODS, NODES, SNAPSHOTS, INFER_ASYNC
 # Placement workers share one durable consumer, so each lease request is handled once.
 # A placement worker places a fetch's requests as one batch (placement/batches.py): the larger
 # the fetch, the fewer round trips a placement costs (bench/fleet_replay.py).
-PLACEMENT_LEASES = ConsumerSpec("LEASES", "placement-leases", "lease.requested.>", ack_wait_s=15, pull_batch=128)
+# Each placement worker may hold two fetches (thaw_core.subscriber.PullConsumer): the
+# server's limit on unacked messages must let eight workers do so, or their fetches wait on it.
+PLACEMENT_LEASES = ConsumerSpec("LEASES", "placement-leases", "lease.requested.>", ack_wait_s=15, pull_batch=128,
+                                max_ack_pending=2048)
 
 
 def placement_capacity(worker: str) -> ConsumerSpec:

@@ -27,6 +27,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, ConnectionReconnectingError
 from nats.js import JetStreamContext
+from nats.js.errors import BadRequestError
 from nats.js.api import DeliverPolicy
 
 from thaw_core.bus_auth import Credentials
@@ -149,11 +150,26 @@ class PullConsumer:
 
     async def start(self) -> None:
         spec = self._spec
-        self._sub = await self._js.pull_subscribe(
-            spec.filter_subject, durable=spec.durable, stream=spec.stream,
-            config=_consumer_config(spec, self._deliver_policy),
+        await self._provision()
+        self._sub = await self._js.pull_subscribe_bind(
+            durable=spec.durable, stream=spec.stream,
             inbox_prefix=self._creds.subscriber_inbox_prefix if self._creds else None)
         self._task = asyncio.create_task(self._consume())
+
+    async def _provision(self) -> None:
+        """Create the durable, or bring one made by an older release to this spec: the server
+        keeps a durable's config across restarts, and an old max_ack_pending below what the
+        workers fetch at once starves each fetch until acks free room."""
+        spec = self._spec
+        config = _consumer_config(spec, self._deliver_policy)
+        config.name = config.durable_name = spec.durable
+        config.filter_subject = spec.filter_subject
+        try:
+            await self._js.add_consumer(spec.stream, config=config)
+        except BadRequestError as exc:  # a setting the server will not change in place
+            log.warning("durable %s on %s kept its old settings (%s); to take this release's, delete "
+                        "it while no consumer runs: nats consumer rm %s %s", spec.durable, spec.stream,
+                        exc.description, spec.stream, spec.durable)
 
     async def _consume(self) -> None:
         under_way: collections.deque[asyncio.Future] = collections.deque()  # fetches' handlers, oldest first

@@ -139,3 +139,17 @@ async def test_the_next_fetch_is_handled_while_the_last_one_runs_and_a_third_wai
     finally:
         first_fetch_done.set()
         await consumer.stop()
+
+
+async def test_a_durable_left_by_an_older_release_is_brought_to_the_spec_on_start(js):
+    from nats.js.api import ConsumerConfig
+
+    await js.add_consumer(SPEC.stream, config=ConsumerConfig(
+        name=SPEC.durable, durable_name=SPEC.durable, filter_subject=SPEC.filter_subject, max_ack_pending=4))
+    consumer = PullConsumer(js, SPEC, LeaseRequested, lambda msg, subject: asyncio.sleep(0))
+    await consumer.start()
+    try:
+        info = await js.consumer_info(SPEC.stream, SPEC.durable)
+        assert info.config.max_ack_pending == SPEC.max_ack_pending, "two fetches of every worker fit"
+    finally:
+        await consumer.stop()
