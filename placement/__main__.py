@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from thaw_core.process import run_until_signalled
+from thaw_core.process import run_until_signalled, tune_gc_for_throughput
 from thaw_core.telemetry import setup_logging, setup_tracing
 
 from placement.service import run_placement
@@ -23,6 +23,7 @@ def main() -> None:
     a = p.parse_args()
     setup_logging(a.name)
     setup_tracing(a.name)
+    tune_gc_for_throughput()
     settings = PlacementSettings(nats_url=a.nats, redis_url=a.redis, redis_creds=a.redis_credentials,
                                  nats_creds=a.nats_credentials, name=a.name, node_timeout_s=a.node_timeout)
     run_until_signalled(lambda stop: run_placement(settings, stop))
