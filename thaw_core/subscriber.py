@@ -172,7 +172,7 @@ class PullConsumer:
                         exc.description, spec.stream, spec.durable)
 
     async def _consume(self) -> None:
-        under_way: collections.deque[asyncio.Future] = collections.deque()  # fetches' handlers, oldest first
+        under_way: collections.deque[asyncio.Future[None]] = collections.deque()  # fetches' handlers, oldest first
         try:
             while not self._stopping:
                 while len(under_way) >= self.FETCHES_UNDER_WAY:
@@ -187,7 +187,8 @@ class PullConsumer:
         """What is waiting, up to a pull's worth; [] when nothing came or the fetch failed."""
         self._fetching = True
         try:
-            return await self._sub.fetch(self._spec.pull_batch, timeout=1.0)
+            msgs: list[Msg] = await self._sub.fetch(self._spec.pull_batch, timeout=1.0)
+            return msgs
         except TimeoutError:  # nothing waiting (nats-py's is a subclass)
             return []
         except (ConnectionClosedError, ConnectionReconnectingError):
