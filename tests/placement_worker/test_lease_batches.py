@@ -27,6 +27,18 @@ async def a_fleet(r, nodes: int = 3, gpus: int = 2) -> None:
         await Nodes(r).heartbeat(f"n{n}", now_ms())
 
 
+async def deploy(r, fns: list[str], max_pods: int) -> None:
+    for fn in fns:
+        await Functions(r).put(FunctionSpec(name=fn, command=("x",), resources=Resources(vram_mib=POD_MIB),
+                                            scaling=Scaling(max_pods=max_pods), placement_policy="best-fit"))
+
+
+async def a_worker(redis_url, js, nats_server, r) -> PlacementWorker:
+    worker = PlacementWorker(PlacementSettings(nats_url=nats_server.url, redis_url=redis_url), js, r)
+    await worker.start()
+    return worker
+
+
 def burst(fns: list[str]) -> list[LeaseRequested]:
     return [LeaseRequested(fn=fn, want_pods=1, gateway="g", at_ms=now_ms()) for fn in fns]
 
@@ -34,11 +46,8 @@ def burst(fns: list[str]) -> list[LeaseRequested]:
 async def test_a_burst_is_placed_in_batches_with_each_function_getting_one_pod(redis_url, js, nats_server, r):
     await a_fleet(r)
     fns = [f"fn{i}" for i in range(10)]
-    for fn in fns:
-        await Functions(r).put(FunctionSpec(name=fn, command=("x",), resources=Resources(vram_mib=POD_MIB),
-                                            scaling=Scaling(max_pods=5), placement_policy="best-fit"))
-    worker = PlacementWorker(PlacementSettings(nats_url=nats_server.url, redis_url=redis_url), js, r)
-    await worker.start()
+    await deploy(r, fns, max_pods=5)
+    worker = await a_worker(redis_url, js, nats_server, r)
     # each function asked for twice in the burst: the second request finds the first's pod starting
     await asyncio.gather(*(worker.on_lease_requested(m, f"lease.requested.{m.fn}") for m in burst(fns + fns)))
     assert [len(await Pods(r).live(fn)) for fn in fns] == [1] * 10
@@ -52,9 +61,7 @@ async def test_two_workers_bursts_for_the_same_room_never_over_commit(redis_url,
     try:
         await a_fleet(r1)
         fns = [f"race{i}" for i in range(20)]
-        for fn in fns:
-            await Functions(r1).put(FunctionSpec(name=fn, command=("x",), resources=Resources(vram_mib=POD_MIB),
-                                                 scaling=Scaling(max_pods=1), placement_policy="best-fit"))
+        await deploy(r1, fns, max_pods=1)
         settings = PlacementSettings(nats_url=nats_server.url, redis_url=redis_url)
         a, b = PlacementWorker(settings, js, r1), PlacementWorker(settings, js, r2)
         await a.start()
@@ -104,11 +111,8 @@ async def test_nodes_only_this_worker_moved_are_not_read_again_and_one_another_m
 
     await a_fleet(r)
     fns = [f"own{i}" for i in range(6)]
-    for fn in fns:
-        await Functions(r).put(FunctionSpec(name=fn, command=("x",), resources=Resources(vram_mib=POD_MIB),
-                                            scaling=Scaling(max_pods=1), placement_policy="best-fit"))
-    worker = PlacementWorker(PlacementSettings(nats_url=nats_server.url, redis_url=redis_url), js, r)
-    await worker.start()
+    await deploy(r, fns, max_pods=1)
+    worker = await a_worker(redis_url, js, nats_server, r)
     await asyncio.gather(*(worker.on_lease_requested(m, f"lease.requested.{m.fn}") for m in burst(fns[:3])))
     read = worker.live.nodes_read
     await worker.live.refresh()
