@@ -19,6 +19,8 @@ import logging
 import secrets
 from typing import NamedTuple
 
+from redis.exceptions import RedisError
+
 from bus_schemas import subjects
 from bus_schemas.functions import FunctionSpec, runtime_of, spec_digest
 from bus_schemas.leases import LeaseRequested
@@ -163,8 +165,12 @@ class PlacementWorker:
         finally:
             self.recent.close_read(mark)
         # after the lock (a store write each under it held up every decision behind it), and
-        # before the requests are settled: a caller told "no capacity" finds why
-        await self._record_unplaceables(unplaceable)
+        # before the requests are settled: a caller told "no capacity" finds why. Only a reason:
+        # failing to write it must not lose the batch's committed pods, still to be announced.
+        try:
+            await self._record_unplaceables(unplaceable)
+        except RedisError as exc:
+            log.warning("could not record why %d function(s) fit nowhere: %r", len(unplaceable), exc)
         return outcomes
 
     async def _commit_requests(self, msgs: list[LeaseRequested], reads: dict[str, Read], mark: int,

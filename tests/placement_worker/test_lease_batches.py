@@ -130,3 +130,25 @@ async def test_nodes_only_this_worker_moved_are_not_read_again_and_one_another_m
     for node in await Nodes(r).all():
         mine = index.node(node.name)
         assert [g.vram_used_mib for g in mine.gpus] == [g.vram_reserved_mib for g in node.gpus], node.name
+
+
+async def test_a_batch_whose_unplaceable_reason_cannot_be_written_still_announces_the_pods_it_placed(
+        redis_url, js, nats_server, r, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from bus_schemas import subjects
+
+    await a_fleet(r, nodes=1, gpus=1)
+    await deploy(r, ["fits"], max_pods=1)
+    await Functions(r).put(FunctionSpec(name="huge", command=("x",), resources=Resources(vram_mib=GPU_MIB * 2),
+                                        scaling=Scaling(max_pods=1), placement_policy="best-fit"))
+    worker = await a_worker(redis_url, js, nats_server, r)
+
+    async def store_gone(*args, **kwargs):  # the store drops between the commit and the reason
+        raise RedisConnectionError("connection reset")
+    monkeypatch.setattr(worker.functions, "record_unplaceable_many", store_gone)
+    await asyncio.gather(*(worker.on_lease_requested(m, f"lease.requested.{m.fn}") for m in burst(["fits", "huge"])))
+    [pod] = await Pods(r).live("fits")
+    assigned = await js.get_last_msg("PLACEMENT", subjects.place_assigned("n0"))
+    assert pod.pod.encode() in assigned.data, "the committed pod is sent to its node"
+    assert await Pods(r).live("huge") == []
